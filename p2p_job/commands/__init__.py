@@ -1,0 +1,1 @@
+"""One module per ``p2pk`` command; each defines ``register(subparsers)``."""

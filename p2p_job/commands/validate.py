@@ -1,0 +1,33 @@
+"""``p2pk validate exp.yaml``: check an experiment file; list every error by field path."""
+
+from __future__ import annotations
+
+import sys
+
+from p2p_job.spec import InvalidSpec, load_experiment, resolved_method_name
+
+#: Exit code for an invalid spec (argparse also uses 2 for usage errors).
+EXIT_INVALID = 2
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="check an experiment file and list every error by field path")
+    p.add_argument("spec", help="P2PExperiment YAML file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        exp = load_experiment(args.spec)
+    except InvalidSpec as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    s = exp.spec
+    methods = ", ".join(resolved_method_name(m, s.aggregation.rule) for m in s.methods)
+    clients = ", ".join(c.name for c in s.scenario.clients)
+    print(
+        f"{args.spec}: valid P2PExperiment {exp.name!r}: {s.scenario.kind} on {s.dataset.kind} data, "
+        f"{len(s.scenario.clients)} clients ({clients}), {s.rounds} rounds, "
+        f"{s.topology.kind} topology, methods: {methods}"
+    )
+    return 0

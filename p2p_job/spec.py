@@ -1,0 +1,378 @@
+"""The experiment spec: one ``P2PExperiment`` document (group ``p2pk.io``, version ``v1alpha1``).
+
+The same YAML file is run by ``p2pk simulate``, ``p2pk run`` and the Kubernetes operator.
+This module is the single source of truth for its fields: the CRD's openAPIV3Schema is
+generated from these models (``p2pk_operator.crd``), so the operator cannot drift from them.
+
+Defaults follow the paper (§5.1.3): k = 15 base points, N = 20 neighbours, λ = 0.8, five local
+epochs, Adam with learning rate 1e-5 and weight decay 1e-3, a 115→80→50→10→1 network.
+
+Field names are camelCase in YAML (Kubernetes convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "p2pk.io"
+API_VERSION = "v1alpha1"
+KIND = "P2PExperiment"
+
+#: DNS-1123 label: used in Job names, MinIO user names and store prefixes.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+RebalancingMethod = Literal["none", "random-over", "random-under", "smote", "ksmote"]
+AggregationRule = Literal["p2p", "fedavg", "local"]
+ScenarioKind = Literal["balanced-iid", "imbalanced-iid", "mixed-iid", "non-iid"]
+TopologyKind = Literal["full", "ring", "k-regular", "erdos-renyi", "explicit"]
+DatasetKind = Literal["builtin", "nbaiot", "botiot", "tabular"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class SpecModel(BaseModel):
+    """Base for every section: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class BuiltinDataSpec(SpecModel):
+    """The built-in generator: devices with distinct benign distributions, attack families
+    as separate clusters (used by the quickstart and the tests)."""
+
+    devices: int = Field(3, ge=1, le=64, description="Number of simulated devices (group values device-0, device-1, …).")
+    families: int = Field(3, ge=1, le=16, description="Number of attack families (family-0, …), each its own cluster per device.")
+    features: int = Field(115, ge=2, le=4096, description="Feature count (N-BaIoT has 115).")
+    benign_per_device: int = Field(4000, ge=10, description="Benign rows generated per device.")
+    malicious_per_family: int = Field(400, ge=10, description="Malicious rows generated per device and family.")
+    separation: float = Field(3.0, gt=0, description="Distance between cluster centres in units of their spread.")
+
+
+class DatasetSpec(SpecModel):
+    """Where the rows come from. Every kind loads into the same in-memory form: float32
+    features, a 0/1 label (1 = malicious) and group columns (device, family)."""
+
+    kind: DatasetKind = Field("builtin", description="builtin | nbaiot | botiot | tabular.")
+    path: str | None = Field(None, description="N-BaIoT root folder, BoT-IoT CSV file, or tabular CSV/Parquet file.")
+    devices: list[str] | None = Field(None, description="N-BaIoT: device folders to load (default: all).")
+    families: list[str] | None = Field(
+        None,
+        description="Attack families to keep: N-BaIoT 'mirai', 'gafgyt' or 'gafgyt/udp'-style; BoT-IoT categories such as 'DDoS'.",
+    )
+    features: list[str] | None = Field(None, description="Tabular: feature columns (default: all numeric columns but label and group).")
+    label_column: str | None = Field(None, description="Tabular: the label column.")
+    benign_values: list[str] | None = Field(None, description="Tabular: label values that mean benign; every other value is malicious.")
+    group_column: str | None = Field(None, description="Tabular: column that drives the partition (device, attack category, site).")
+    drop_bad_rows: bool = Field(False, description="Drop rows with non-numeric or non-finite features (the count is reported) instead of failing.")
+    builtin: BuiltinDataSpec = Field(default_factory=BuiltinDataSpec)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "DatasetSpec":
+        if self.kind != "builtin" and not self.path:
+            raise ValueError(f"dataset.path is required for dataset kind {self.kind!r}")
+        if self.kind == "tabular":
+            if not self.label_column:
+                raise ValueError("dataset.labelColumn is required for dataset kind 'tabular'")
+            if not self.benign_values:
+                raise ValueError("dataset.benignValues is required for dataset kind 'tabular'")
+        return self
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class ClassCounts(SpecModel):
+    """Rows per class (benign = label 0, malicious = label 1)."""
+
+    benign: int = Field(..., ge=0)
+    malicious: int = Field(..., ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.benign + self.malicious
+
+
+class ClientSpec(SpecModel):
+    """One peer: its name, which groups its rows come from, and its per-class counts
+    (the rows of the paper's Tables 1–3)."""
+
+    name: str = Field(..., pattern=DNS_LABEL, max_length=40)
+    benign_groups: list[str] | None = Field(None, description="Group values its benign rows come from (default: the pooled benign rows).")
+    malicious_groups: list[str] | None = Field(None, description="Group values its malicious rows come from (default: the pooled malicious rows).")
+    train: ClassCounts
+    validation: ClassCounts
+
+
+class ScenarioSpec(SpecModel):
+    """The four scenarios of §3.1. ``preset`` fills ``clients`` and ``globalTest`` from a
+    built-in layout reproducing experiments 5.2.1–5.2.4 (scaled to the data available)."""
+
+    kind: ScenarioKind = "non-iid"
+    preset: str | None = Field(None, description="Built-in client layout, e.g. 'nbaiot-5.2.4' (see `p2pk data presets`).")
+    clients: list[ClientSpec] = Field(default_factory=list)
+    global_test: ClassCounts | None = Field(None, description="Global test set drawn from rows no client trains or validates on.")
+
+    @model_validator(mode="after")
+    def _clients(self) -> "ScenarioSpec":
+        if not self.preset and not self.clients:
+            raise ValueError("scenario needs clients (or a preset)")
+        names = [c.name for c in self.clients]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"scenario.clients: duplicate client names {dup}")
+        if self.kind == "non-iid" and not self.preset and self.global_test is None:
+            raise ValueError("scenario.globalTest is required for the non-iid scenario")
+        return self
+
+
+# --------------------------------------------------------------------------- topology
+
+
+class TopologySpec(SpecModel):
+    """Who is whose neighbour. Undirected; every peer aggregates over itself and its
+    neighbours (C_sub in equation 5)."""
+
+    kind: TopologyKind = "full"
+    degree: int | None = Field(None, ge=1, description="k-regular: neighbours per peer.")
+    p: float | None = Field(None, gt=0, le=1, description="erdos-renyi: edge probability (re-drawn until connected).")
+    adjacency: dict[str, list[str]] | None = Field(None, description="explicit: client -> neighbours (made symmetric).")
+
+    @model_validator(mode="after")
+    def _params(self) -> "TopologySpec":
+        if self.kind == "k-regular" and self.degree is None:
+            raise ValueError("topology.degree is required for kind 'k-regular'")
+        if self.kind == "erdos-renyi" and self.p is None:
+            raise ValueError("topology.p is required for kind 'erdos-renyi'")
+        if self.kind == "explicit" and not self.adjacency:
+            raise ValueError("topology.adjacency is required for kind 'explicit'")
+        return self
+
+
+# --------------------------------------------------------------------------- methods
+
+
+class RebalancingSpec(SpecModel):
+    """Parameters of the rebalancing methods (Algorithm 1 for K-SMOTE)."""
+
+    k: int = Field(15, ge=1, description="K-SMOTE: base minority points picked at random.")
+    neighbours: int = Field(20, ge=1, description="K-SMOTE: nearest minority neighbours N of each base point (SMOTE: k_neighbors).")
+    ratio: float = Field(1.0, gt=0, le=10, description="r: generate N_s = r·|D_maj| − |D_min| points (Algorithm 1, line 1).")
+    share_fraction: float = Field(0.1, ge=0, le=1, description="α: fraction of D_syn published to neighbours (equation 7).")
+    max_received: int | None = Field(
+        None,
+        ge=0,
+        description="Cap on D_o_syn, keeping the newest points. Default: none, as Algorithm 2 line 16 (D_o_syn only grows).",
+    )
+
+
+class MethodSpec(SpecModel):
+    """One arm of the comparison. Every method runs on identical shards and seeds."""
+
+    name: str | None = Field(None, pattern=DNS_LABEL, max_length=30, description="Default: the rebalancing name (plus the aggregation rule when it differs from aggregation.rule).")
+    rebalancing: RebalancingMethod = "ksmote"
+    aggregation: AggregationRule | None = Field(None, description="Overrides aggregation.rule for this method (e.g. fedavg for experiment 5.2.1).")
+    share: bool | None = Field(None, description="Publish an α-fraction of synthetic points (default: only for ksmote).")
+
+
+class AggregationSpec(SpecModel):
+    """Equations 5–6: p_k = λ·Var_k/ΣVar + (1−λ)·|D_k|/Σ|D| over the peer and its neighbours.
+    ``fedavg`` is central FedAvg (all clients, weights |D_k|, every round); ``local`` never
+    aggregates."""
+
+    rule: AggregationRule = "p2p"
+    lambda_: float = Field(0.8, ge=0, le=1, alias="lambda", description="λ: trade-off between data variance and data size.")
+    update_probability: float = Field(1.0, gt=0, le=1, description="Probability that a peer is picked to aggregate in a round (Algorithm 2, line 12).")
+
+
+class TrainingSpec(SpecModel):
+    """Local training (§5.1.3)."""
+
+    local_epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=1_000_000)
+    learning_rate: float = Field(1e-5, gt=0, le=10)
+    weight_decay: float = Field(1e-3, ge=0, le=10)
+    hidden_layers: list[int] = Field(default_factory=lambda: [80, 50, 10], min_length=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    leaky_relu_slope: float = Field(0.01, ge=0, lt=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on the sigmoid output.")
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h < 1 for h in v):
+            raise ValueError("every hidden layer needs at least one unit")
+        return v
+
+
+class RuntimeSpec(SpecModel):
+    """How peers run and exchange; runners and flags may override."""
+
+    device: Device = "auto"
+    round_timeout_seconds: float = Field(600, gt=0)
+    store: str | None = Field(None, description="s3://bucket/prefix or file:///path (default: runner's choice).")
+    metrics_port: int = Field(9400, ge=1, le=65535)
+    pushgateway: str | None = Field(None, description="host:port of a Prometheus Pushgateway.")
+    max_payload_mb: float = Field(256, gt=0, description="Reject any neighbour payload larger than this.")
+
+
+class S3Spec(SpecModel):
+    endpoint: str | None = Field(None, description="MinIO/S3 endpoint, host:port or URL.")
+    bucket: str = Field("p2pk", min_length=3, max_length=63)
+    prefix: str = Field("experiments")
+    secure: bool = False
+    credentials_secret: str | None = Field(None, description="Secret with accessKey/secretKey shared by all clients (weaker mode).")
+    admin_secret: str | None = Field(None, description="Secret with MinIO admin credentials: one scoped user per client.")
+
+
+class KubernetesSpec(SpecModel):
+    image: str = "ghcr.io/p2pk/worker:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu limit per client pod.")
+    resources: dict[str, dict[str, str]] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    service_account_name: str | None = None
+    backoff_limit: int = Field(3, ge=0)
+    active_deadline_seconds: int | None = Field(None, ge=1)
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    s3: S3Spec = Field(default_factory=S3Spec)
+    purge_on_delete: bool = Field(False, description="Delete the experiment's store prefix when the resource is deleted.")
+
+
+class ExperimentSpec(SpecModel):
+    """``spec`` of a P2PExperiment."""
+
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    rounds: int = Field(..., ge=1, le=100_000, description="Communication rounds (global epochs).")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    scenario: ScenarioSpec
+    topology: TopologySpec = Field(default_factory=TopologySpec)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec()], min_length=1)
+    rebalancing: RebalancingSpec = Field(default_factory=RebalancingSpec)
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> "ExperimentSpec":
+        names = [resolved_method_name(m, self.aggregation.rule) for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"methods: duplicate method names {dup}; give each a distinct name")
+        if self.topology.kind == "explicit" and self.scenario.clients:
+            known = {c.name for c in self.scenario.clients}
+            unknown = sorted(
+                {n for k, vs in (self.topology.adjacency or {}).items() for n in [k, *vs]} - known
+            )
+            if unknown:
+                raise ValueError(f"topology.adjacency names unknown clients {unknown}")
+        return self
+
+
+class Metadata(SpecModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
+
+    name: str = Field(..., pattern=DNS_LABEL, max_length=40)
+    namespace: str | None = None
+
+
+class P2PExperiment(SpecModel):
+    """The whole document, as written in ``exp.yaml`` and applied with kubectl."""
+
+    api_version: Literal["p2pk.io/v1alpha1"] = Field("p2pk.io/v1alpha1", alias="apiVersion")
+    kind: Literal["P2PExperiment"] = "P2PExperiment"
+    metadata: Metadata
+    spec: ExperimentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolved_method_name(method: MethodSpec, default_rule: AggregationRule) -> str:
+    """The method's name: explicit, else the rebalancing name, suffixed with the
+    aggregation rule when it differs from the experiment's default."""
+    if method.name:
+        return method.name
+    if method.aggregation and method.aggregation != default_rule:
+        return f"{method.rebalancing}-{method.aggregation}"
+    return method.rebalancing
+
+
+class InvalidSpec(ValueError):
+    """A spec that failed validation; ``errors`` lists ``(field path, message)`` pairs."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in errors)
+        super().__init__(f"{source}: invalid P2PExperiment ({len(errors)} error(s))\n{lines}")
+
+
+def _error_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", str(item)):
+            parts.append(f"[{item!r}]")  # dict keys and union tags
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(document)"
+
+
+def parse_experiment(document: Any, source: str = "<spec>") -> P2PExperiment:
+    """Validate a parsed YAML/JSON document; raise :class:`InvalidSpec` listing every error
+    by field path (e.g. ``spec.training.learningRate``)."""
+    if not isinstance(document, dict):
+        raise InvalidSpec(source, [("(document)", "expected a mapping with apiVersion, kind, metadata, spec")])
+    try:
+        return P2PExperiment.model_validate(document)
+    except ValidationError as exc:
+        errors = [(_error_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise InvalidSpec(source, errors) from None
+
+
+def load_experiment(path: str | Path) -> P2PExperiment:
+    """Read and validate an experiment file. YAML syntax errors name the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidSpec(str(path), [("(file)", exc.strerror or str(exc))]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise InvalidSpec(str(path), [(where, f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_experiment(document, str(path))
+
+
+def dump_experiment(exp: P2PExperiment) -> str:
+    """The experiment as YAML with camelCase keys (what is stored as ``spec.yaml``)."""
+    return yaml.safe_dump(exp.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
