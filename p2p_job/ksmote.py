@@ -1,0 +1,164 @@
+"""K-SMOTE: the paper's over-sampler (§4.2, Algorithm 1, equation 3).
+
+SMOTE makes every synthetic point on the segment between a minority point and ONE of its
+nearest minority neighbours, for every minority point. K-SMOTE instead
+
+1. picks ``k`` base minority points at random, without replacement (Algorithm 1, line 2);
+2. finds each base's ``N`` nearest minority neighbours, the base itself excluded (line 6);
+3. makes ``n_s = N_s / k`` points per base (line 3) with equation 3 (line 9)::
+
+       x_s = x_b + (1/|N|) · Σ_n (x_n − x_b) · U_n,   U_n ~ Uniform(0, 1)
+
+   drawing an independent ``U_n`` for every neighbour AND every synthetic point.
+
+So a synthetic point is the convex combination ``(1 − Σ_n U_n/|N|)·x_b + Σ_n (U_n/|N|)·x_n`` of
+its base and all its neighbours: it always lies in their convex hull.
+
+The total is ``N_s = r·|D_maj| − |D_min|`` (line 1), computed by :func:`n_synthetic`.
+
+Choices the paper leaves open, fixed here:
+
+- ``N_s`` is truncated to an integer as imbalanced-learn truncates a float ``sampling_strategy``,
+  and is never negative: a ratio that asks for nothing gives no points.
+- When ``k`` does not divide ``N_s``, the first ``N_s mod k`` bases (in the order they were
+  drawn) make one point more, so exactly ``N_s`` points come out. Rows are grouped by base,
+  in that order.
+- Fewer minority points than ``k`` (or fewer requested points than ``k``): every minority point
+  (every one of the first ``N_s``) serves as a base: ``min(k, |D_min|, N_s)`` bases.
+- ``|D_min| − 1 ≤ N``: a base's neighbours are all the other minority points.
+- A single minority point has no neighbours: the sum in equation 3 is empty and every
+  synthetic point is a copy of it.
+- An empty minority gives no points (:func:`ksmote_sample`); :class:`KSMOTE` raises, as every
+  imbalanced-learn sampler does for data with one class.
+- Which class is the minority is decided from the counts (label 0 may be the minority).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from imblearn.over_sampling.base import BaseOverSampler
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+
+
+def n_synthetic(n_majority: int, n_minority: int, ratio: float) -> int:
+    """``N_s = r·|D_maj| − |D_min|`` (Algorithm 1, line 1), truncated as imbalanced-learn does
+    for a float ratio, and 0 when the minority already reaches ``r·|D_maj|``."""
+    return max(0, int(ratio * n_majority - n_minority))
+
+
+def interpolate(bases: np.ndarray, neighbours: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Equation 3 (Algorithm 1, line 9) for a batch of bases, with the uniforms given.
+
+    ``bases`` (k, d) holds the base points x_b, ``neighbours`` (k, N, d) their neighbours x_n,
+    ``uniforms`` (k, m, N) one U_n(0, 1) per base, point and neighbour. Returns (k, m, d):
+    point ``[b, s]`` is ``x_b + (1/N) · Σ_n (x_n − x_b) · uniforms[b, s, n]``; with no
+    neighbours (N = 0) the sum is empty and every point is x_b.
+    """
+    k, m, n_neighbours = uniforms.shape
+    if n_neighbours == 0:
+        return np.repeat(bases[:, None, :], m, axis=1)
+    differences = neighbours - bases[:, None, :]  # x_n − x_b, (k, N, d)
+    points = np.matmul(uniforms, differences)  # Σ_n U_n · (x_n − x_b), (k, m, d)
+    points *= np.asarray(1.0 / n_neighbours, dtype=points.dtype)
+    points += bases[:, None, :]
+    return points
+
+
+def base_neighbourhoods(
+    X_min: np.ndarray, n_bases: int, n_neighbors: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1, lines 2 and 6: draw ``n_bases`` distinct base rows of ``X_min`` at random
+    (this is the first use of ``rng``) and find each one's ``n_neighbors`` nearest other
+    minority rows (scikit-learn ``NearestNeighbors``, Euclidean).
+
+    Returns ``(bases, neighbours)``: row indices of shape (n_bases,) and (n_bases, n_neighbors).
+    The base itself is never its own neighbour, even when duplicate rows tie with it.
+    ``n_bases ≤ len(X_min)`` and ``n_neighbors ≤ len(X_min) − 1`` are the caller's to ensure.
+    """
+    bases = rng.choice(len(X_min), size=n_bases, replace=False)
+    if n_neighbors == 0:
+        return bases, np.empty((n_bases, 0), dtype=np.intp)
+    search = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(X_min)
+    candidates = search.kneighbors(X_min[bases], return_distance=False)
+    is_self = candidates == bases[:, None]
+    # A duplicate of the base may come before it; then drop the farthest candidate instead.
+    is_self[~is_self.any(axis=1), -1] = True
+    return bases, candidates[~is_self].reshape(n_bases, n_neighbors)
+
+
+def ksmote_sample(
+    X_min: np.ndarray, n_samples: int, k: int, n_neighbors: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Algorithm 1: ``n_samples`` synthetic minority points (float32, shape (n_samples, d)).
+
+    Bases come from :func:`base_neighbourhoods`, points from :func:`interpolate` with uniforms
+    drawn from ``rng`` as one (bases, points per base, N) float32 block; the edge cases are
+    those of the module docstring.
+    """
+    X_min = np.asarray(X_min, dtype=np.float32)
+    if X_min.ndim != 2:
+        raise ValueError(f"X_min must be a 2-D array (rows, features); got shape {X_min.shape}")
+    if k < 1 or n_neighbors < 1:
+        raise ValueError(f"k and n_neighbors must be at least 1; got k={k}, n_neighbors={n_neighbors}")
+    n_min, d = X_min.shape
+    if n_samples <= 0 or n_min == 0:
+        return np.empty((0, d), dtype=np.float32)
+    n_bases = min(k, n_min, n_samples)
+    bases, neighbours = base_neighbourhoods(X_min, n_bases, min(n_neighbors, n_min - 1), rng)
+    per_base = np.full(n_bases, n_samples // n_bases)
+    per_base[: n_samples % n_bases] += 1  # the remainder goes to the first bases
+    uniforms = rng.random((n_bases, int(per_base[0]), neighbours.shape[1]), dtype=np.float32)
+    points = interpolate(X_min[bases], X_min[neighbours], uniforms)
+    if n_samples % n_bases == 0:
+        return points.reshape(n_samples, d)
+    return points[np.arange(per_base[0]) < per_base[:, None]]
+
+
+class KSMOTE(BaseOverSampler):
+    """K-SMOTE as an imbalanced-learn over-sampler: drops into ``imblearn.pipeline.Pipeline``.
+
+    Parameters
+    ----------
+    sampling_strategy : float, str, dict or callable, default="auto"
+        As in imbalanced-learn. A float is the ratio ``r`` of Algorithm 1 in (0, 1]: the
+        minority grows by ``N_s = r·|D_maj| − |D_min|`` points; imbalanced-learn rejects a float
+        that asks for no points. For ``r > 1`` pass ``{minority_label: target_count}`` (as
+        :func:`p2p_job.rebalancing.rebalance` does).
+    k : int, default=15
+        Base minority points picked at random (paper: 15).
+    n_neighbors : int, default=20
+        Nearest minority neighbours N of each base (paper: 20).
+    random_state : None, int or RandomState
+        Seeds the numpy ``Generator`` that :func:`ksmote_sample` draws from.
+
+    Synthetic points are appended after the original rows, class by class, as other
+    imbalanced-learn over-samplers do. Sparse input is not supported.
+    """
+
+    _parameter_constraints: dict = {
+        **BaseOverSampler._parameter_constraints,
+        "k": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, *, sampling_strategy="auto", k=15, n_neighbors=20, random_state=None):
+        super().__init__(sampling_strategy=sampling_strategy)
+        self.k = k
+        self.n_neighbors = n_neighbors
+        self.random_state = random_state
+
+    def _check_X_y(self, X, y, accept_sparse=None):
+        return super()._check_X_y(X, y, accept_sparse=False)
+
+    def _fit_resample(self, X, y):
+        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+        X_parts, y_parts = [X], [y]
+        for label, n_samples in self.sampling_strategy_.items():
+            X_new = ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng)
+            X_parts.append(X_new.astype(X.dtype, copy=False))
+            y_parts.append(np.full(len(X_new), label, dtype=y.dtype))
+        return np.concatenate(X_parts), np.concatenate(y_parts)
