@@ -1,0 +1,76 @@
+"""Shared fixtures: real services started as local processes (see ``tests/services.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import services
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> services.S3Server:
+    server = services.start_moto(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.service.stop()
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory) -> services.Service:
+    service = services.start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def start_prometheus(tmp_path):
+    started: list[services.Service] = []
+
+    def start(targets: list[str], pushgateway: services.Service | None = None) -> services.Service:
+        service = services.start_prometheus(tmp_path / f"prometheus-{len(started)}", targets, pushgateway)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    def write(name: str = "tiny", **spec_overrides) -> Path:
+        return services.write_spec(tmp_path / f"{name}.yaml", services.tiny_experiment(name, **spec_overrides))
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def scraped_experiment(tmp_path_factory, s3_server, pushgateway) -> services.ScrapedExperiment:
+    work = tmp_path_factory.mktemp("scraped")
+    document = services.tiny_experiment("scraped")
+    spec = services.write_spec(work / "scraped.yaml", document)
+    clients = [c["name"] for c in document["spec"]["scenario"]["clients"]]
+    ports = {c: services.free_port() for c in clients}
+    prometheus = services.start_prometheus(work / "prometheus", [f"127.0.0.1:{p}" for p in ports.values()], pushgateway)
+    store_url = s3_server.store_url()
+    run = services.ScrapedExperiment(prometheus, pushgateway, "scraped", "ksmote", clients, store_url)
+    try:
+        for client in clients:
+            env = {**s3_server.env, "P2PK_METRICS_PORT": str(ports[client]), "P2PK_PUSHGATEWAY": pushgateway.address}
+            run.workers.append(services.spawn_worker(spec, client, store_url, work / "logs", env=env,
+                                                     args=["--linger", "600"]))
+        for worker in run.workers:
+            services.wait_for(lambda: any(e["event"] == "worker_done" for e in worker.events()), 120,
+                              f"worker {worker.client} to finish its rounds")
+
+        def all_scraped():
+            found = {r["metric"].get("client") for r in run.query('p2pk_false_negative_rate{job="p2pk-workers"}')}
+            return found >= set(clients)
+
+        services.wait_for(all_scraped, 60, "Prometheus to scrape p2pk_false_negative_rate of every worker")
+        yield run
+    finally:
+        for worker in run.workers:
+            worker.stop()
+        prometheus.stop()
