@@ -1,0 +1,285 @@
+"""The p2pk Helm chart: lint, render with every values file, validate what it renders.
+
+Built-in objects are checked with kubernetes-validate (strict, Kubernetes 1.30); every
+P2PExperiment against the CRD's openAPIV3Schema with jsonschema and with the project's own
+spec model (p2p_job.spec.parse_experiment)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from helmchart import CHART, KUBE_VERSION, VALUES_FILES, VALUES_IDS, hooks, of_kind, one, release_objects
+from p2p_job.spec import API_GROUP, parse_experiment
+
+#: Groups of custom resources the chart renders, validated by their own schemas below.
+CUSTOM_GROUPS = {API_GROUP, "monitoring.coreos.com"}
+PODMONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
+
+values_files = pytest.mark.parametrize("values_file", VALUES_FILES, ids=VALUES_IDS)
+
+
+def example(name: str):
+    return CHART / "examples" / f"{name}-values.yaml"
+
+
+def chart_values(values_file) -> dict:
+    """The values helm uses: the chart's defaults overlaid (top level) with the file's."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if values_file:
+        values.update(yaml.safe_load(values_file.read_text()))
+    return values
+
+
+@values_files
+def test_lint_strict(helm, values_file):
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    if values_file:
+        args += ["-f", str(values_file)]
+    proc = helm.run(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@values_files
+def test_builtin_objects_are_valid_kubernetes_1_30(render, values_file):
+    # PodMonitor rendering forced, so that every template is exercised.
+    objects = render(values_file, "--set", "monitoring.podMonitor.force=true")
+    builtin = [o for o in objects if o["apiVersion"].split("/")[0] not in CUSTOM_GROUPS]
+    assert {"Deployment", "ServiceAccount", "ConfigMap"} <= {o["kind"] for o in builtin}
+    for obj in builtin:
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+
+
+@values_files
+def test_experiments_match_the_crd_and_the_spec_model(render, crd, values_file):
+    experiments = of_kind(render(values_file), "P2PExperiment")
+    assert [e["metadata"]["name"] for e in experiments] == [
+        e["name"] for e in chart_values(values_file)["experiments"]
+    ]
+    (version,) = [v for v in crd["spec"]["versions"] if v["served"] and v["storage"]]
+    validator = jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+    for exp in experiments:
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(exp)]
+        assert not errors, f"{exp['metadata']['name']} does not match the CRD schema: {errors}"
+        assert exp["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+        parse_experiment(exp, source=f"experiment {exp['metadata']['name']}")
+
+
+def test_an_example_starts_experiments(render):
+    # Every example exists to start something: the chart then does end to end.
+    for values_file in VALUES_FILES[1:]:
+        assert of_kind(render(values_file), "P2PExperiment"), values_file.name
+
+
+def test_experiment_spec_merges_minio_then_defaults_then_its_own(render):
+    by_name = {e["metadata"]["name"]: e for e in of_kind(render(example("gpu-minio")), "P2PExperiment")}
+    kube = by_name["nbaiot-like-noniid"]["spec"]["kubernetes"]
+    # From the chart's MinIO: endpoint, bucket and the admin Secret of the same release.
+    assert kube["s3"] == {"endpoint": "exp-p2pk-minio.p2pk.svc:9000", "bucket": "p2pk", "adminSecret": "exp-p2pk-minio"}
+    # From experimentDefaults.
+    assert kube["gpus"] == 1 and kube["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert by_name["nbaiot-like-noniid"]["metadata"]["labels"]["team"] == "iot-security"
+
+    by_name = {e["metadata"]["name"]: e for e in of_kind(render(example("cluster-wide")), "P2PExperiment")}
+    # The experiment's own value wins, also over a default of 0 (sprig's merge would keep it).
+    assert by_name["balanced-iid-local"]["spec"]["kubernetes"]["gpus"] == 1
+    assert by_name["imbalanced-iid-ring"]["spec"]["kubernetes"]["gpus"] == 0
+    assert by_name["imbalanced-iid-ring"]["spec"]["kubernetes"]["s3"]["credentialsSecret"] == "p2pk-s3"
+
+
+def test_own_false_and_zero_override_defaults(render):
+    objects = render(
+        None,
+        "--set", "experimentDefaults.spec.kubernetes.gpus=2",
+        "--set", "experimentDefaults.spec.kubernetes.purgeOnDelete=true",
+        "--set", "experiments[0].name=e1",
+        "--set", "experiments[0].spec.rounds=3",
+        "--set", "experiments[0].spec.kubernetes.gpus=0",
+        "--set", "experiments[0].spec.kubernetes.purgeOnDelete=false",
+        "--set", "experiments[1].name=e2",
+        "--set", "experiments[1].spec.rounds=3",
+    )
+    spec = {e["metadata"]["name"]: e["spec"] for e in of_kind(objects, "P2PExperiment")}
+    assert spec["e1"] == {"rounds": 3, "kubernetes": {"gpus": 0, "purgeOnDelete": False}}
+    assert spec["e2"] == {"rounds": 3, "kubernetes": {"gpus": 2, "purgeOnDelete": True}}
+
+
+def test_large_integers_survive_the_merge(render):
+    objects = render(None, "--set", "experiments[0].name=e1", "--set", "experiments[0].spec.seed=2147483647",
+                     "--set", "experiments[0].spec.rounds=100000")
+    assert one(objects, "P2PExperiment")["spec"] == {"seed": 2147483647, "rounds": 100000}
+
+
+def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
+    return {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+def test_operator_rbac_is_least_privilege_and_namespaced_by_default(render):
+    objects = render(None)
+    assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "p2pk"
+    assert rules_of(role) == {
+        ("p2pk.io", "p2pexperiments"): {"get", "list", "watch", "patch"},
+        ("p2pk.io", "p2pexperiments/status"): {"get", "patch"},
+        ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
+        ("", "configmaps"): {"create", "get", "list", "delete", "patch"},
+        ("", "secrets"): {"create", "get", "list", "delete", "patch"},
+        ("", "events"): {"create", "patch"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods/log"): {"get"},
+    }
+    binding = one(objects, "RoleBinding")
+    sa = one(objects, "ServiceAccount")
+    deployment = one(objects, "Deployment")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "p2pk"}]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_cluster_wide_operator_gets_a_cluster_role_with_the_same_rules(render):
+    namespaced = one(render(None), "Role")
+    objects = release_objects(render(example("cluster-wide")))
+    assert not of_kind(objects, "Role")
+    cluster_role = one(objects, "ClusterRole")
+    assert "namespace" not in cluster_role["metadata"]
+    assert rules_of(cluster_role) == rules_of(namespaced)
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["kind"] == "ClusterRole"
+    args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args
+
+
+def test_operator_runs_p2pk_operator_non_root_and_passes_the_pushgateway(render):
+    pod = one(render(example("gpu-minio")), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/p2pk/operator:0.1.0"
+    assert container["args"] == ["--namespace=$(POD_NAMESPACE)"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["P2PK_PUSHGATEWAY"] == "prometheus-pushgateway.monitoring.svc:9091"
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] > 0
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    # No Pushgateway configured: the operator gets no such variable.
+    (container,) = one(render(None), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "P2PK_PUSHGATEWAY" not in {e["name"] for e in container["env"]}
+
+
+def test_minio_statefulset_service_and_generated_secret(render):
+    objects = release_objects(render(example("gpu-minio")))
+    sts, svc, secret = one(objects, "StatefulSet"), one(objects, "Service"), one(objects, "Secret")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not container["image"].endswith(":latest") and ":RELEASE." in container["image"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {
+        "MINIO_ROOT_USER": {"name": secret["metadata"]["name"], "key": "accessKey"},
+        "MINIO_ROOT_PASSWORD": {"name": secret["metadata"]["name"], "key": "secretKey"},
+    }
+    assert set(secret["data"]) == {"accessKey", "secretKey"}
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # The bucket is made before the pod can be Ready.
+    assert "mb --ignore-existing" in container["lifecycle"]["postStart"]["exec"]["command"][-1]
+    assert {e["name"]: e.get("value") for e in container["env"]}["MINIO_BUCKET"] == "p2pk"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"] == sts["spec"]["template"]["metadata"]["labels"]
+    assert pod["securityContext"]["runAsNonRoot"]
+
+
+def test_minio_secret_is_looked_up_so_upgrades_keep_it():
+    template = (CHART / "templates" / "minio" / "secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+
+
+def test_minio_existing_secret_is_used_and_none_generated(render):
+    objects = release_objects(render(example("gpu-minio"), "--set", "minio.existingSecret=my-minio"))
+    assert not of_kind(objects, "Secret")
+    (container,) = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e} == {"my-minio"}
+    assert one(objects, "P2PExperiment")["spec"]["kubernetes"]["s3"]["adminSecret"] == "my-minio"
+
+
+def test_no_minio_by_default(render):
+    kinds = {o["kind"] for o in render(None)}
+    assert not kinds & {"StatefulSet", "Service", "Secret", "P2PExperiment"}
+
+
+def test_podmonitor_only_when_the_api_is_served_or_forced(render):
+    assert not of_kind(render(None), "PodMonitor")
+    served = one(render(None, "--api-versions", PODMONITOR_API), "PodMonitor")
+    assert served == one(render(None, "--set", "monitoring.podMonitor.force=true"), "PodMonitor")
+    assert not of_kind(render(None, "--api-versions", PODMONITOR_API, "--set", "monitoring.podMonitor.enabled=false"), "PodMonitor")
+    spec = served["spec"]
+    # Worker pods carry p2pk.io/experiment (set by the operator) and serve metrics on port "metrics".
+    assert spec["selector"] == {"matchExpressions": [{"key": "p2pk.io/experiment", "operator": "Exists"}]}
+    assert spec["namespaceSelector"] == {"matchNames": ["p2pk"]}
+    assert spec["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    cluster_wide = one(render(example("cluster-wide")), "PodMonitor")
+    assert cluster_wide["spec"]["namespaceSelector"] == {"any": True}
+    assert cluster_wide["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar(render):
+    dashboard = json.loads((CHART / "dashboards" / "p2pk.json").read_text())
+    cm = one(render(None), "ConfigMap")  # the only ConfigMap without experiments
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["p2pk.json"]) == dashboard
+    custom = one(release_objects(render(example("cluster-wide"), "--set", "monitoring.dashboard.labelKey=dash",
+                        "--set", "monitoring.dashboard.labelValue=yes")), "ConfigMap")
+    assert custom["metadata"]["labels"]["dash"] == "yes" and "grafana_dashboard" not in custom["metadata"]["labels"]
+    assert custom["metadata"]["namespace"] == "monitoring"
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "P2PK"}
+    assert not of_kind(render(None, "--set", "monitoring.dashboard.enabled=false"), "ConfigMap")
+
+
+def test_helm_test_hook_waits_for_every_experiment_with_read_only_rights(render):
+    test_hooks = hooks(render(example("cluster-wide")), "test")
+    assert {o["kind"] for o in test_hooks} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Pod"}
+    pod = one(test_hooks, "Pod")
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][2:] == ["imbalanced-iid-ring", "balanced-iid-local"]
+    assert container["args"][:2] == ["--namespace=p2pk", "--timeout=900"]
+    assert pod["spec"]["serviceAccountName"] == one(test_hooks, "ServiceAccount")["metadata"]["name"]
+    assert rules_of(one(test_hooks, "Role")) == {("p2pk.io", "p2pexperiments"): {"get"}}
+    script = one(test_hooks, "ConfigMap")["data"]["check_running.py"]
+    assert script == (CHART / "files" / "check_running.py").read_text().rstrip("\n")
+    # No experiments, nothing to wait for: no test hook.
+    assert release_objects(render(None)) == render(None)
+
+
+@pytest.mark.parametrize(
+    "override, complaint",
+    [
+        ("operator.replicas=2", "additional properties 'replicas' not allowed"),
+        ("experiments[0].name=Not_A_Label", "does not match pattern"),
+        ("experiments[0].rounds=3", "missing properties 'name', 'spec'"),
+        ("monitoring.pushgateway=http://pgw:9091", "does not match pattern"),
+        ("minio.persistence.accessModes[0]=ReadEverything", "/minio/persistence/accessModes/0"),
+    ],
+)
+def test_values_schema_rejects_bad_values(helm, override, complaint):
+    proc = helm.run("template", "exp", str(CHART), "--set", override)
+    assert proc.returncode != 0
+    assert complaint in proc.stderr, proc.stderr
+
+
+def test_notes_tell_how_to_watch_the_run(helm):
+    proc = helm.run("install", "exp", str(CHART), "--dry-run=client", "--namespace", "p2pk",
+                    "-f", str(example("gpu-minio")))
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    for command in (
+        "kubectl -n p2pk get p2px -w",
+        "kubectl -n p2pk describe p2px nbaiot-like-noniid",
+        "kubectl -n p2pk logs -l p2pk.io/experiment=nbaiot-like-noniid",
+        "helm test exp -n p2pk --logs",
+        "kubectl -n p2pk logs deploy/exp-p2pk-operator",
+    ):
+        assert command in notes
