@@ -50,22 +50,27 @@ def n_synthetic(n_majority: int, n_minority: int, ratio: float) -> int:
     return max(0, int(ratio * n_majority - n_minority))
 
 
-def interpolate(bases: np.ndarray, neighbours: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+def interpolate(
+    bases: np.ndarray, neighbours: np.ndarray, uniforms: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """Equation 3 (Algorithm 1, line 9) for a batch of bases, with the uniforms given.
 
     ``bases`` (k, d) holds the base points x_b, ``neighbours`` (k, N, d) their neighbours x_n,
-    ``uniforms`` (k, m, N) one U_n(0, 1) per base, point and neighbour. Returns (k, m, d):
-    point ``[b, s]`` is ``x_b + (1/N) · Σ_n (x_n − x_b) · uniforms[b, s, n]``; with no
-    neighbours (N = 0) the sum is empty and every point is x_b.
+    ``uniforms`` (k, m, N) one U_n(0, 1) per base, point and neighbour. Returns (k, m, d),
+    written into ``out`` when given: point ``[b, s]`` is
+    ``x_b + (1/N) · Σ_n (x_n − x_b) · uniforms[b, s, n]``, the sum over n being one batched
+    matrix product. With no neighbours (N = 0) the sum is empty and every point is x_b.
     """
     k, m, n_neighbours = uniforms.shape
+    if out is None:
+        out = np.empty((k, m, bases.shape[1]), dtype=np.result_type(bases, uniforms))
     if n_neighbours == 0:
-        return np.repeat(bases[:, None, :], m, axis=1)
-    differences = neighbours - bases[:, None, :]  # x_n − x_b, (k, N, d)
-    points = np.matmul(uniforms, differences)  # Σ_n U_n · (x_n − x_b), (k, m, d)
-    points *= np.asarray(1.0 / n_neighbours, dtype=points.dtype)
-    points += bases[:, None, :]
-    return points
+        out[...] = bases[:, None, :]
+        return out
+    scaled_differences = (neighbours - bases[:, None, :]) / n_neighbours  # (x_n − x_b) / |N|, (k, N, d)
+    np.matmul(uniforms, scaled_differences, out=out)
+    out += bases[:, None, :]
+    return out
 
 
 def base_neighbourhoods(
@@ -91,13 +96,20 @@ def base_neighbourhoods(
 
 
 def ksmote_sample(
-    X_min: np.ndarray, n_samples: int, k: int, n_neighbors: int, rng: np.random.Generator
+    X_min: np.ndarray,
+    n_samples: int,
+    k: int,
+    n_neighbors: int,
+    rng: np.random.Generator,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Algorithm 1: ``n_samples`` synthetic minority points (float32, shape (n_samples, d)).
 
-    Bases come from :func:`base_neighbourhoods`, points from :func:`interpolate` with uniforms
-    drawn from ``rng`` as one (bases, points per base, N) float32 block; the edge cases are
-    those of the module docstring.
+    Bases come from :func:`base_neighbourhoods`, points from :func:`interpolate` with float32
+    uniforms drawn from ``rng`` as (bases, points per base, N) blocks; the edge cases are those
+    of the module docstring. ``out``, a C-contiguous float array of shape (n_samples, d),
+    receives the points instead of a new array (so :class:`KSMOTE` writes straight into its
+    result); it is returned, unless there are no points to make.
     """
     X_min = np.asarray(X_min, dtype=np.float32)
     if X_min.ndim != 2:
@@ -109,13 +121,23 @@ def ksmote_sample(
         return np.empty((0, d), dtype=np.float32)
     n_bases = min(k, n_min, n_samples)
     bases, neighbours = base_neighbourhoods(X_min, n_bases, min(n_neighbors, n_min - 1), rng)
-    per_base = np.full(n_bases, n_samples // n_bases)
-    per_base[: n_samples % n_bases] += 1  # the remainder goes to the first bases
-    uniforms = rng.random((n_bases, int(per_base[0]), neighbours.shape[1]), dtype=np.float32)
-    points = interpolate(X_min[bases], X_min[neighbours], uniforms)
-    if n_samples % n_bases == 0:
-        return points.reshape(n_samples, d)
-    return points[np.arange(per_base[0]) < per_base[:, None]]
+    if out is None:
+        out = np.empty((n_samples, d), dtype=np.float32)
+    elif out.shape != (n_samples, d) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {(n_samples, d)}; got {out.shape}")
+    per_base, remainder = divmod(n_samples, n_bases)
+    # The first `remainder` bases make per_base + 1 points, the others per_base: two blocks
+    # of rows, each one batched interpolation written straight into `out`.
+    split = remainder * (per_base + 1)
+    for rows, block, count in (
+        (slice(0, split), slice(0, remainder), per_base + 1),
+        (slice(split, n_samples), slice(remainder, n_bases), per_base),
+    ):
+        block_bases = bases[block]
+        uniforms = rng.random((len(block_bases), count, neighbours.shape[1]), dtype=np.float32)
+        block_out = out[rows].reshape(len(block_bases), count, d)
+        interpolate(X_min[block_bases], X_min[neighbours[block]], uniforms, out=block_out)
+    return out
 
 
 class KSMOTE(BaseOverSampler):
@@ -156,9 +178,12 @@ class KSMOTE(BaseOverSampler):
 
     def _fit_resample(self, X, y):
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        X_parts, y_parts = [X], [y]
+        X_res = np.empty((len(X) + sum(self.sampling_strategy_.values()), X.shape[1]), dtype=X.dtype)
+        X_res[: len(X)] = X
+        y_parts, start = [y], len(X)
         for label, n_samples in self.sampling_strategy_.items():
-            X_new = ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng)
-            X_parts.append(X_new.astype(X.dtype, copy=False))
-            y_parts.append(np.full(len(X_new), label, dtype=y.dtype))
-        return np.concatenate(X_parts), np.concatenate(y_parts)
+            rows = X_res[start : start + n_samples]
+            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows)
+            y_parts.append(np.full(n_samples, label, dtype=y.dtype))
+            start += n_samples
+        return X_res, np.concatenate(y_parts)
