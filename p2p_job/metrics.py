@@ -52,8 +52,9 @@ def evaluate(y_true, scores, threshold: float = 0.5) -> dict[str, float]:
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if y_true.shape != scores.shape:
         raise ValueError(f"y_true has {y_true.size} labels but scores has {scores.size} values")
-    if not np.isin(y_true, (0, 1)).all():
-        raise ValueError(f"labels must be 0 (benign) or 1 (malicious); got {sorted(set(np.unique(y_true)) - {0, 1})}")
+    bad = np.flatnonzero(~np.isin(y_true, (0, 1)))
+    if bad.size:
+        raise ValueError(f"labels must be 0 (benign) or 1 (malicious); row {bad[0]} has {y_true[bad[0]]}")
     if not np.isfinite(scores).all():
         raise ValueError(f"scores contain {int(np.sum(~np.isfinite(scores)))} non-finite value(s)")
     nan = float("nan")

@@ -79,8 +79,9 @@ def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generat
     y = np.asarray(y)
     if X.ndim != 2 or y.shape != (len(X),):
         raise ValueError(f"X must be (rows, features) and y one label per row; got X {X.shape}, y {y.shape}")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"labels must be 0 (benign) or 1 (malicious); got {sorted(set(np.unique(y)) - {0, 1})}")
+    bad = np.flatnonzero(~np.isin(y, (0, 1)))
+    if bad.size:
+        raise ValueError(f"labels must be 0 (benign) or 1 (malicious); row {bad[0]} has {y[bad[0]]}")
     y = y.astype(np.int8)
     seed = int(rng.integers(2**31 - 1))
     minority = minority_label(y)
