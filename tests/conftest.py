@@ -39,8 +39,8 @@ def start_prometheus(tmp_path):
 
 @pytest.fixture
 def tiny_spec(tmp_path):
-    def write(name: str = "tiny", **spec_overrides) -> Path:
-        return services.write_spec(tmp_path / f"{name}.yaml", services.tiny_experiment(name, **spec_overrides))
+    def write(name: str = "tiny", n_clients: int = 3, **spec_overrides) -> Path:
+        return services.write_spec(tmp_path / f"{name}.yaml", services.tiny_experiment(name, n_clients, **spec_overrides))
 
     return write
 

@@ -16,9 +16,10 @@ Fixtures (defined in ``tests/conftest.py``, usable by any test module):
     ``host:port`` targets (job ``p2pk-workers``) and the Pushgateway (job ``pushgateway``,
     ``honor_labels: true``) every second; stopped at the end of the test.
 ``tiny_spec`` (function)
-    ``tiny_spec(**overrides) -> Path``: writes a tiny experiment (built-in data with 6 features,
-    3 clients, 2 rounds, 1 local epoch) to the test's tmp dir; keyword arguments replace
-    top-level ``spec`` fields (e.g. ``rounds=3``, ``runtime={"roundTimeoutSeconds": 2}``).
+    ``tiny_spec(name="tiny", n_clients=3, **overrides) -> Path``: writes :func:`tiny_experiment`
+    (built-in data with 6 features, 2 rounds, 1 local epoch) to the test's tmp dir; keyword
+    arguments replace top-level ``spec`` fields (e.g. ``rounds=3``,
+    ``runtime={"roundTimeoutSeconds": 2}``).
 ``scraped_experiment`` (module)
     A :class:`ScrapedExperiment`: the tiny experiment run by real worker processes against
     moto's S3, each serving ``/metrics`` and pushing to the Pushgateway, with a Prometheus
@@ -210,13 +211,14 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
 # --------------------------------------------------------------------------- experiments and workers
 
 
-def tiny_experiment(name: str = "tiny", **spec_overrides) -> dict:
+def tiny_experiment(name: str = "tiny", n_clients: int = 3, **spec_overrides) -> dict:
     """A tiny P2PExperiment document: built-in data (6 features, 3 devices, 1 attack family),
-    3 non-IID clients, 2 rounds of 1 local epoch on a 8→4 network; K-SMOTE sharing 50%."""
+    ``n_clients`` (≤ 3) non-IID clients ``client-a``, ``client-b``…, 2 rounds of 1 local epoch on
+    a 8→4 network; K-SMOTE sharing 50%. Keyword arguments replace top-level ``spec`` fields."""
     clients = [
         {"name": f"client-{c}", "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
          "train": {"benign": 80, "malicious": 12}, "validation": {"benign": 30, "malicious": 10}}
-        for i, c in enumerate("abc")
+        for i, c in enumerate("abc"[:n_clients])
     ]
     spec = {
         "seed": 7,
@@ -227,7 +229,7 @@ def tiny_experiment(name: str = "tiny", **spec_overrides) -> dict:
         "topology": {"kind": "full"},
         "methods": [{"rebalancing": "ksmote"}],
         "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
-        "training": {"localEpochs": 1, "batchSize": 32, "learningRate": 0.01, "hiddenLayers": [8, 4]},
+        "training": {"localEpochs": 1, "batchSize": 16, "learningRate": 0.05, "hiddenLayers": [8, 4]},
         "runtime": {"device": "cpu", "roundTimeoutSeconds": 60},
     }
     spec.update(spec_overrides)

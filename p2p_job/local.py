@@ -1,0 +1,209 @@
+"""``p2pk run``: the experiment on one machine, one OS process per client.
+
+Each client is a ``p2pk worker`` subprocess (``python -m p2p_job.cli worker``) configured
+through the worker environment of DESIGN.md, exactly as a Kubernetes Job would be; peers
+exchange through a directory store (``<out>/store`` by default) or S3 (``--store s3://…``).
+
+- **Methods** run one after the other: all clients of the first method, then all clients of
+  the next. Each method is its own run of the peers on identical shards and seeds, and running
+  them in turn keeps one process per client (not per client × method) competing for the cores.
+- **Progress** comes from the workers' JSON log lines (``round_end``), which are also kept in
+  ``<out>/logs/<method>/<client>.log``.
+- **Failures**: a worker that exits non-zero is started again with the same arguments (it
+  resumes from its checkpoint) up to ``retries`` times; after that the run stops every worker
+  and fails. A bad configuration (exit 2) is not retried.
+- **Stopping**: Ctrl-C or SIGTERM sends SIGTERM to every worker, then SIGKILL after a grace
+  period. Workers run in their own session (the terminal's Ctrl-C reaches only the runner) and,
+  on Linux, die with the runner if it is killed outright (``PR_SET_PDEATHSIG``): no orphans.
+- **Results**: every client's ``metrics/<client>.parquet`` from the store, written as
+  ``results.parquet``, summary and figures by ``p2p_job.results``, as ``p2pk simulate`` does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from p2p_job.simulate import select_methods
+from p2p_job.spec import P2PExperiment, resolved_method_name
+from p2p_job.store import open_store
+from p2p_job.telemetry import parse_log_line
+from p2p_job.worker import read_metrics
+
+#: Exit code of a worker whose configuration is wrong (not worth a restart).
+EXIT_CONFIG = 2
+#: Seconds between SIGTERM and SIGKILL when stopping workers.
+GRACE_SECONDS = 10.0
+#: Seconds between two looks at the workers.
+POLL_SECONDS = 0.2
+
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerFailed(RuntimeError):
+    """A worker exited non-zero after every restart it was allowed."""
+
+
+@dataclass
+class RunSettings:
+    """How ``p2pk run`` starts its workers (flags of the command)."""
+
+    out: Path
+    store: str | None = None            # default: file://<out>/store
+    s3_endpoint: str | None = None
+    metrics_port: int = 0               # first worker's /metrics port, next ones +1; 0 = none
+    pushgateway: str | None = None
+    device: str | None = None
+    retries: int = 2
+    grace_seconds: float = GRACE_SECONDS
+
+    def store_url(self) -> str:
+        return self.store or (self.out.resolve() / "store").as_uri()
+
+
+@dataclass
+class Worker:
+    """One worker process and what its log has told so far."""
+
+    method: str
+    client: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    last: dict = field(default_factory=dict)  # the latest round_end event
+    pid: int | None = None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _follow(worker: Worker, stream) -> None:
+    """Copy a worker's output to its log file and keep its latest ``round_end`` event."""
+    with open(worker.log_path, "a", encoding="utf-8") as log:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            event = parse_log_line(line)
+            if event and event["event"] == "round_end":
+                worker.last = event
+
+
+def start_worker(worker: Worker) -> None:
+    """Start (or restart) the worker's process and follow its output."""
+    worker.log_path.parent.mkdir(parents=True, exist_ok=True)
+    worker.process = subprocess.Popen(
+        [sys.executable, "-m", "p2p_job.cli", "worker"],
+        env=worker.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    worker.pid = worker.process.pid
+    threading.Thread(target=_follow, args=(worker, worker.process.stdout), daemon=True).start()
+
+
+def stop_all(workers: list[Worker], grace_seconds: float) -> None:
+    """SIGTERM every running worker, wait up to ``grace_seconds``, then SIGKILL the rest."""
+    running = [w.process for w in workers if w.process and w.process.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for p in running:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def worker_env(exp_path: Path, method: str, client: str, index: int, settings: RunSettings, n_clients: int) -> dict[str, str]:
+    """The worker environment of DESIGN.md for one client (plus the caller's environment, which
+    carries ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``). Each worker gets an equal share
+    of the cores for PyTorch's threads unless ``OMP_NUM_THREADS`` is set."""
+    env = dict(os.environ)
+    env.update({
+        "P2PK_SPEC": str(exp_path.resolve()),
+        "P2PK_CLIENT": client,
+        "P2PK_METHOD": method,
+        "P2PK_STORE": settings.store_url(),
+        "P2PK_METRICS_PORT": str(settings.metrics_port + index if settings.metrics_port else 0),
+    })
+    optional = {"P2PK_S3_ENDPOINT": settings.s3_endpoint, "P2PK_PUSHGATEWAY": settings.pushgateway,
+                "P2PK_DEVICE": settings.device}
+    env.update({k: v for k, v in optional.items() if v})
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_clients)))
+    return env
+
+
+def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSettings,
+               on_tick: Callable[[list[Worker]], None] = lambda workers: None) -> None:
+    """All clients of one method as worker processes, until every one is done. Raises
+    :class:`WorkerFailed`; on any exception (Ctrl-C too) every worker is stopped first."""
+    clients = [c.name for c in exp.spec.scenario.clients]
+    workers = [
+        Worker(method, c, worker_env(exp_path, method, c, i, settings, len(clients)),
+               settings.out / "logs" / method / f"{c}.log")
+        for i, c in enumerate(clients)
+    ]
+    try:
+        for w in workers:
+            start_worker(w)
+        while True:
+            on_tick(workers)
+            codes = {w.client: w.process.poll() for w in workers}
+            if all(code == 0 for code in codes.values()):
+                return
+            for w in workers:
+                code = codes[w.client]
+                if code in (None, 0):
+                    continue
+                if code == EXIT_CONFIG or w.restarts >= settings.retries:
+                    raise WorkerFailed(f"worker {method}/{w.client} exited with code {code} "
+                                       f"after {w.restarts} restart(s); see {w.log_path}")
+                w.restarts += 1
+                start_worker(w)
+            time.sleep(POLL_SECONDS)
+    finally:
+        stop_all(workers, settings.grace_seconds)
+
+
+def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSettings) -> pd.DataFrame:
+    """Every client's ``metrics/<client>.parquet`` of every method, as one results frame."""
+    import pyarrow as pa
+
+    from p2p_job.results import SCHEMA
+
+    store = _open(settings)
+    rows = [row for m in methods for c in exp.spec.scenario.clients for row in read_metrics(store, exp.name, m, c.name)]
+    return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
+
+
+def _open(settings: RunSettings):
+    return open_store(settings.store_url(), endpoint=settings.s3_endpoint, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+                      secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), create_bucket=True)
+
+
+def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods: list[str] | None = None,
+              on_tick: Callable[[list[Worker]], None] = lambda workers: None) -> pd.DataFrame:
+    """Run the spec's methods (all, or those named) one after the other; return the results
+    rows and write them with summary and figures to ``settings.out``."""
+    from p2p_job.results import write_results
+
+    names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
+    _open(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
+    for name in names:
+        run_method(exp, exp_path, name, settings, on_tick)
+    frame = collect_results(exp, names, settings)
+    write_results(frame, settings.out)
+    return frame

@@ -1,0 +1,171 @@
+"""The :class:`~p2p_job.exchange.Exchange` of ``p2pk run`` and Kubernetes: peers in separate
+processes leave their publications in a store (directory or S3) and poll for their neighbours'.
+
+Publishing round r (DESIGN step 3) writes ``model.safetensors`` and ``synthetic.parquet``, then
+``manifest.json`` LAST: a manifest's presence means the publication is complete. Re-publishing
+after a restart is idempotent: when the manifest is already there nothing is written again
+(neighbours may have used it already), and a different content — possible only when training
+is not bit-reproducible, e.g. on some GPUs — is logged as ``republish_differs`` while the first
+version stays the one every neighbour sees.
+
+Gathering round r (step 4) polls the neighbours' manifests with exponential backoff (capped)
+until all are there or ``roundTimeoutSeconds`` have passed since the gather began. Each
+publication found is validated (``p2p_job.payloads``) before it is used; a neighbour that did
+not publish in time is *missing*, one whose payload fails a check is *rejected* with a reason
+code. Neither fails the round (DESIGN "The algorithm").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from p2p_job.exchange import Gathered, Publication
+from p2p_job.payloads import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SYNTHETIC_FILE,
+    PayloadRejected,
+    StateLayout,
+    check_declared_size,
+    check_payload,
+    decode_manifest,
+    decode_state,
+    decode_synthetic,
+    encode_manifest,
+    encode_state,
+    encode_synthetic,
+)
+from p2p_job.store import Store, StoreError, round_key
+
+log = logging.getLogger(__name__)
+
+#: First and longest pause between two polls for missing manifests (seconds).
+POLL_FIRST = 0.05
+POLL_MAX = 2.0
+
+
+class StoreExchange:
+    """One client's view of the store for one method's run.
+
+    ``layout`` is the expected model state (names, shapes, dtypes of w0); ``feature_names``
+    the columns of shared points; ``max_payload_bytes`` the cap of ``runtime.maxPayloadMb``;
+    ``timeout`` is ``runtime.roundTimeoutSeconds``. ``on_bytes(direction, n)`` is told the
+    publication bytes ``sent`` and ``received`` (telemetry).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        experiment: str,
+        method: str,
+        client: str,
+        feature_names: list[str],
+        layout: StateLayout,
+        max_payload_bytes: int,
+        timeout: float,
+        on_bytes: Callable[[str, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.experiment = experiment
+        self.method = method
+        self.client = client
+        self.feature_names = list(feature_names)
+        self.layout = layout
+        self.max_payload_bytes = max_payload_bytes
+        self.timeout = timeout
+        self.on_bytes = on_bytes or (lambda direction, n: None)
+        self.clock = clock
+        self.sleep = sleep
+
+    def _key(self, round: int, client: str, name: str) -> str:
+        return round_key(self.experiment, self.method, round, client, name)
+
+    # ------------------------------------------------------------------ publish
+
+    def publish(self, pub: Publication) -> None:
+        """Write the payloads, then the manifest; skip when round ``pub.round`` is already published."""
+        if pub.client != self.client:
+            raise ValueError(f"client {self.client!r} may not publish as {pub.client!r}")
+        payloads = {
+            MODEL_FILE: encode_state(pub.delta),
+            SYNTHETIC_FILE: encode_synthetic(pub.synthetic_X, pub.synthetic_y, self.feature_names),
+        }
+        manifest = encode_manifest(
+            experiment=self.experiment, method=self.method, client=pub.client, round=pub.round,
+            n_base=pub.n_base, variance=pub.variance, n_synthetic=len(pub.synthetic_y),
+            payloads=payloads, metrics=pub.metrics,
+        )
+        manifest_key = self._key(pub.round, pub.client, MANIFEST_FILE)
+        existing = self.store.get_bytes(manifest_key)
+        if existing is not None:
+            event = "already_published" if existing == manifest else "republish_differs"
+            log.log(logging.INFO if existing == manifest else logging.WARNING, event,
+                    extra={"fields": {"round": pub.round, "client": pub.client}})
+            return
+        for name, data in payloads.items():
+            self.store.put_bytes(self._key(pub.round, pub.client, name), data)
+        self.store.put_bytes(manifest_key, manifest)
+        self.on_bytes("sent", sum(map(len, payloads.values())) + len(manifest))
+
+    # ------------------------------------------------------------------ gather
+
+    def gather(self, round: int, neighbours: list[str]) -> Gathered:
+        """The neighbours' round-``round`` publications that arrive within the timeout and pass
+        validation; the others are listed as missing or rejected (with the reason code)."""
+        deadline = self.clock() + self.timeout
+        pending = list(neighbours)
+        publications: dict[str, Publication] = {}
+        rejected: list[tuple[str, str]] = []
+        pause = POLL_FIRST
+        while True:
+            for neighbour in list(pending):
+                try:
+                    manifest = self.store.get_bytes(self._key(round, neighbour, MANIFEST_FILE))
+                    if manifest is None:
+                        continue
+                    pending.remove(neighbour)
+                    publications[neighbour] = self._read(round, neighbour, manifest)
+                except PayloadRejected as exc:
+                    rejected.append((neighbour, exc.reason))
+                    log.warning("payload_rejected", extra={"fields": {
+                        "round": round, "neighbour": neighbour, "reason": exc.reason, "detail": str(exc)}})
+                except StoreError as exc:  # retries exhausted: try again at the next poll
+                    log.warning("store_error", extra={"fields": {"round": round, "neighbour": neighbour, "error": str(exc)}})
+                    if neighbour not in pending:
+                        pending.append(neighbour)
+            left = deadline - self.clock()
+            if not pending or left <= 0:
+                break
+            self.sleep(min(pause, left))
+            pause = min(POLL_MAX, pause * 2)
+        for neighbour in pending:
+            log.warning("neighbour_missing", extra={"fields": {"round": round, "neighbour": neighbour, "timeout": self.timeout}})
+        return Gathered(publications=publications, missing=pending, rejected=rejected)
+
+    def _read(self, round: int, client: str, manifest_bytes: bytes) -> Publication:
+        """Validate a neighbour's manifest and payloads (sizes, sha256, tensors, columns)."""
+        where = self._key(round, client, MANIFEST_FILE)
+        if len(manifest_bytes) > self.max_payload_bytes:
+            raise PayloadRejected("too-large", where, f"{len(manifest_bytes)} bytes, over the cap of {self.max_payload_bytes}")
+        manifest = decode_manifest(manifest_bytes, where, experiment=self.experiment, method=self.method,
+                                   client=client, round=round)
+        data = {}
+        for name in (MODEL_FILE, SYNTHETIC_FILE):
+            key = self._key(round, client, name)
+            check_declared_size(manifest, name, self.max_payload_bytes, key)
+            data[name] = check_payload(manifest, name, self.store.get_bytes(key), key)
+        delta = decode_state(data[MODEL_FILE], self.layout, self._key(round, client, MODEL_FILE))
+        synthetic_key = self._key(round, client, SYNTHETIC_FILE)
+        X, y = decode_synthetic(data[SYNTHETIC_FILE], self.feature_names, synthetic_key)
+        if len(y) != manifest["n_synthetic"]:
+            raise PayloadRejected("schema", where, f"n_synthetic is {manifest['n_synthetic']} but {synthetic_key} has {len(y)} rows")
+        self.on_bytes("received", len(manifest_bytes) + sum(map(len, data.values())))
+        return Publication(
+            client=client, round=round, delta=delta, n_base=manifest["n_base"], variance=manifest["variance"],
+            synthetic_X=X, synthetic_y=y, metrics=manifest["metrics"],
+        )

@@ -1,0 +1,260 @@
+"""``p2pk worker``: one peer (one client of one method) as its own process.
+
+The local runner (``p2pk run``) and the Kubernetes Jobs both run exactly this. It drives
+:class:`p2p_job.peer.Peer` — the round logic written once — against a
+:class:`~p2p_job.store_exchange.StoreExchange`, and after every round:
+
+1. appends the round's rows to ``metrics/<client>.parquet`` (results schema),
+2. saves a checkpoint (``p2p_job.checkpoints``),
+3. pushes its metrics to the Pushgateway (when given) and logs a ``round_end`` JSON line.
+
+Restarted with the same arguments, a worker restores its last checkpoint and continues with the
+next round; the rows of any later round in the metrics file (written before a crash that came
+ahead of the checkpoint) are dropped and that round is done again. Its publication of that
+round is not re-written (see ``p2p_job.store_exchange``), so no neighbour ever sees two
+versions of one round, and on the CPU the re-done round is bit-identical anyway.
+
+Configuration comes from the worker environment of DESIGN.md (``P2PK_*``), overridden by flags.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from p2p_job.store import Store, StoreDenied, StoreError, metrics_key, spec_key
+
+log = logging.getLogger(__name__)
+
+#: Default Prometheus port of a worker (DESIGN "Worker environment").
+DEFAULT_METRICS_PORT = 9400
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; see :func:`config_from_env` for the environment names."""
+
+    spec: Path
+    client: str
+    store: str
+    method: str | None = None           # resolved method name; default: the spec's first method
+    s3_endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    metrics_port: int = DEFAULT_METRICS_PORT  # 0: do not serve /metrics
+    pushgateway: str | None = None
+    device: str | None = None           # overrides spec.runtime.device
+    shards: Path | None = None          # prepared shards (``p2pk`` shards folder) instead of building them
+    linger_seconds: float = 0.0         # keep serving /metrics this long after the last round
+
+
+#: Worker environment variable → WorkerConfig field.
+ENVIRONMENT = {
+    "P2PK_SPEC": "spec",
+    "P2PK_CLIENT": "client",
+    "P2PK_STORE": "store",
+    "P2PK_METHOD": "method",
+    "P2PK_S3_ENDPOINT": "s3_endpoint",
+    "AWS_ACCESS_KEY_ID": "access_key",
+    "AWS_SECRET_ACCESS_KEY": "secret_key",
+    "P2PK_METRICS_PORT": "metrics_port",
+    "P2PK_PUSHGATEWAY": "pushgateway",
+    "P2PK_DEVICE": "device",
+}
+
+
+class ConfigError(ValueError):
+    """A missing or malformed worker setting (names the variable or flag)."""
+
+
+def config_from(env: Mapping[str, str], overrides: Mapping[str, object]) -> WorkerConfig:
+    """Build the configuration from the environment, then the flags (``overrides``, by field
+    name; ``None`` means "not given")."""
+    values: dict[str, object] = {field: env[var] for var, field in ENVIRONMENT.items() if env.get(var)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [f"{var} / --{field.replace('_', '-')}" for var, field in ENVIRONMENT.items()
+               if field in ("spec", "client", "store") and field not in values]
+    if missing:
+        raise ConfigError(f"worker setting(s) missing: {', '.join(missing)}")
+    try:
+        values["metrics_port"] = int(values.get("metrics_port", DEFAULT_METRICS_PORT))
+    except ValueError:
+        raise ConfigError(f"P2PK_METRICS_PORT must be an integer, got {values['metrics_port']!r}") from None
+    if not 0 <= values["metrics_port"] <= 65535:
+        raise ConfigError(f"P2PK_METRICS_PORT must be 0..65535, got {values['metrics_port']}")
+    values["spec"] = Path(values["spec"])
+    if values.get("shards") is not None:
+        values["shards"] = Path(values["shards"])
+    return WorkerConfig(**values)
+
+
+# --------------------------------------------------------------------------- metrics file
+
+
+def encode_metrics(rows: list[dict]) -> bytes:
+    """``metrics/<client>.parquet`` bytes: rows of the results schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from p2p_job.results import SCHEMA
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    return sink.getvalue()
+
+
+def read_metrics(store: Store, experiment: str, method: str, client: str) -> list[dict]:
+    """A client's rows from ``metrics/<client>.parquet`` (empty when it has none yet)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from p2p_job.results import SCHEMA
+
+    data = store.get_bytes(metrics_key(experiment, method, client))
+    return [] if data is None else pq.read_table(pa.BufferReader(data), schema=SCHEMA).to_pylist()
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def _terminate(signum, frame):
+    """SIGTERM (Kubernetes, ``p2pk run``): leave through ``finally`` blocks like Ctrl-C does."""
+    raise SystemExit(128 + signum)
+
+
+def run_worker(cfg: WorkerConfig) -> int:
+    """Run the peer's remaining rounds; 0 when the experiment's last round is done."""
+    import torch
+
+    from p2p_job.checkpoints import load_checkpoint, save_checkpoint
+    from p2p_job.payloads import state_layout
+    from p2p_job.peer import Peer, neighbourhoods
+    from p2p_job.simulate import select_methods
+    from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
+    from p2p_job.store import RetryingStore, open_store
+    from p2p_job.store_exchange import StoreExchange
+    from p2p_job.telemetry import Telemetry
+    from p2p_job.training import resolve_device
+
+    signal.signal(signal.SIGTERM, _terminate)
+    exp = load_experiment(cfg.spec)
+    spec = exp.spec
+    method = select_methods(exp, [cfg.method] if cfg.method else None)[0]
+    method_name = resolved_method_name(method, spec.aggregation.rule)
+    shards = _shards(exp, cfg)
+    clients = list(shards.clients)
+    if cfg.client not in shards.clients:
+        raise ConfigError(f"{cfg.spec}: no client {cfg.client!r} in the scenario (clients: {clients})")
+    shard, feature_names = shards.clients[cfg.client], shards.feature_names
+    neighbours = neighbourhoods(exp, method, clients)[cfg.client]
+    device = resolve_device(cfg.device or spec.runtime.device)
+
+    store = RetryingStore(open_store(cfg.store, endpoint=cfg.s3_endpoint, access_key=cfg.access_key,
+                                     secret_key=cfg.secret_key))
+    telemetry = Telemetry(exp.name, method_name, cfg.client, pushgateway=cfg.pushgateway or spec.runtime.pushgateway)
+    if cfg.metrics_port:
+        telemetry.serve(cfg.metrics_port)
+    _write_spec_once(store, exp.name, method_name, dump_experiment(exp))
+
+    peer = Peer(exp, method, shard, neighbours, device, observer=telemetry)
+    exchange = StoreExchange(
+        store, experiment=exp.name, method=method_name, client=cfg.client, feature_names=feature_names,
+        layout=state_layout(peer.w0), max_payload_bytes=int(spec.runtime.max_payload_mb * 2**20),
+        timeout=spec.runtime.round_timeout_seconds, on_bytes=telemetry.moved_bytes,
+    )
+    done = 0
+    checkpoint = load_checkpoint(store, exp.name, method_name, cfg.client)
+    if checkpoint is not None:
+        done, state = checkpoint
+        peer.restore(state)
+    rows = [row for row in read_metrics(store, exp.name, method_name, cfg.client) if row["round"] <= done]
+    if rows:
+        telemetry.set_gauges(row for row in rows if row["round"] == done)
+    log.info("worker_start", extra={"fields": {
+        "experiment": exp.name, "method": method_name, "client": cfg.client, "rounds": spec.rounds,
+        "resume_from": done, "neighbours": neighbours, "store": repr(store.store), "device": str(device),
+        "torch_threads": torch.get_num_threads(), "pid": os.getpid()}})
+    try:
+        for r in range(done + 1, spec.rounds + 1):
+            peer.train_and_publish(r, exchange)
+            record = peer.merge_and_evaluate(r, exchange)
+            rows += record.rows()
+            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_metrics(rows))
+            save_checkpoint(store, exp.name, method_name, cfg.client, r, peer.state())
+            telemetry.push()
+            log.info("round_end", extra={"fields": _round_fields(record, store)})
+        log.info("worker_done", extra={"fields": {"rounds": spec.rounds, "store_seconds": round(store.seconds, 3)}})
+        _linger(cfg.linger_seconds)
+    finally:
+        telemetry.push()
+    return 0
+
+
+def _shards(exp, cfg: WorkerConfig):
+    """Prepared shards (``--shards``), else built from the spec like every other runner does
+    (``build_shards`` is deterministic in the seed; the spec's folder resolves dataset paths)."""
+    if cfg.shards is not None:
+        from p2p_job.shards import read_shards
+
+        return read_shards(cfg.shards)
+    from p2p_job.scenarios import build_shards
+
+    return build_shards(exp, cfg.spec.resolve().parent)
+
+
+def _write_spec_once(store: Store, experiment: str, method: str, text: str) -> None:
+    """``spec.yaml`` as submitted, written by whichever worker comes first. Scoped credentials
+    may forbid it (a client writes only its own names): then it is the operator's job."""
+    key = spec_key(experiment, method)
+    try:
+        if not store.exists(key):
+            store.put_bytes(key, text.encode("utf-8"))
+    except StoreDenied as exc:
+        log.info("spec_not_written", extra={"fields": {"key": key, "error": str(exc)}})
+
+
+def _round_fields(record, store) -> dict:
+    """The ``round_end`` log line: what ``p2pk run`` shows, and the store's running totals."""
+    eval_set = "global" if "global" in record.metrics else "local"
+    return {
+        "round": record.round, "method": record.method, "client": record.client, "eval": eval_set,
+        "fnr": record.metrics[eval_set]["fnr"], "fpr": record.metrics[eval_set]["fpr"],
+        "train_loss": record.train_loss, "round_seconds": round(record.round_seconds, 3),
+        "neighbours_used": record.neighbours_used, "neighbours_missing": record.neighbours_missing,
+        "payloads_rejected": record.payloads_rejected, "store_seconds": round(store.seconds, 3),
+        "bytes_written": store.bytes_written, "bytes_read": store.bytes_read,
+    }
+
+
+def _linger(seconds: float) -> None:
+    """Keep the process (and its /metrics server) alive for a final scrape; SIGTERM ends it."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))
+
+
+def main(cfg: WorkerConfig) -> int:
+    """Entry point of ``p2pk worker``: JSON logs on stdout, exit codes 0 done, 1 failed,
+    2 bad configuration."""
+    from p2p_job.spec import InvalidSpec
+    from p2p_job.telemetry import configure_logging
+
+    configure_logging()
+    try:
+        return run_worker(cfg)
+    except (ConfigError, InvalidSpec) as exc:
+        log.error("bad_configuration", extra={"fields": {"error": str(exc)}})
+        return 2
+    except StoreError as exc:
+        log.error("store_failed", extra={"fields": {"error": str(exc)}})
+        return 1
+    except SystemExit as exc:
+        log.info("worker_stopped", extra={"fields": {"code": exc.code}})
+        return int(exc.code or 0)
+
