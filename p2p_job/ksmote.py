@@ -178,7 +178,8 @@ class KSMOTE(BaseOverSampler):
 
     def _fit_resample(self, X, y):
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        X_res = np.empty((len(X) + sum(self.sampling_strategy_.values()), X.shape[1]), dtype=X.dtype)
+        n_rows = len(X) + sum(self.sampling_strategy_.values())
+        X_res = np.empty((n_rows, X.shape[1]), dtype=np.result_type(X.dtype, np.float32))  # integer X: float64
         X_res[: len(X)] = X
         y_parts, start = [y], len(X)
         for label, n_samples in self.sampling_strategy_.items():

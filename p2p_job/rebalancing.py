@@ -46,7 +46,7 @@ class Rebalanced:
 
 def minority_label(y: np.ndarray) -> int:
     """The class with fewer rows in ``y`` (0/1 labels); 1 on a tie."""
-    n_benign, n_malicious = np.bincount(y, minlength=2)[:2]
+    n_benign, n_malicious = np.bincount(y, minlength=2)
     return 0 if n_benign < n_malicious else 1
 
 

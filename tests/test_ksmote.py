@@ -194,6 +194,12 @@ def test_sampler_counts_and_keeps_the_original_rows_first(strategy, expected_min
     assert (new >= minority.min(axis=0) - 1e-5).all() and (new <= minority.max(axis=0) + 1e-5).all()
 
 
+def test_sampler_accepts_integer_features():
+    X, y = _imbalanced()
+    X_res, y_res = KSMOTE(random_state=0).fit_resample(np.round(X * 10).astype(np.int64), y)
+    assert X_res.dtype == np.float64 and np.bincount(y_res).tolist() == [200, 200]
+
+
 def test_sampler_decides_the_minority_from_counts():
     X, y = _imbalanced(minority_label=0)
     X_res, y_res = KSMOTE(random_state=0).fit_resample(X, y)
