@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -35,3 +36,12 @@ def render(helm):
 def crd() -> dict:
     require(CRD_FILE, "the P2PExperiment CRD", "generate it with `p2pk crd > charts/p2pk/crds/p2pexperiments.p2pk.io.yaml`")
     return yaml.safe_load(CRD_FILE.read_text())
+
+
+@pytest.fixture(scope="session")
+def crd_validator(crd) -> jsonschema.Draft4Validator:
+    """A validator for the served, stored version's openAPIV3Schema. A CRD schema is OpenAPI
+    v3.0, whose exclusiveMinimum/Maximum are booleans beside minimum/maximum as in JSON Schema
+    draft 4 (draft 6 and later made them numbers)."""
+    (version,) = [v for v in crd["spec"]["versions"] if v["served"] and v["storage"]]
+    return jsonschema.Draft4Validator(version["schema"]["openAPIV3Schema"])

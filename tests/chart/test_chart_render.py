@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from helmchart import CHART, KUBE_VERSION, VALUES_FILES, VALUES_IDS, hooks, of_kind, one, release_objects
-from p2p_job.spec import API_GROUP, parse_experiment
+from p2p_job.spec import API_GROUP, InvalidSpec, parse_experiment
 
 #: Groups of custom resources the chart renders, validated by their own schemas below.
 CUSTOM_GROUPS = {API_GROUP, "monitoring.coreos.com"}
@@ -59,18 +58,35 @@ def test_builtin_objects_are_valid_kubernetes_1_30(render, values_file):
 
 
 @values_files
-def test_experiments_match_the_crd_and_the_spec_model(render, crd, values_file):
+def test_experiments_match_the_crd_and_the_spec_model(render, crd, crd_validator, values_file):
     experiments = of_kind(render(values_file), "P2PExperiment")
     assert [e["metadata"]["name"] for e in experiments] == [
         e["name"] for e in chart_values(values_file)["experiments"]
     ]
-    (version,) = [v for v in crd["spec"]["versions"] if v["served"] and v["storage"]]
-    validator = jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+    served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
     for exp in experiments:
-        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(exp)]
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator.iter_errors(exp)]
         assert not errors, f"{exp['metadata']['name']} does not match the CRD schema: {errors}"
-        assert exp["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+        group, version = exp["apiVersion"].split("/")
+        assert group == crd["spec"]["group"] and version in served
         parse_experiment(exp, source=f"experiment {exp['metadata']['name']}")
+
+
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ("experiments[0].spec.rounds=0", "spec.rounds"),
+        ("experiments[0].spec.aggregation.updateProbability=0", "spec.aggregation.updateProbability"),
+        ("experiments[0].spec.kubernetes.gpus=-1", "spec.kubernetes.gpus"),
+        ("experiments[0].spec.topology.kind=star", "spec.topology.kind"),
+    ],
+)
+def test_crd_schema_and_spec_model_reject_a_bad_experiment(render, crd_validator, override, path):
+    (exp,) = of_kind(render(example("gpu-minio"), "--set", override), "P2PExperiment")
+    assert [".".join(map(str, e.absolute_path)) for e in crd_validator.iter_errors(exp)] == [path]
+    with pytest.raises(InvalidSpec) as raised:
+        parse_experiment(exp)
+    assert [p for p, _ in raised.value.errors] == [path]
 
 
 def test_an_example_starts_experiments(render):
@@ -157,18 +173,23 @@ def test_cluster_wide_operator_gets_a_cluster_role_with_the_same_rules(render):
     assert "--all-namespaces" in args
 
 
-def test_operator_runs_p2pk_operator_non_root_and_passes_the_pushgateway(render):
-    pod = one(render(example("gpu-minio")), "Deployment")["spec"]["template"]["spec"]
+def test_operator_runs_p2pk_operator_non_root_with_a_liveness_probe(render):
+    pod = one(render(None), "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/p2pk/operator:0.1.0"
-    assert container["args"] == ["--namespace=$(POD_NAMESPACE)"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["P2PK_PUSHGATEWAY"] == "prometheus-pushgateway.monitoring.svc:9091"
+    assert container["args"] == ["--namespace=$(POD_NAMESPACE)", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert {"name": "health", "containerPort": 8080} in container["ports"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] > 0
     assert container["securityContext"]["readOnlyRootFilesystem"]
-    # No Pushgateway configured: the operator gets no such variable.
-    (container,) = one(render(None), "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert "P2PK_PUSHGATEWAY" not in {e["name"] for e in container["env"]}
+
+
+def test_pushgateway_reaches_the_experiments_the_operator_reads(render):
+    (exp,) = of_kind(render(example("gpu-minio")), "P2PExperiment")
+    assert exp["spec"]["runtime"] == {"pushgateway": "prometheus-pushgateway.monitoring.svc:9091",
+                                      "device": "cuda", "roundTimeoutSeconds": 300}
+    for exp in of_kind(render(example("cluster-wide")), "P2PExperiment"):
+        assert "pushgateway" not in exp["spec"].get("runtime", {})
 
 
 def test_minio_statefulset_service_and_generated_secret(render):
@@ -283,3 +304,9 @@ def test_notes_tell_how_to_watch_the_run(helm):
         "kubectl -n p2pk logs deploy/exp-p2pk-operator",
     ):
         assert command in notes
+
+
+def test_chart_crd_is_the_one_p2pk_crd_prints(crd):
+    from p2pk_operator.crd import crd_yaml
+
+    assert crd == yaml.safe_load(crd_yaml()), "regenerate: p2pk crd > charts/p2pk/crds/p2pexperiments.p2pk.io.yaml"
