@@ -1,0 +1,143 @@
+"""``p2pk run``: one worker process per client; the same results as ``p2pk simulate``; a killed
+worker is restarted and resumes; Ctrl-C leaves no worker behind; a worker failing for good
+fails the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import services
+import torch
+
+from p2p_job.local import RunSettings, run_local
+from p2p_job.results import read_parquet
+from p2p_job.simulate import simulate
+from p2p_job.spec import load_experiment
+
+KEY = ["method", "client", "round", "eval"]
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """PyTorch on one thread here and in the workers: sums are then reduced in one order, so
+    ``simulate`` and the workers compute the same bits."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["round_seconds"]).sort_values(KEY).reset_index(drop=True)
+
+
+def simulated(spec: Path) -> pd.DataFrame:
+    return comparable(simulate(load_experiment(spec), base_dir=spec.parent))
+
+
+def events(log: Path) -> list[dict]:
+    from p2p_job.telemetry import parse_log_line
+
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return [e for e in map(parse_log_line, lines) if e]
+
+
+def p2pk(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "p2p_job.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.slow
+def test_run_gives_the_same_results_as_simulate(tmp_path, tiny_spec, one_thread):
+    """Two methods run one after the other over the directory store: every metric of every
+    (method, client, round, eval) equals the in-process simulation's, to the bit."""
+    spec = tiny_spec("same", n_clients=2, methods=[{"rebalancing": "ksmote"}, {"rebalancing": "none", "aggregation": "fedavg"}])
+    frame = run_local(load_experiment(spec), spec, RunSettings(out=tmp_path / "out"))
+    pd.testing.assert_frame_equal(comparable(frame), simulated(spec))
+    assert sorted(frame["method"].unique()) == ["ksmote", "none-fedavg"]
+    pd.testing.assert_frame_equal(comparable(read_parquet(tmp_path / "out/results.parquet")), comparable(frame))
+    assert (tmp_path / "out/summary.md").read_text().count("| ksmote |") == 2
+    assert sorted(p.name for p in (tmp_path / "out/figures").iterdir())[:2] == ["ksmote-global.png", "ksmote-local.png"]
+    assert (tmp_path / "out/store/same/none-fedavg/spec.yaml").exists()
+    assert (tmp_path / "out/logs/ksmote/client-b.log").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_and_the_run_completes_on_s3(tmp_path, tiny_spec, s3_server, one_thread):
+    """SIGKILL client-a while it works on round 2 of 3: ``p2pk run`` restarts it, it resumes
+    from its round-1 checkpoint, and the results hold every round once, equal to simulate's."""
+    spec = tiny_spec("killed", n_clients=2, rounds=3)
+    out = tmp_path / "out"
+    log = out / "logs/ksmote/client-a.log"
+    env = {**os.environ, **s3_server.env}
+    run = p2pk("run", str(spec), "--out", str(out), "--store", s3_server.store_url(),
+               "--s3-endpoint", s3_server.endpoint, env=env)
+    try:
+        services.wait_for(lambda: any(e["event"] == "round_end" for e in events(log)), 120, "client-a's round 1")
+        pid = next(e["pid"] for e in events(log) if e["event"] == "worker_start")
+        os.kill(pid, signal.SIGKILL)
+        output, _ = run.communicate(timeout=240)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    starts = [e for e in events(log) if e["event"] == "worker_start"]
+    assert len(starts) == 2 and starts[1]["resume_from"] >= 1
+    results = comparable(read_parquet(out / "results.parquet"))
+    assert results.groupby(["client", "eval"])["round"].apply(list).tolist() == [[1, 2, 3]] * 4
+    pd.testing.assert_frame_equal(results, simulated(spec))
+    assert "(1 restart(s))" in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker(tmp_path, tiny_spec):
+    spec = tiny_spec("stopped", n_clients=2, rounds=50)
+    out = tmp_path / "out"
+    run = p2pk("run", str(spec), "--out", str(out))
+    logs = [out / f"logs/ksmote/client-{c}.log" for c in "ab"]
+    try:
+        pids = services.wait_for(
+            lambda: [e["pid"] for log in logs for e in events(log) if e["event"] == "worker_start"][:2]
+            if all(any(e["event"] == "round_end" for e in events(log)) for log in logs) else None,
+            120, "both workers to finish a round")
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, output
+    assert "interrupted" in output
+    assert all(gone(pid) for pid in pids)
+    assert any(e["event"] == "worker_stopped" for log in logs for e in events(log))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA to make the worker fail")
+def test_a_worker_failing_for_good_fails_the_run(tmp_path, tiny_spec):
+    spec = tiny_spec("failing", n_clients=2)
+    run = p2pk("run", str(spec), "--out", str(tmp_path / "out"), "--device", "cuda", "--retries", "1")
+    output, _ = run.communicate(timeout=240)
+    assert run.returncode == 1, output
+    assert "exited with code 1 after 1 restart(s)" in output
+    log = (tmp_path / "out/logs/ksmote").glob("*.log")
+    assert any("PyTorch sees no CUDA device" in p.read_text() for p in log)
+
+
+def test_unknown_method_is_a_usage_error(tmp_path, tiny_spec):
+    run = p2pk("run", str(tiny_spec("bad")), "--out", str(tmp_path / "out"), "--methods", "nope")
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 2
+    assert "unknown method(s) ['nope']" in output
