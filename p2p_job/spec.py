@@ -235,26 +235,100 @@ class RuntimeSpec(SpecModel):
     max_payload_mb: float = Field(256, gt=0, description="Reject any neighbour payload larger than this.")
 
 
+# --------------------------------------------------------------------------- kubernetes
+
+#: DNS-1123 subdomain: names of Secrets and service accounts.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A Kubernetes resource quantity (``500m``, ``2Gi``, ``1.5``): the API server's grammar.
+QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+#: S3 bucket names (lower case, digits, dots and hyphens; 3–63 characters).
+S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+#: Key prefix inside the bucket: '/'-separated names without wildcards (the scoped MinIO
+#: policies match keys with '*' patterns, so '*' and '?' must not appear in real keys).
+S3_PREFIX = r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$"
+#: host:port or http(s)://host:port.
+S3_ENDPOINT = r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
+#: The extended resource the NVIDIA device plugin advertises.
+GPU_RESOURCE = "nvidia.com/gpu"
+
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field(description="A quantity: 2, '500m', '4Gi'.")]
+
+
 class S3Spec(SpecModel):
-    endpoint: str | None = Field(None, description="MinIO/S3 endpoint, host:port or URL.")
-    bucket: str = Field("p2pk", min_length=3, max_length=63)
-    prefix: str = Field("experiments")
-    secure: bool = False
-    credentials_secret: str | None = Field(None, description="Secret with accessKey/secretKey shared by all clients (weaker mode).")
-    admin_secret: str | None = Field(None, description="Secret with MinIO admin credentials: one scoped user per client.")
+    """The S3 store (MinIO) the Kubernetes workers exchange through: ``s3://<bucket>/<prefix>``.
+    With ``adminSecret`` the operator makes one MinIO user per client, allowed to write only its
+    own keys and read only its neighbours' (DESIGN, "Store layout"); with ``credentialsSecret``
+    every client shares one user (the weaker mode)."""
+
+    endpoint: str | None = Field(None, pattern=S3_ENDPOINT, description="MinIO/S3 endpoint, host:port or http(s)://host:port.")
+    bucket: str = Field("p2pk", pattern=S3_BUCKET, description="Bucket holding every experiment's store.")
+    prefix: str = Field("experiments", pattern=S3_PREFIX, description="Key prefix of the experiments in the bucket ('' for the bucket root).")
+    secure: bool = Field(False, description="Use HTTPS when the endpoint has no scheme.")
+    credentials_secret: str | None = Field(
+        None, pattern=DNS_SUBDOMAIN, max_length=253, description="Secret with accessKey/secretKey shared by all clients (weaker mode)."
+    )
+    admin_secret: str | None = Field(
+        None, pattern=DNS_SUBDOMAIN, max_length=253, description="Secret with MinIO admin accessKey/secretKey: one scoped user per client."
+    )
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "S3Spec":
+        if self.admin_secret and self.credentials_secret:
+            raise ValueError("kubernetes.s3: give adminSecret (one scoped user per client) or credentialsSecret (one shared user), not both")
+        if self.admin_secret and not self.endpoint:
+            raise ValueError("kubernetes.s3.endpoint is required with adminSecret (the MinIO admin API lives there)")
+        return self
+
+    @property
+    def store_url(self) -> str:
+        """``s3://bucket/prefix``: the store root (``P2PK_STORE``)."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint with its scheme: ``http(s)://host:port`` (``P2PK_S3_ENDPOINT``)."""
+        if not self.endpoint or "://" in self.endpoint:
+            return self.endpoint
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+
+class ResourceRequirements(SpecModel):
+    """CPU and memory of each client pod, as in a container's ``resources`` (GPUs: use ``gpus``)."""
+
+    requests: dict[str, Quantity] | None = Field(None, description="e.g. {cpu: '2', memory: 4Gi}.")
+    limits: dict[str, Quantity] | None = Field(None, description="e.g. {memory: 8Gi}.")
+
+    @model_validator(mode="after")
+    def _no_gpus(self) -> "ResourceRequirements":
+        for part in ("requests", "limits"):
+            if GPU_RESOURCE in (getattr(self, part) or {}):
+                raise ValueError(f"kubernetes.resources.{part}: set GPUs with kubernetes.gpus, not {GPU_RESOURCE!r}")
+        return self
+
+
+class Toleration(SpecModel):
+    """A pod toleration (as in a Pod spec), e.g. for tainted GPU nodes."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
 
 
 class KubernetesSpec(SpecModel):
-    image: str = "ghcr.io/p2pk/worker:0.1.0"
+    """How the operator runs the experiment: one Job (one pod) per method and client."""
+
+    image: str = Field("ghcr.io/p2pk/worker:0.1.0", min_length=1, description="Worker image (runs `p2pk worker` as a non-root user).")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu limit per client pod.")
-    resources: dict[str, dict[str, str]] | None = None
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = None
-    service_account_name: str | None = None
-    backoff_limit: int = Field(3, ge=0)
-    active_deadline_seconds: int | None = Field(None, ge=1)
-    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu limit per client pod; > 0 also sets P2PK_DEVICE=cuda.")
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = Field(None, description="Node labels each client pod must match.")
+    tolerations: list[Toleration] | None = None
+    service_account_name: str | None = Field(None, pattern=DNS_SUBDOMAIN, max_length=253, description="Service account of the client pods.")
+    backoff_limit: int = Field(3, ge=0, le=100, description="Pod failures before a client's Job fails (the worker resumes from its checkpoint).")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of each client's Job.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete each finished Job (and its pod) this long after it ends.")
     s3: S3Spec = Field(default_factory=S3Spec)
     purge_on_delete: bool = Field(False, description="Delete the experiment's store prefix when the resource is deleted.")
 

@@ -1,0 +1,67 @@
+"""kopf handlers for P2PExperiment resources: thin wrappers around ``p2pk_operator.reconcile``.
+
+Run with ``p2pk operator --namespace NS`` (or ``--all-namespaces``), or
+``kopf run --standalone -m p2pk_operator.handlers``. Every handler is idempotent:
+
+- create, resume (the operator restarted) and a spec change reconcile the experiment;
+- a timer re-derives the status of created, unfinished experiments every
+  :data:`OBSERVE_INTERVAL` seconds from their Jobs and the clients' metrics in the store;
+- delete removes the clients' MinIO users and, with ``purgeOnDelete``, the store prefix
+  (the Jobs, Secrets and ConfigMap go with their owner).
+
+The side effects live in ``memo.services`` (:class:`~p2pk_operator.reconcile.Services`), made
+at startup unless already given: tests pass a ``kopf.Memo`` with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from p2p_job.spec import API_GROUP, API_VERSION
+from p2pk_operator.cluster import KubeCluster
+from p2pk_operator.crd import PLURAL
+from p2pk_operator.reconcile import Services, cleanup, reconcile
+from p2pk_operator.status import TERMINAL, ExperimentStatus
+
+#: Seconds between two status observations of a running experiment.
+OBSERVE_INTERVAL = 30.0
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    # kopf's own "handler succeeded" notes stay in the log; the experiment's Events are the
+    # status transitions the reconciliation posts (and kopf's warnings and errors).
+    settings.posting.level = logging.WARNING
+    if "services" not in memo:
+        memo.services = Services(cluster=KubeCluster())
+
+
+@kopf.on.create(*RESOURCE)
+def created(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
+    reconcile(body, patch, memo.services)
+
+
+@kopf.on.resume(*RESOURCE)
+def resumed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
+    reconcile(body, patch, memo.services)
+
+
+@kopf.on.update(*RESOURCE, field="spec")
+def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
+    reconcile(body, patch, memo.services)
+
+
+@kopf.timer(*RESOURCE, interval=OBSERVE_INTERVAL, initial_delay=OBSERVE_INTERVAL)
+def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
+    status = ExperimentStatus.model_validate(body.get("status") or {})
+    finished = status.phase in TERMINAL and status.observed_generation == body["metadata"].get("generation")
+    if status.is_true("Created") and not finished:
+        reconcile(body, patch, memo.services)
+
+
+@kopf.on.delete(*RESOURCE)
+def deleted(body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    cleanup(body, memo.services)

@@ -1,0 +1,277 @@
+"""Reconciliation: from a P2PExperiment to its Jobs, and from what runs back to its status.
+
+One entry point serves creation, a restarted operator, a spec change and the periodic check
+(:func:`reconcile`); another the deletion (:func:`cleanup`). Both only compose the pure parts —
+``manifests`` (spec → objects), ``policies`` (per-client MinIO users), ``progress`` and
+``status`` (observations → status and events) — with the side effects behind
+:class:`Services`, so they can be run against fakes.
+
+Creation is idempotent: an object that exists already (HTTP 409) is taken as made, if it is
+this experiment's (its ownerReference), and a client's Secret keeps the keys it was created
+with, so its MinIO user is granted the same keys again. Creation runs until the Created
+condition is true, so an operator stopped half-way finishes the job when it comes back.
+
+The spec the Jobs run lives in the ConfigMap ``<exp>-spec``; a later change of the resource's
+spec is compared with it: changes of ``kubernetes.purgeOnDelete`` are safe (read at deletion),
+every other change is refused with the Degraded condition (reason SpecChangeRefused) naming the
+fields, and the Jobs go on with the spec they started with. A spec that fails validation before
+anything was created gets the InvalidSpec condition and nothing is created; fixing the spec
+then creates the experiment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import kopf
+import yaml
+
+from p2p_job.spec import InvalidSpec, dump_experiment, parse_experiment
+from p2p_job.store import StoreError, metrics_key, open_store, spec_key
+from p2pk_operator import manifests, policies
+from p2pk_operator.cluster import Cluster, Rejected
+from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
+from p2pk_operator.progress import ClientProgress, read_progress
+from p2pk_operator.status import (
+    ExperimentStatus,
+    Problem,
+    derive_status,
+    invalid_status,
+    now_rfc3339,
+    set_condition,
+    transitions,
+)
+
+#: Spec fields that may change while the experiment runs (read only at deletion).
+SAFE_CHANGES = frozenset({"spec.kubernetes.purgeOnDelete"})
+#: Seconds before retrying when a credentials Secret is missing, and while Jobs stop before a purge.
+RETRY_DELAY = 30
+PURGE_WAIT = 10
+
+
+@dataclass
+class Services:
+    """Everything the reconciliation touches outside itself."""
+
+    cluster: Cluster
+    open_store: Callable[..., Any] = field(default=open_store)
+    minio_admin: Callable[[str, str, str], Any] = field(default=policies.admin_client)
+
+
+class NameConflict(Exception):
+    """An object with one of the experiment's names exists and belongs to something else."""
+
+
+class CredentialsUnavailable(Exception):
+    """The Secret named by ``spec.kubernetes.s3`` is missing or incomplete."""
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None = None) -> None:
+    """Create what is missing (until Created), then write the status observed into ``patch``
+    and post an Event for each transition."""
+    meta = body["metadata"]
+    namespace, generation = meta["namespace"], meta.get("generation", 1)
+    now = now or now_rfc3339()
+    previous = ExperimentStatus.model_validate(body.get("status") or {})
+    desired, errors = _desired(body)
+
+    stored = services.cluster.read("ConfigMap", namespace, manifests.config_map_name(meta["name"]))
+    status = previous
+    if stored is None:
+        if errors:
+            return _publish(body, patch, services, previous, invalid_status(previous, errors, generation, now))
+        running = desired
+        status = set_condition(status, "InvalidSpec", False, "SpecValid", "the spec is valid", now)
+    else:
+        running = manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {stored['metadata']['name']}"))
+
+    if not status.is_true("Created"):
+        try:
+            created = _create(running, body, services)
+        except (NameConflict, Rejected) as exc:
+            failed = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
+            reason = "NameConflict" if isinstance(exc, NameConflict) else "ManifestRejected"
+            return _publish(body, patch, services, previous, set_condition(failed, "Failed", True, reason, str(exc), now))
+        status = set_condition(status, "Created", True, "ResourcesCreated", created, now)
+
+    problems = _spec_drift(running, desired, errors)
+    status = _observe(running, body, services, status, problems, generation, now)
+    _publish(body, patch, services, previous, status)
+
+
+def cleanup(body: Any, services: Services) -> None:
+    """On deletion: remove the clients' MinIO users (scoped mode) and, with
+    ``purgeOnDelete``, the experiment's store prefix once its Jobs have stopped. The Jobs,
+    Secrets and ConfigMap go with their owner (ownerReferences)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    desired, _ = _desired(body)
+    stored = services.cluster.read("ConfigMap", namespace, manifests.config_map_name(name))
+    running = manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), name)) if stored else desired
+    if running is None:
+        return  # invalid from the start: nothing was made
+    previous = ExperimentStatus.model_validate(body.get("status") or {})
+
+    if running.scoped:
+        clients = sorted(set(running.clients) | {c.client for c in previous.clients or ()})
+        try:
+            admin = services.minio_admin(running.exp.spec.kubernetes.s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
+        except CredentialsUnavailable as exc:
+            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
+        else:
+            for client in clients:
+                policies.revoke(admin, policies.user_name(namespace, name, client))
+            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {len(clients)} clients")
+
+    if (desired or running).exp.spec.kubernetes.purge_on_delete:
+        active = [j["metadata"]["name"] for j in services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name}) if (j.get("status") or {}).get("active")]
+        if active:
+            raise kopf.TemporaryError(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}", delay=PURGE_WAIT)
+        try:
+            deleted = _operator_store(running, namespace, services).delete_prefix(f"{name}/")
+        except CredentialsUnavailable as exc:
+            services.cluster.event(body, "Warning", "StoreKept", f"cannot purge the store: {exc}")
+        else:
+            s3 = running.exp.spec.kubernetes.s3
+            services.cluster.event(body, "Normal", "StorePurged", f"deleted {deleted} objects under {s3.store_url}/{name}/")
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def _desired(body: Any) -> tuple[Plan | None, list[tuple[str, str]]]:
+    """The resource's spec as a plan, or the validation errors by field path."""
+    meta = body["metadata"]
+    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": body.get("spec")}
+    try:
+        return manifests.plan(parse_experiment(document, f"{meta['namespace']}/{meta['name']}")), []
+    except InvalidSpec as exc:
+        return None, exc.errors
+
+
+def _create(plan: Plan, owner: Any, services: Services) -> str:
+    """Make (or find) every object of the experiment; returns a summary for the Created condition."""
+    namespace = owner["metadata"]["namespace"]
+    s3 = plan.exp.spec.kubernetes.s3
+    try:
+        keys = _operator_keys(plan, namespace, services.cluster)
+    except CredentialsUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
+    if plan.scoped:
+        admin = services.minio_admin(s3.endpoint_url, *keys)
+        for client in plan.clients:
+            fresh = manifests.client_secret(plan, client, policies.user_name(namespace, plan.name, client), secrets.token_urlsafe(30))
+            values = manifests.secret_values(_ensure(services.cluster, fresh, owner))
+            policies.grant(admin, policies.ClientUser(values[ACCESS_KEY], values[SECRET_KEY], policies.client_policy(plan, client)))
+    _ensure(services.cluster, manifests.config_map(plan), owner)
+    store = services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=keys[0], secret_key=keys[1], create_bucket=True)
+    text = dump_experiment(plan.exp).encode()
+    for method in plan.methods:
+        store.put_bytes(spec_key(plan.name, method), text)
+    jobs = plan.expected_jobs()
+    for e in jobs:
+        _ensure(services.cluster, manifests.job(plan, e.method, e.client), owner)
+    secrets_made = f"{len(plan.clients)} client Secrets with scoped MinIO users" if plan.scoped else f"shared Secret {s3.credentials_secret}"
+    return (
+        f"ConfigMap {manifests.config_map_name(plan.name)}, {secrets_made}, {len(jobs)} Jobs "
+        f"({len(plan.methods)} methods × {len(plan.clients)} clients)"
+    )
+
+
+def _ensure(cluster: Cluster, obj: dict, owner: Any) -> dict:
+    """Create ``obj`` owned by ``owner``; an existing object of that name must be owned by it too."""
+    kopf.adopt(obj, owner=owner)
+    existing = cluster.create(obj)
+    if existing is None:
+        return obj
+    uid = owner["metadata"]["uid"]
+    if not any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences") or ()):
+        raise NameConflict(f"{obj['kind']} {obj['metadata']['name']} exists already and belongs to something else; rename the experiment or delete it")
+    return existing
+
+
+def _operator_keys(plan: Plan, namespace: str, cluster: Cluster) -> tuple[str, str]:
+    """The operator's own store keys: the MinIO admin's (scoped mode) or the shared ones."""
+    s3 = plan.exp.spec.kubernetes.s3
+    field_name, secret_name = ("adminSecret", s3.admin_secret) if plan.scoped else ("credentialsSecret", s3.credentials_secret)
+    secret = cluster.read("Secret", namespace, secret_name)
+    where = f"Secret {namespace}/{secret_name} (spec.kubernetes.s3.{field_name})"
+    if secret is None:
+        raise CredentialsUnavailable(f"{where} not found")
+    values = manifests.secret_values(secret)
+    missing = [k for k in (ACCESS_KEY, SECRET_KEY) if not values.get(k)]
+    if missing:
+        raise CredentialsUnavailable(f"{where} has no {' or '.join(missing)}")
+    return values[ACCESS_KEY], values[SECRET_KEY]
+
+
+def _operator_store(plan: Plan, namespace: str, services: Services):
+    s3 = plan.exp.spec.kubernetes.s3
+    access_key, secret_key = _operator_keys(plan, namespace, services.cluster)
+    return services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
+
+
+def _spec_drift(running: Plan, desired: Plan | None, errors: list[tuple[str, str]]) -> list[Problem]:
+    """A refused spec change, as a problem naming the fields."""
+    keep = "the Jobs keep the spec they started with; delete and re-create the experiment to change it"
+    if desired is None:
+        listed = "; ".join(f"{path}: {msg}" for path, msg in errors)
+        return [Problem("SpecChangeRefused", f"the changed spec is invalid ({listed}); {keep}")]
+    old = running.exp.model_dump(mode="json", by_alias=True)["spec"]
+    new = desired.exp.model_dump(mode="json", by_alias=True)["spec"]
+    changed = sorted(set(changed_fields(old, new, "spec")) - SAFE_CHANGES)
+    if changed:
+        return [Problem("SpecChangeRefused", f"{', '.join(changed)} changed while the experiment runs; {keep}")]
+    return []
+
+
+def changed_fields(old: Any, new: Any, path: str) -> list[str]:
+    """Paths (``spec.training.learningRate``, ``spec.methods``) where two documents differ;
+    lists count as one field."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [p for key in sorted(set(old) | set(new), key=str) for p in changed_fields(old.get(key), new.get(key), f"{path}.{key}")]
+    return [] if old == new else [path]
+
+
+def _observe(plan: Plan, body: Any, services: Services, status: ExperimentStatus, problems: list[Problem], generation: int, now: str) -> ExperimentStatus:
+    """Status from the experiment's Jobs and the clients' metrics files in the store."""
+    namespace = body["metadata"]["namespace"]
+    jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: plan.name})
+    expected = plan.expected_jobs()
+    progress: dict[tuple[str, str], ClientProgress] = {}
+    problems = list(problems)
+    try:
+        store = _operator_store(plan, namespace, services)
+        for e in expected:
+            key = metrics_key(plan.name, e.method, e.client)
+            data = store.get_bytes(key)
+            if data is None:
+                continue
+            try:
+                progress[(e.method, e.client)] = read_progress(data)
+            except ValueError as exc:
+                problems.append(Problem("MetricsUnreadable", f"{key}: {exc}"))
+    except (CredentialsUnavailable, StoreError) as exc:
+        problems.append(Problem("StoreUnavailable", f"cannot read the clients' metrics: {exc}"))
+    return derive_status(
+        expected=expected,
+        methods=plan.methods,
+        rounds=plan.exp.spec.rounds,
+        jobs=jobs,
+        progress=progress,
+        problems=problems,
+        previous=status,
+        generation=generation,
+        now=now,
+    )
+
+
+def _publish(body: Any, patch: kopf.Patch, services: Services, previous: ExperimentStatus, status: ExperimentStatus) -> None:
+    patch.status.update(status.to_patch())
+    for event in transitions(previous, status):
+        services.cluster.event(body, event.type, event.reason, event.message)

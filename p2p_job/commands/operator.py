@@ -1,0 +1,41 @@
+"""``p2pk operator``: run the Kubernetes operator; ``p2pk crd``: print the P2PExperiment CRD.
+
+kopf and the kubernetes client are imported inside ``run`` (see docs/internals.md, "CLI")."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("operator", help="run the Kubernetes operator for P2PExperiment resources (kopf)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-n", "--namespace", action="append", metavar="NS",
+                       help="watch this namespace (repeat for more; glob patterns allowed)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (needs a ClusterRole)")
+    p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
+    p.set_defaults(func=run_operator)
+
+    c = sub.add_parser("crd", help="print the P2PExperiment CustomResourceDefinition (YAML)")
+    c.set_defaults(func=print_crd)
+
+
+def run_operator(args) -> int:
+    import kopf
+
+    import p2pk_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,  # one operator instance: no peering objects needed
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def print_crd(args) -> int:
+    from p2pk_operator.crd import crd_yaml
+
+    print(crd_yaml(), end="")
+    return 0

@@ -1,0 +1,290 @@
+"""The kopf handlers, called directly with ``patch=kopf.Patch()`` against recording fakes of the
+Kubernetes and MinIO admin APIs and a real directory store (see conftest): create, idempotence,
+resume after a restart, status from Job states and metrics, failure, bad and changed specs,
+and deletion."""
+
+from __future__ import annotations
+
+import copy
+
+import kopf
+import pytest
+import yaml
+from conftest import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
+
+from p2p_job.spec import parse_experiment
+from p2pk_operator import handlers, policies
+from p2pk_operator.manifests import plan, secret_values
+from p2pk_operator.reconcile import changed_fields
+
+JOBS = [f"exp-{m}-{c}" for m in ("ksmote", "none") for c in ("a", "b", "c")]
+RUNNING = {"active": 1, "ready": 1}
+SUCCEEDED = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+FAILED = {"failed": 4, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "backoff limit"}]}
+
+
+def call(handler, world: World, body: dict) -> dict:
+    """Run a handler as kopf would, and return the resource with the status patch applied."""
+    patch = kopf.Patch()
+    handler(body=body, patch=patch, memo=world.memo)
+    return with_status(body, patch)
+
+
+def created(world: World, doc: dict | None = None) -> dict:
+    return call(handlers.created, world, resource(doc or experiment()))
+
+
+def condition(body: dict, type: str) -> dict | None:
+    return next((c for c in body["status"].get("conditions") or () if c["type"] == type), None)
+
+
+def test_create_makes_the_spec_secrets_users_and_one_job_per_method_and_client(world):
+    body = created(world)
+    cluster = world.cluster
+    assert cluster.creates("Job") == JOBS
+    assert cluster.creates("Secret") == ["exp-a-store", "exp-b-store", "exp-c-store"]
+    assert cluster.creates("ConfigMap") == ["exp-spec"]
+    uid = body["metadata"]["uid"]
+    for (kind, ns, name), obj in cluster.objects.items():
+        if name.startswith("exp-"):
+            assert [r["uid"] for r in obj["metadata"]["ownerReferences"]] == [uid], name
+            assert ns == NAMESPACE
+
+    # One MinIO user per client, its keys in its Secret, its policy the client's.
+    p = plan(parse_experiment(experiment()))
+    assert world.admin.logins[0] == ("http://minio.lab.svc:9000", "root", "rootsecret")
+    for client in p.clients:
+        keys = secret_values(cluster.objects[("Secret", NAMESPACE, f"exp-{client}-store")])
+        user = policies.user_name(NAMESPACE, "exp", client)
+        assert keys["accessKey"] == user and world.admin.users[user] == keys["secretKey"]
+        assert world.admin.policies[user] == policies.client_policy(p, client)
+        assert world.admin.attached[user] == [user]
+
+    # The spec as submitted, in the store for each method and in the ConfigMap.
+    assert world.store.list("") == ["exp/ksmote/spec.yaml", "exp/none/spec.yaml"]
+    assert parse_experiment(yaml.safe_load(world.store.get_bytes("exp/none/spec.yaml"))).spec == p.exp.spec
+    assert world.store_opened[0] == ("s3://p2pk/experiments", {
+        "endpoint": "http://minio.lab.svc:9000", "access_key": "root", "secret_key": "rootsecret", "create_bucket": True})
+
+    status = body["status"]
+    assert (status["phase"], status["observedGeneration"], status["readyClients"]) == ("Pending", 1, "0/3")
+    assert condition(body, "Created")["status"] == "True"
+    assert "6 Jobs (2 methods × 3 clients)" in condition(body, "Created")["message"]
+    assert [c["state"] for c in status["clients"]] == ["Pending"] * 6
+    assert world.cluster.events == [("Normal", "ResourcesCreated", condition(body, "Created")["message"])]
+
+
+def test_running_a_handler_twice_creates_nothing_twice(world):
+    body = resource(experiment())
+    call(handlers.created, world, body)  # kopf retries when the status patch was lost
+    first = copy.deepcopy(world.cluster.objects)
+    users = dict(world.admin.users)
+    call(handlers.created, world, body)
+    assert world.cluster.objects == first, "no object changed or was added"
+    assert world.admin.users == users, "the users keep the keys in their Secrets"
+    assert len(world.cluster.creates("Job")) == 12  # asked twice, answered 409 the second time
+
+
+def test_a_restarted_operator_resumes_from_what_runs(world):
+    body = created(world)
+    for name in JOBS:
+        world.cluster.set_job_status(name, RUNNING)
+    world.store.put_bytes("exp/ksmote/metrics/a.parquet", metrics_file({1: {"local": (0.5, 0.1)}, 2: {"local": (0.3, 0.1)}}))
+
+    restarted = World.__new__(World)  # a fresh operator process: new memo, same cluster and store
+    restarted.__dict__.update(world.__dict__)
+    restarted.memo = kopf.Memo(services=copy.copy(world.memo.services))
+    world.cluster.calls.clear()
+    body = call(handlers.resumed, restarted, body)
+
+    assert world.cluster.creates() == [], "a created experiment is only observed"
+    status = body["status"]
+    assert (status["phase"], status["readyClients"]) == ("Running", "3/3")
+    assert status["clients"][0] == {"method": "ksmote", "client": "a", "job": "exp-ksmote-a", "state": "Running",
+                                    "failures": 0, "rounds": 2, "eval": "local", "fnr": 0.3, "fpr": 0.1}
+    assert (status["round"], status["fnr"]) == ({"slowest": 0, "fastest": 2, "total": 4}, 0.3)
+
+
+def test_a_restart_half_way_through_creation_finishes_it(world):
+    body = resource(experiment())
+    call(handlers.created, world, body)
+    for name in JOBS[3:]:  # the operator died after the first three Jobs
+        world.cluster.remove("Job", name)
+    body = call(handlers.resumed, world, body)  # status never patched: Created is not true
+    assert condition(body, "Created")["status"] == "True"
+    assert world.cluster.creates("Job")[-6:] == JOBS
+    assert all(("Job", NAMESPACE, n) in world.cluster.objects for n in JOBS)
+
+
+def test_status_follows_jobs_and_metrics_until_success(world):
+    body = created(world)
+    world.cluster.events.clear()
+    for name in JOBS:
+        world.cluster.set_job_status(name, RUNNING)
+    body = call(handlers.observe, world, body)
+    assert body["status"]["phase"] == "Running"
+    assert world.cluster.events == [("Normal", "JobsRunning", "6 of 6 Jobs running")]
+
+    for c, fnr in zip("abc", (0.1, 0.2, 0.6)):
+        rounds = {r: {"local": (0.9, 0.9), "global": (fnr, fnr / 10)} for r in range(1, 5)}
+        world.store.put_bytes(f"exp/ksmote/metrics/{c}.parquet", metrics_file(rounds, c))
+        world.store.put_bytes(f"exp/none/metrics/{c}.parquet", metrics_file({1: {"global": (1.0, 0.0)}}, c, "none"))
+        for m in ("ksmote", "none"):
+            world.cluster.set_job_status(f"exp-{m}-{c}", SUCCEEDED)
+    world.cluster.events.clear()
+    body = call(handlers.observe, world, body)
+    status = body["status"]
+    assert status["phase"] == "Succeeded" and status["completionTime"]
+    assert (status["round"], status["fnr"], status["fpr"]) == ({"slowest": 1, "fastest": 4, "total": 4}, 0.3, 0.03)
+    assert [(m["name"], m["fnr"]) for m in status["methods"]] == [("ksmote", 0.3), ("none", 1.0)]
+    assert ("Normal", "JobsSucceeded", "all 6 Jobs succeeded") in world.cluster.events
+
+    world.cluster.calls.clear()
+    call(handlers.observe, world, body)  # finished: the timer has nothing to do
+    assert world.cluster.calls == []
+
+
+def test_a_failed_job_degrades_then_fails_the_experiment(world):
+    body = created(world)
+    for name in JOBS:
+        world.cluster.set_job_status(name, RUNNING)
+    world.cluster.set_job_status("exp-none-b", FAILED)
+    world.cluster.events.clear()
+    body = call(handlers.observe, world, body)
+    assert body["status"]["phase"] == "Running"
+    assert condition(body, "Degraded")["reason"] == "JobsFailed"
+    assert ("Warning", "JobFailed", "Job exp-none-b (method none, client b) failed: BackoffLimitExceeded: backoff limit") in world.cluster.events
+
+    for name in JOBS:
+        if name != "exp-none-b":
+            world.cluster.set_job_status(name, SUCCEEDED)
+    body = call(handlers.observe, world, body)
+    assert body["status"]["phase"] == "Failed"
+    assert condition(body, "Failed")["message"].startswith("1 of 6 Jobs failed: exp-none-b")
+
+
+def test_unreadable_metrics_degrade_and_name_the_file(world):
+    body = created(world)
+    world.store.put_bytes("exp/ksmote/metrics/b.parquet", b"garbage")
+    body = call(handlers.observe, world, body)
+    degraded = condition(body, "Degraded")
+    assert degraded["reason"] == "MetricsUnreadable" and degraded["message"].startswith("exp/ksmote/metrics/b.parquet: unreadable")
+
+
+def test_the_timer_leaves_experiments_it_did_not_create(world):
+    body = resource(experiment())
+    assert call(handlers.observe, world, body)["status"] == {}
+    assert world.cluster.calls == []
+
+
+@pytest.mark.parametrize(
+    "change, path, words",
+    [
+        ({"topology": {"kind": "k-regular", "degree": 5}}, "spec.topology", "degree"),  # passes the model, not the plan
+        ({"methods": [{"rebalancing": "ksmote"}, {"rebalancing": "ksmote"}]}, "spec: methods", "duplicate method names"),
+        ({"kubernetes": {"s3": {"endpoint": "minio:9000"}}}, "spec.kubernetes.s3", "adminSecret"),
+    ],
+)
+def test_an_invalid_spec_creates_nothing_and_says_which_field(world, change, path, words):
+    doc = experiment()
+    doc["spec"].update(change)
+    body = created(world, doc)
+    assert world.cluster.creates() == [] and world.admin.users == {}
+    assert body["status"]["phase"] == "Failed"
+    cond = condition(body, "InvalidSpec")
+    assert cond["status"] == "True" and path in cond["message"] and words in cond["message"]
+    ((kind, reason, message),) = world.cluster.events
+    assert (kind, reason) == ("Warning", "InvalidSpec") and path in message
+
+
+def test_fixing_an_invalid_spec_creates_the_experiment(world):
+    bad = experiment()
+    bad["spec"]["topology"] = {"kind": "k-regular", "degree": 5}
+    body = created(world, bad)
+    body["spec"] = experiment()["spec"]
+    body["metadata"]["generation"] = 2
+    body = call(handlers.spec_changed, world, body)
+    assert world.cluster.creates("Job") == JOBS
+    assert condition(body, "InvalidSpec")["status"] == "False"
+    assert body["status"]["phase"] == "Pending" and body["status"]["observedGeneration"] == 2
+
+
+def test_a_spec_change_while_running_is_refused_except_purge_on_delete(world):
+    body = created(world)
+    world.cluster.calls.clear()
+    world.cluster.events.clear()
+    body["spec"]["rounds"] = 40
+    body["spec"]["training"] = {"learningRate": 0.01}
+    body["metadata"]["generation"] = 2
+    body = call(handlers.spec_changed, world, body)
+    assert world.cluster.creates() == []
+    degraded = condition(body, "Degraded")
+    assert degraded["reason"] == "SpecChangeRefused"
+    assert degraded["message"].startswith("spec.rounds, spec.training.learningRate changed while the experiment runs")
+    assert world.cluster.events[0][:2] == ("Warning", "SpecChangeRefused")
+    assert body["status"]["round"]["total"] == 4, "the Jobs' spec still counts"
+
+    body["spec"] = experiment(purgeOnDelete=True)["spec"]  # back to the running spec, but purge
+    body["metadata"]["generation"] = 3
+    body = call(handlers.spec_changed, world, body)
+    assert condition(body, "Degraded")["status"] == "False"
+
+
+def test_changed_fields_lists_leaf_paths():
+    old = {"rounds": 4, "training": {"learningRate": 0.1, "batchSize": 8}, "methods": [{"a": 1}]}
+    new = {"rounds": 4, "training": {"learningRate": 0.2, "batchSize": 8}, "methods": [{"a": 2}], "seed": 1}
+    assert changed_fields(old, new, "spec") == ["spec.methods", "spec.seed", "spec.training.learningRate"]
+
+
+def test_a_name_taken_by_something_else_fails_the_experiment(world):
+    world.cluster.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "exp-ksmote-b", "namespace": NAMESPACE}})
+    body = created(world)
+    assert body["status"]["phase"] == "Failed"
+    failed = condition(body, "Failed")
+    assert failed["reason"] == "NameConflict" and "Job exp-ksmote-b exists already" in failed["message"]
+
+
+def test_a_missing_admin_secret_is_retried_naming_it(world):
+    world.cluster.remove("Secret", "minio-admin")
+    with pytest.raises(kopf.TemporaryError, match=r"Secret lab/minio-admin \(spec.kubernetes.s3.adminSecret\) not found"):
+        created(world)
+    assert world.cluster.creates() == []
+
+
+def test_shared_credentials_make_no_secrets_or_users(world):
+    doc = experiment(s3={"endpoint": "minio:9000", "credentialsSecret": SHARED_SECRET})
+    body = created(world, doc)
+    assert world.cluster.creates("Secret") == [] and world.admin.logins == []
+    assert world.store_opened[0][1]["access_key"] == "shared"
+    assert "shared Secret p2pk-s3" in condition(body, "Created")["message"]
+
+
+def test_deletion_removes_the_users_and_keeps_the_store(world):
+    body = created(world)
+    world.store.put_bytes("exp/ksmote/metrics/a.parquet", b"kept")
+    handlers.deleted(body=body, memo=world.memo)
+    assert world.admin.users == {} and world.admin.policies == {}
+    assert world.store.get_bytes("exp/ksmote/metrics/a.parquet") == b"kept"
+    assert world.cluster.events[-1] == ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients")
+    handlers.deleted(body=body, memo=world.memo)  # again (kopf retry): nothing left to remove, no error
+
+
+def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
+    body = created(world, experiment(purgeOnDelete=True))
+    world.store.put_bytes("exp/ksmote/rounds/00001/a/manifest.json", b"{}")
+    world.store.put_bytes("exp2/ksmote/spec.yaml", b"another experiment")
+    world.cluster.set_job_status("exp-ksmote-a", RUNNING)
+    with pytest.raises(kopf.TemporaryError, match="waiting for 1 Jobs to stop before purging the store: exp-ksmote-a"):
+        handlers.deleted(body=body, memo=world.memo)
+    for name in JOBS:  # garbage collection deletes the owned Jobs
+        world.cluster.remove("Job", name)
+    handlers.deleted(body=body, memo=world.memo)
+    assert world.store.list("") == ["exp2/ksmote/spec.yaml"]
+    assert world.cluster.events[-1] == ("Normal", "StorePurged", "deleted 3 objects under s3://p2pk/experiments/exp/")
+
+
+def test_deleting_an_experiment_that_never_was_valid_touches_nothing(world):
+    doc = experiment()
+    doc["spec"]["topology"] = {"kind": "k-regular", "degree": 5}
+    handlers.deleted(body=resource(doc), memo=world.memo)
+    assert world.admin.logins == [] and world.cluster.events == []
