@@ -123,3 +123,9 @@ def test_entrypoint_is_a_p2pk_command(image):
     proc = subprocess.run([str(P2PK), *argv[1:], "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert argv[1] in proc.stdout
+
+
+def test_worker_user_is_the_uid_the_operator_runs_jobs_as():
+    from p2pk_operator.manifests import WORKER_UID
+
+    assert values("worker", "USER")[-1] == f"{WORKER_UID}:{WORKER_UID}"
