@@ -19,7 +19,15 @@ import logging
 import sys
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    push_to_gateway,
+    start_http_server,
+)
 
 from p2p_job.metrics import METRIC_NAMES
 
@@ -47,6 +55,7 @@ class Telemetry:
     """The metrics of one worker (one client of one method's run)."""
 
     def __init__(self, experiment: str, method: str, client: str, *, pushgateway: str | None = None):
+        disable_created_metrics()  # no *_created series: they only add noise to every counter and histogram
         self.labels = {"experiment": experiment, "client": client, "method": method}
         self.pushgateway = pushgateway
         self.registry = CollectorRegistry()
@@ -80,6 +89,13 @@ class Telemetry:
         self.payloads_rejected = Counter(
             "p2pk_payloads_rejected", "Neighbour publications rejected by validation", (*LABELS, "reason"), registry=reg,
         )
+        # Series that exist from the start (at zero), so rate() and dashboards see them at once.
+        for metric in (self.round_duration, self.exchange_wait, self.neighbours_missing):
+            metric.labels(**self.labels)
+        for direction in ("sent", "received"):
+            self.exchange_bytes.labels(**self.labels, direction=direction)
+        for kind in ("generated", "shared", "received"):
+            self.synthetic_points.labels(**self.labels, kind=kind)
 
     # ------------------------------------------------------------------ updates
     # trained / merged / evaluated make this a p2p_job.peer.PeerObserver.

@@ -64,11 +64,14 @@ def scraped_experiment(tmp_path_factory, s3_server, pushgateway) -> services.Scr
             services.wait_for(lambda: any(e["event"] == "worker_done" for e in worker.events()), 120,
                               f"worker {worker.client} to finish its rounds")
 
-        def all_scraped():
-            found = {r["metric"].get("client") for r in run.query('p2pk_false_negative_rate{job="p2pk-workers"}')}
-            return found >= set(clients)
+        rounds = document["spec"]["rounds"]
 
-        services.wait_for(all_scraped, 60, "Prometheus to scrape p2pk_false_negative_rate of every worker")
+        def all_scraped():
+            final = {r["metric"]["client"] for r in run.query(f'p2pk_round{{job="p2pk-workers"}} == {rounds}')}
+            fnr = {r["metric"]["client"] for r in run.query('p2pk_false_negative_rate{job="p2pk-workers"}')}
+            return final == fnr == set(clients)
+
+        services.wait_for(all_scraped, 60, "Prometheus to scrape every worker's final round")
         yield run
     finally:
         for worker in run.workers:

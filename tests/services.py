@@ -13,8 +13,9 @@ Fixtures (defined in ``tests/conftest.py``, usable by any test module):
     ``P2PK_PUSHGATEWAY`` takes), ``.url`` its base URL.
 ``start_prometheus`` (function)
     ``start_prometheus(targets, pushgateway=None) -> Service``: a Prometheus scraping the given
-    ``host:port`` targets (job ``p2pk-workers``) and the Pushgateway (job ``pushgateway``,
-    ``honor_labels: true``) every second; stopped at the end of the test.
+    ``host:port`` targets (job ``p2pk-workers``) and the Pushgateway (``honor_labels: true``,
+    so pushed series keep the ``job="p2pk"`` they were pushed with) every second; stopped at the
+    end of the test.
 ``tiny_spec`` (function)
     ``tiny_spec(name="tiny", n_clients=3, **overrides) -> Path``: writes :func:`tiny_experiment`
     (built-in data with 6 features, 2 rounds, 1 local epoch) to the test's tmp dir; keyword
@@ -23,8 +24,8 @@ Fixtures (defined in ``tests/conftest.py``, usable by any test module):
 ``scraped_experiment`` (module)
     A :class:`ScrapedExperiment`: the tiny experiment run by real worker processes against
     moto's S3, each serving ``/metrics`` and pushing to the Pushgateway, with a Prometheus
-    scraping both; ready once Prometheus returns ``p2pk_false_negative_rate`` for every
-    client. ``.query(promql)`` returns the instant vector as a list of
+    scraping both; ready once Prometheus holds every client's final round (``p2pk_round``
+    equal to the spec's rounds, and ``p2pk_false_negative_rate``). ``.query(promql)`` returns the instant vector as a list of
     ``{"metric": {...labels}, "value": float}``. The workers have finished their rounds and
     linger (still serving) until the module's tests are done.
 

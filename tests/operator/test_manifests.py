@@ -4,6 +4,7 @@ worker environment, GPU limits and security settings the design asks for."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import kopf
 import kubernetes_validate
@@ -52,6 +53,20 @@ def env_of(job: dict) -> dict[str, object]:
 @pytest.mark.parametrize("name", DOCS)
 def test_every_object_passes_kubernetes_validate_strict_for_1_30(name):
     for obj in objects(DOCS[name]):
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_runs_as_valid_objects_once_given_a_store(path):
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"].setdefault("kubernetes", {})["s3"] = {"endpoint": "minio:9000", "adminSecret": "minio-admin"}
+    made = objects(doc)
+    exp = parse_experiment(doc)
+    assert len([o for o in made if o["kind"] == "Job"]) == len(exp.spec.methods) * len(exp.spec.scenario.clients)
+    for obj in made:
         kubernetes_validate.validate(obj, "1.30.0", strict=True)
 
 
