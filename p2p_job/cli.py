@@ -10,6 +10,7 @@ import sys
 #: Command modules, in the order ``p2pk --help`` lists them.
 COMMANDS = (
     "validate",
+    "data",
     "operator",
 )
 

@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from p2p_job import presets
+
 API_GROUP = "p2pk.io"
 API_VERSION = "v1alpha1"
 KIND = "P2PExperiment"
@@ -65,7 +67,8 @@ class BuiltinDataSpec(SpecModel):
     features: int = Field(115, ge=2, le=4096, description="Feature count (N-BaIoT has 115).")
     benign_per_device: int = Field(4000, ge=10, description="Benign rows generated per device.")
     malicious_per_family: int = Field(400, ge=10, description="Malicious rows generated per device and family.")
-    separation: float = Field(3.0, gt=0, description="Distance between cluster centres in units of their spread.")
+    separation: float = Field(6.0, gt=0, description="Distance between cluster centres in units of their spread (attacks lie this far from their device's benign centre).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the generated rows; the experiment seed only picks which rows each client gets.")
 
 
 class DatasetSpec(SpecModel):
@@ -95,10 +98,29 @@ class DatasetSpec(SpecModel):
                 raise ValueError("dataset.labelColumn is required for dataset kind 'tabular'")
             if not self.benign_values:
                 raise ValueError("dataset.benignValues is required for dataset kind 'tabular'")
+        fields = type(self).model_fields
+        given = {f for f in fields if getattr(self, f) != fields[f].get_default(call_default_factory=True)}
+        unused = sorted(given - _DATASET_FIELDS[self.kind])
+        if unused:
+            names = ", ".join(f"dataset.{to_camel(f)}" for f in unused)
+            raise ValueError(f"{names}: not used by dataset kind {self.kind!r}")
         return self
 
 
+#: The DatasetSpec fields each dataset kind reads.
+_DATASET_FIELDS = {
+    "builtin": {"kind", "builtin"},
+    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows"},
+    "botiot": {"kind", "path", "families", "drop_bad_rows"},
+    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows"},
+}
+
+
 # --------------------------------------------------------------------------- scenario
+
+
+#: Class names by label (1 = malicious, the positive class).
+CLASS_NAMES = {0: "benign", 1: "malicious"}
 
 
 class ClassCounts(SpecModel):
@@ -114,13 +136,23 @@ class ClassCounts(SpecModel):
 
 class ClientSpec(SpecModel):
     """One peer: its name, which groups its rows come from, and its per-class counts
-    (the rows of the paper's Tables 1–3)."""
+    (the rows of the paper's Tables 1–3).
+
+    A group selector is ``value`` (any group column) or ``column=value``; values nest with
+    ``/``, so ``gafgyt`` selects ``gafgyt/udp`` too. The rows matching any selector are its pool."""
 
     name: str = Field(..., pattern=DNS_LABEL, max_length=40)
-    benign_groups: list[str] | None = Field(None, description="Group values its benign rows come from (default: the pooled benign rows).")
-    malicious_groups: list[str] | None = Field(None, description="Group values its malicious rows come from (default: the pooled malicious rows).")
+    benign_groups: list[str] | None = Field(None, min_length=1, description="Group selectors its benign rows come from, e.g. 'device-0' or 'device=Danmini_Doorbell' (default: the pooled benign rows).")
+    malicious_groups: list[str] | None = Field(None, min_length=1, description="Group selectors its malicious rows come from, e.g. 'family=DoS' or 'gafgyt/udp' (default: the pooled malicious rows).")
     train: ClassCounts
     validation: ClassCounts
+
+    @property
+    def minority(self) -> int | None:
+        """The training minority class (0 benign, 1 malicious), None when balanced."""
+        if self.train.benign == self.train.malicious:
+            return None
+        return int(self.train.malicious < self.train.benign)
 
 
 class ScenarioSpec(SpecModel):
@@ -128,21 +160,80 @@ class ScenarioSpec(SpecModel):
     built-in layout reproducing experiments 5.2.1–5.2.4 (scaled to the data available)."""
 
     kind: ScenarioKind = "non-iid"
-    preset: str | None = Field(None, description="Built-in client layout, e.g. 'nbaiot-5.2.4' (see `p2pk data presets`).")
+    preset: str | None = Field(None, description="Built-in client layout, e.g. 'nbaiot-5.2.4' (see `p2pk data presets`); fills kind, clients and globalTest.")
+    scale: float = Field(1.0, gt=0, le=1, description="With a preset: multiply its counts by this factor to fit a smaller copy of the dataset.")
     clients: list[ClientSpec] = Field(default_factory=list)
-    global_test: ClassCounts | None = Field(None, description="Global test set drawn from rows no client trains or validates on.")
+    global_test: ClassCounts | None = Field(
+        None,
+        description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """Fill kind, clients and globalTest from ``preset`` (p2p_job.presets). A document
+        that gives them too (as a dumped, already expanded spec does) must agree with it."""
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        scale = data.get("scale", 1.0)
+        if not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            scale = 1.0  # the scale field's own check reports it
+        expanded = presets.expand(data["preset"], scale)
+        out = dict(data)
+        for alias, name, model in (("kind", "kind", None), ("clients", "clients", ClientSpec), ("globalTest", "global_test", ClassCounts)):
+            given = out.pop(name, None) if name in out else out.pop(alias, None)
+            if given not in (None, []) and _comparable(given, model) != _comparable(expanded.get(alias), model):
+                raise ValueError(f"scenario.{alias} conflicts with preset {data['preset']!r}; give one or the other")
+            out[alias] = expanded.get(alias)
+        return out
 
     @model_validator(mode="after")
     def _clients(self) -> "ScenarioSpec":
-        if not self.preset and not self.clients:
+        if not self.clients:
             raise ValueError("scenario needs clients (or a preset)")
         names = [c.name for c in self.clients]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"scenario.clients: duplicate client names {dup}")
-        if self.kind == "non-iid" and not self.preset and self.global_test is None:
+        if self.kind == "non-iid" and self.global_test is None:
             raise ValueError("scenario.globalTest is required for the non-iid scenario")
+        if self.scale != 1.0 and not self.preset:
+            raise ValueError("scenario.scale applies to a preset only")
+        problem = _scenario_problem(self.kind, self.clients)
+        if problem:
+            raise ValueError(f"scenario.clients: {problem}")
         return self
+
+
+def _comparable(value: Any, model: type[SpecModel] | None) -> Any:
+    """A scenario field as validated values, so camelCase/snake_case spellings compare equal."""
+    try:
+        if model is ClientSpec:
+            return [ClientSpec.model_validate(c) for c in value]
+        return model.model_validate(value) if model else value
+    except (ValidationError, TypeError):
+        return value
+
+
+def _scenario_problem(kind: str, clients: list[ClientSpec]) -> str | None:
+    """What makes these clients not the scenario ``kind`` of §3.1, or None."""
+    selections = {(tuple(c.benign_groups or ()), tuple(c.malicious_groups or ())) for c in clients}
+    if kind != "non-iid" and len(selections) > 1:
+        return f"{kind} clients draw from the same distribution: give them all the same benignGroups and maliciousGroups"
+    if kind == "non-iid" and len(clients) > 1 and len(selections) == 1:
+        return "non-iid clients draw from different groups (devices, attack families): give them different benignGroups or maliciousGroups"
+    if kind == "balanced-iid":
+        for c in clients:
+            low, high = sorted((c.train.benign, c.train.malicious))
+            if 2 * low < high:
+                return f"balanced-iid: client {c.name!r} trains on {c.train.benign} benign vs {c.train.malicious} malicious rows (more than a factor 2 apart)"
+    minorities = {c.name: c.minority for c in clients}
+    shown = {name: CLASS_NAMES.get(m, "neither (balanced)") for name, m in minorities.items()}
+    if kind == "imbalanced-iid" and (None in minorities.values() or len(set(minorities.values())) > 1):
+        return f"imbalanced-iid: every client needs the same minority class in training; training minority per client: {shown}"
+    if kind == "mixed-iid" and {0, 1} - set(minorities.values()):
+        return f"mixed-iid: the minority class must be benign on some clients and malicious on others; training minority per client: {shown}"
+    return None
 
 
 # --------------------------------------------------------------------------- topology
@@ -354,6 +445,10 @@ class ExperimentSpec(SpecModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"methods: duplicate method names {dup}; give each a distinct name")
+        if self.scenario.preset:
+            wanted = presets.available()[self.scenario.preset].dataset
+            if wanted != self.dataset.kind:
+                raise ValueError(f"scenario.preset {self.scenario.preset!r} is written for dataset kind {wanted!r}, not {self.dataset.kind!r}")
         if self.topology.kind == "explicit" and self.scenario.clients:
             known = {c.name for c in self.scenario.clients}
             unknown = sorted(

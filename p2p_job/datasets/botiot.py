@@ -1,0 +1,54 @@
+"""UNSW BoT-IoT (Koroniotis et al., 2019; §5.1.1), "10 best features" CSV.
+
+Comma-, semicolon- or tab-separated (sniffed), with or without the header row; a headerless
+file has the columns in :data:`COLUMNS` order. The label is ``attack`` (0/1); the paper's ten
+numeric features are :data:`FEATURES`. Group ``family``: "benign" for normal rows, else
+"<category>/<subcategory>", e.g. "DoS/UDP" or "Reconnaissance/Service_Scan", so a family
+selector may name a category ("DDoS") or one subcategory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from p2p_job.datasets.reading import read_delimited
+from p2p_job.datasets.table import BENIGN_FAMILY, DataError, Table, select_family
+
+#: Columns of the 10-best files, in file order.
+COLUMNS = [
+    "pkSeqID", "proto", "saddr", "sport", "daddr", "dport",
+    "seq", "stddev", "N_IN_Conn_P_SrcIP", "min", "state_number", "mean", "N_IN_Conn_P_DstIP", "drate", "srate", "max",
+    "attack", "category", "subcategory",
+]  # fmt: skip
+#: The ten "best" features the paper trains on.
+FEATURES = ["seq", "stddev", "N_IN_Conn_P_SrcIP", "min", "state_number", "mean", "N_IN_Conn_P_DstIP", "drate", "srate", "max"]
+LABEL = "attack"
+
+
+def load(path: Path, families: list[str] | None, drop_bad_rows: bool) -> Table:
+    """Every normal row and the attack rows of the chosen families (default: all)."""
+    sheet = read_delimited(path, drop_bad_rows=drop_bad_rows)
+    if LABEL not in sheet.frame.columns:
+        if sheet.frame.shape[1] != len(COLUMNS):
+            raise DataError(
+                f"{path}: no header naming {LABEL!r}, and {sheet.frame.shape[1]} columns where a headerless "
+                f"10-best file has {len(COLUMNS)} ({' '.join(COLUMNS)})"
+            )
+        sheet = read_delimited(path, names=COLUMNS, drop_bad_rows=drop_bad_rows)
+    sheet.require([LABEL, "category", "subcategory"])
+    frame = sheet.frame
+    label = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad_label = ~np.isin(label, (0, 1))
+    no_family = (label == 1) & (frame["category"].isna() | frame["subcategory"].isna()).to_numpy()
+    features, keep, report = sheet.features(
+        FEATURES,
+        drop_bad_rows,
+        {LABEL: (bad_label, "label must be 0 or 1"), "category": (no_family, "attack row without category/subcategory")},
+    )
+    labels = label[keep].astype(np.int8)
+    family = np.where(labels == 1, (frame["category"].astype(str) + "/" + frame["subcategory"].astype(str)).to_numpy(dtype=str)[keep], BENIGN_FAMILY)
+    table = Table(features, labels, {"family": family}, list(FEATURES), report)
+    return table.take(select_family(table, families, str(path))) if families else table

@@ -1,0 +1,86 @@
+"""N-BaIoT (Meidan et al., 2018; §5.1.1) in its original layout.
+
+```
+ROOT/<device>/benign_traffic.csv
+ROOT/<device>/gafgyt_attacks/{combo,junk,scan,tcp,udp}.csv
+ROOT/<device>/mirai_attacks/{ack,scan,syn,udp,udpplain}.csv     (absent for two devices)
+```
+Each file has a header row of 115 statistical features and no label column: the label is the
+file (benign_traffic is benign, every attack file malicious). Files may be gzipped (``.csv.gz``).
+Groups: ``device`` (the folder name) and ``family`` ("benign", or "<botnet>/<attack>" such as
+"gafgyt/udp" and "mirai/syn").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from p2p_job.datasets.reading import read_delimited
+from p2p_job.datasets.table import BENIGN_FAMILY, DataError, LoadReport, Table, check_families, in_family
+
+BENIGN_FILE = "benign_traffic"
+#: Attack folders, keyed by botnet name.
+ATTACK_FOLDERS = {"gafgyt": "gafgyt_attacks", "mirai": "mirai_attacks"}
+SUFFIXES = (".csv", ".csv.gz")
+
+
+def load(root: Path, devices: list[str] | None, families: list[str] | None, drop_bad_rows: bool) -> Table:
+    """Rows of the chosen devices (default: every device folder) and attack families
+    (default: all; e.g. ``["mirai"]``, ``["gafgyt/udp"]``), plus every benign row of those devices."""
+    if not root.is_dir():
+        raise DataError(f"{root}: N-BaIoT root folder not found")
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and _data_file(p, BENIGN_FILE))
+    if not available:
+        raise DataError(f"{root}: no device folder holding {BENIGN_FILE}.csv (expected ROOT/<device>/{BENIGN_FILE}.csv)")
+    chosen = devices or available
+    unknown = [d for d in chosen if d not in available]
+    if unknown:
+        raise DataError(f"{root}: no device folder(s) {unknown} with {BENIGN_FILE}.csv; devices are {available}")
+
+    files = [(device, BENIGN_FAMILY, _data_file(root / device, BENIGN_FILE)) for device in chosen]
+    attacks = [(device, family, path) for device in chosen for family, path in _attack_files(root / device)]
+    check_families({family for _, family, _ in attacks}, families or [], f"{root} (devices {chosen})")
+    files += [a for a in attacks if not families or any(in_family(a[1], w) for w in families)]
+
+    parts, report, feature_names = [], LoadReport(), None
+    for device, family, path in files:
+        sheet = read_delimited(path, drop_bad_rows=drop_bad_rows)
+        names = [str(c) for c in sheet.frame.columns]
+        if feature_names is None:
+            feature_names = names
+        elif names != feature_names:
+            diff = next((i for i, (a, b) in enumerate(zip(names, feature_names)) if a != b), min(len(names), len(feature_names)))
+            raise DataError(f"{path}: columns differ from {files[0][2]} at column {diff + 1} ({len(names)} vs {len(feature_names)} columns)")
+        features, _, file_report = sheet.features(feature_names, drop_bad_rows)
+        report += file_report
+        parts.append((features, device, family))
+
+    n = [len(f) for f, _, _ in parts]
+    return Table(
+        features=np.concatenate([f for f, _, _ in parts]),
+        labels=np.concatenate([np.full(k, family != BENIGN_FAMILY, dtype=np.int8) for k, (_, _, family) in zip(n, parts)]),
+        groups={
+            "device": np.repeat(np.array([d for _, d, _ in parts]), n),
+            "family": np.repeat(np.array([f for _, _, f in parts]), n),
+        },
+        feature_names=feature_names,
+        report=report,
+    )
+
+
+def _data_file(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.csv`` or ``folder/stem.csv.gz``, whichever exists."""
+    return next((folder / (stem + s) for s in SUFFIXES if (folder / (stem + s)).is_file()), None)
+
+
+def _attack_files(device_dir: Path) -> list[tuple[str, Path]]:
+    """(family, file) of every attack file of one device, e.g. ("gafgyt/udp", …/udp.csv.gz)."""
+    found = []
+    for botnet, folder in ATTACK_FOLDERS.items():
+        for path in sorted((device_dir / folder).glob("*.csv*")):
+            stem = path.name.removesuffix(".gz").removesuffix(".csv")
+            if path.name.endswith(SUFFIXES):
+                found.append((f"{botnet}/{stem}", path))
+    return found

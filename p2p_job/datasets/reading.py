@@ -1,0 +1,128 @@
+"""Reading data files into checked float32 features: shared by every file-based loader.
+
+A bad cell (missing, non-numeric, non-finite or beyond float32) is an error naming the file,
+row and column, unless the spec says ``dataset.dropBadRows``: then its row is dropped and
+counted in the :class:`~p2p_job.datasets.table.LoadReport`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from p2p_job.datasets.table import MAX_PROBLEMS, DataError, LoadReport
+
+log = logging.getLogger(__name__)
+
+#: Delimiters a CSV may use; the sniffer picks among these only.
+DELIMITERS = ",;\t"
+#: Bytes of text the sniffer looks at.
+SNIFF_CHARS = 64 * 1024
+
+
+def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: list[str] = (), drop_bad_rows: bool = False) -> "Sheet":
+    """Read a ``.csv`` / ``.tsv`` file, gzipped or not, whose delimiter (comma, semicolon or
+    tab) is sniffed. ``names`` given: the file has no header and these are its columns.
+    ``text_columns`` are kept as written (labels, group values), the rest parsed as numbers.
+
+    A line with too many fields is an error naming the line, or dropped with ``drop_bad_rows``.
+    """
+    sep = sniff_delimiter(path)
+    options = dict(sep=sep, header=None if names else 0, names=names, skipinitialspace=True, dtype={c: str for c in text_columns})
+    try:
+        return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1)
+    except pd.errors.ParserError as exc:
+        if not drop_bad_rows:
+            raise DataError(f"{path}: {exc}") from None
+    malformed: list[list[str]] = []
+    frame = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: malformed.append(fields), **options)
+    problems = tuple(f"{path}: a line with {len(f)} fields, expected {frame.shape[1]}" for f in malformed)
+    return Sheet(str(path), frame, header_lines=None, malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]))
+
+
+def sniff_delimiter(path: Path) -> str:
+    """The delimiter of a text file, gzipped or not (:class:`csv.Sniffer` over its start)."""
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            sample = f.read(SNIFF_CHARS)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if not sample.strip():
+        raise DataError(f"{path}: empty file")
+    if len(sample) == SNIFF_CHARS and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]  # whole lines only
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        first = sample.splitlines()[0]
+        raise DataError(f"{path}: cannot tell the delimiter (comma, semicolon or tab) from line 1: {first[:80]!r}") from None
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One file read into a frame; ``header_lines`` locates data rows in the file for messages
+    (None when unknown, e.g. for Parquet or after malformed lines were skipped)."""
+
+    source: str
+    frame: pd.DataFrame
+    header_lines: int | None
+    malformed: LoadReport = LoadReport()
+
+    def where(self, row: int, column: str) -> str:
+        line = f" (line {row + self.header_lines + 1})" if self.header_lines is not None else ""
+        return f"{self.source}: row {row + 1}{line}, column {column!r}"
+
+    def require(self, columns: list[str]) -> None:
+        """Every column is present, else an error naming the missing ones."""
+        missing = [c for c in columns if c not in self.frame.columns]
+        if missing:
+            raise DataError(f"{self.source}: missing column(s) {missing}; the file has {list(self.frame.columns)}")
+
+    def features(self, columns: list[str], drop_bad_rows: bool, row_problems: dict[str, tuple[np.ndarray, str]] | None = None) -> tuple[np.ndarray, np.ndarray, LoadReport]:
+        """The columns as float32 ``(n, d)`` of the good rows, the mask of those rows, and the
+        report. ``row_problems`` adds other per-row checks: ``{column: (bad mask, reason)}``
+        (e.g. a label outside 0/1)."""
+        self.require(columns)
+        raw = self.frame[columns]
+        if all(pd.api.types.is_numeric_dtype(t) for t in raw.dtypes):
+            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            values = np.column_stack([pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
+        features = values.astype(np.float32)
+        bad_cells = ~np.isfinite(features)
+        checks = dict(row_problems or {})
+        bad_rows = bad_cells.any(axis=1)
+        for mask, _ in checks.values():
+            bad_rows |= mask
+        rows = np.flatnonzero(bad_rows)
+        problems = tuple(self._describe(r, columns, bad_cells, checks) for r in rows[:MAX_PROBLEMS])
+        if len(rows) and not drop_bad_rows:
+            raise DataError(problems[0] + " (set dataset.dropBadRows to drop such rows)")
+        report = self.malformed + LoadReport(len(self.frame), len(rows), problems)
+        if report.rows_dropped:
+            log.warning("dropped %d bad row(s) of %d from %s; first: %s", report.rows_dropped, report.rows_read, self.source, report.problems[0])
+        keep = ~bad_rows
+        return features[keep], keep, report
+
+    def _describe(self, row: int, columns: list[str], bad_cells: np.ndarray, checks: dict[str, tuple[np.ndarray, str]]) -> str:
+        for column, (mask, reason) in checks.items():
+            if mask[row]:
+                return f"{self.where(row, column)}: {reason} (value {self.frame[column].iloc[row]!r})"
+        column = columns[int(np.argmax(bad_cells[row]))]
+        value = self.frame[column].iloc[row]
+        if pd.isna(value):
+            reason = "missing value"
+        elif pd.isna(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]):
+            reason = f"non-numeric value {value!r}"
+        else:
+            reason = f"non-finite or out-of-range value {value!r}"
+        return f"{self.where(row, column)}: {reason}"

@@ -1,0 +1,130 @@
+"""The in-memory form every dataset loads into, and how scenarios pick rows from it by group.
+
+A :class:`Table` is the whole labelled dataset (§5.1.1) before it is split among clients:
+float32 features, a 0/1 label with 1 = malicious, and group columns (device, attack family, …)
+that the scenarios of §3.1 use to give each client its own rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+#: Family value of every benign row (attack families are e.g. "gafgyt/udp", "DoS/UDP").
+BENIGN_FAMILY = "benign"
+
+
+#: How many dropped-row descriptions a load report keeps.
+MAX_PROBLEMS = 5
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and column where it can."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a loader read and what it dropped (only with ``dataset.dropBadRows``)."""
+
+    rows_read: int = 0
+    rows_dropped: int = 0
+    problems: tuple[str, ...] = ()  # the first few dropped rows, "file: row R (line L), column 'c': …"
+
+    def __add__(self, other: "LoadReport") -> "LoadReport":
+        return LoadReport(
+            self.rows_read + other.rows_read,
+            self.rows_dropped + other.rows_dropped,
+            (self.problems + other.problems)[:MAX_PROBLEMS],
+        )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A labelled dataset: row ``i`` is ``features[i]``, ``labels[i]`` and ``groups[g][i]``."""
+
+    features: np.ndarray  # float32 (n, d)
+    labels: np.ndarray  # int8 0/1, 1 = malicious
+    groups: dict[str, np.ndarray]  # e.g. {"device": str array, "family": str array}
+    feature_names: list[str]
+    report: LoadReport = field(default_factory=LoadReport)
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.features.dtype != np.float32 or self.features.ndim != 2 or len(self.features) != n:
+            raise ValueError(f"features must be float32 of shape (n, d) with n = {n} labels")
+        if self.labels.dtype != np.int8 or not np.isin(self.labels, (0, 1)).all():
+            raise ValueError("labels must be int8 0/1")
+        if len(self.feature_names) != self.features.shape[1] or len(set(self.feature_names)) != len(self.feature_names):
+            raise ValueError("feature_names must name each feature column once")
+        for name, values in self.groups.items():
+            if len(values) != n:
+                raise ValueError(f"group column {name!r} has {len(values)} values for {n} rows")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> "Table":
+        """The rows selected by a boolean mask or an index array, in that order."""
+        return replace(
+            self,
+            features=self.features[rows],
+            labels=self.labels[rows],
+            groups={name: values[rows] for name, values in self.groups.items()},
+        )
+
+
+def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
+    """Boolean mask of the rows matching any selector (a client's ``benignGroups`` /
+    ``maliciousGroups``).
+
+    A selector is ``value`` (matched against every group column) or ``column=value`` (one
+    column). Values are hierarchical with ``/``: ``gafgyt`` matches ``gafgyt/udp`` and
+    ``gafgyt/tcp``; ``DoS`` matches ``DoS/UDP``. A selector that matches no row is an error
+    naming the values that exist.
+    """
+    mask = np.zeros(len(table), dtype=bool)
+    for selector in selectors:
+        column, sep, value = selector.partition("=")
+        if sep:
+            if column not in table.groups:
+                raise DataError(f"group selector {selector!r}: no group column {column!r} (have {sorted(table.groups)})")
+            columns = [column]
+        else:
+            columns, value = list(table.groups), selector
+        hit = np.zeros(len(table), dtype=bool)
+        for name in columns:
+            hit |= matches_family(table.groups[name], value)
+        if not hit.any():
+            known = {name: sorted(set(table.groups[name].tolist())) for name in columns}
+            raise DataError(f"group selector {selector!r} matches no row; group values are {known}")
+        mask |= hit
+    return mask
+
+
+def in_family(value: str, wanted: str) -> bool:
+    """``value`` is ``wanted`` or lies below it in the ``/`` hierarchy ("gafgyt/udp" is in "gafgyt")."""
+    return value == wanted or value.startswith(wanted + "/")
+
+
+def matches_family(values: np.ndarray, wanted: str) -> np.ndarray:
+    """:func:`in_family` over an array of group values."""
+    distinct, inverse = np.unique(values.astype(str), return_inverse=True)
+    return np.array([in_family(v, wanted) for v in distinct], dtype=bool)[inverse.reshape(-1)]
+
+
+def check_families(available: set[str], wanted: list[str], source: str) -> None:
+    """Each wanted attack family (``dataset.families``) has at least one member among ``available``."""
+    for family in wanted:
+        if not any(in_family(a, family) for a in available):
+            raise DataError(f"{source}: no attack of family {family!r}; the attack families are {sorted(available)}")
+
+
+def select_family(table: Table, families: list[str], source: str) -> np.ndarray:
+    """Mask of the benign rows and of the attack rows in any of ``families``."""
+    attack_family = table.groups["family"][table.labels == 1]
+    check_families(set(attack_family.tolist()), families, source)
+    mask = table.labels == 0
+    for family in families:
+        mask |= matches_family(table.groups["family"], family) & (table.labels == 1)
+    return mask
