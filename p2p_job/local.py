@@ -184,12 +184,12 @@ def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSetting
 
     from p2p_job.results import SCHEMA
 
-    store = _open(settings)
+    store = open_run_store(settings)
     rows = [row for m in methods for c in exp.spec.scenario.clients for row in read_metrics(store, exp.name, m, c.name)]
     return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
 
 
-def _open(settings: RunSettings):
+def open_run_store(settings: RunSettings):
     return open_store(settings.store_url(), endpoint=settings.s3_endpoint, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
                       secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), create_bucket=True)
 
@@ -201,7 +201,7 @@ def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods
     from p2p_job.results import write_results
 
     names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
-    _open(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
+    open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
     for name in names:
         run_method(exp, exp_path, name, settings, on_tick)
     frame = collect_results(exp, names, settings)
