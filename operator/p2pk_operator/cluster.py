@@ -38,17 +38,18 @@ class Cluster(Protocol):
 
 class KubeCluster:
     """:class:`Cluster` through the ``kubernetes`` client: in-cluster configuration when the
-    operator runs in a pod, else the kubeconfig (``KUBECONFIG``). Events go through kopf, which
-    batches them in the background."""
+    operator runs in a pod, else the kubeconfig (``KUBECONFIG``), unless an ``ApiClient`` is
+    given. Events go through kopf, which posts them in the background."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_client=None) -> None:
         from kubernetes import client, config
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        self._client = client.ApiClient()
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+        self._client = api_client or client.ApiClient()
         self._apis = {"CoreV1Api": client.CoreV1Api(self._client), "BatchV1Api": client.BatchV1Api(self._client)}
 
     def _call(self, kind: str, verb: str, *args, **kwargs):

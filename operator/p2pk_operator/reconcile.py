@@ -29,7 +29,7 @@ import kopf
 import yaml
 
 from p2p_job.spec import InvalidSpec, dump_experiment, parse_experiment
-from p2p_job.store import StoreError, metrics_key, open_store, spec_key
+from p2p_job.store import RetryingStore, StoreError, metrics_key, open_store, spec_key
 from p2pk_operator import manifests, policies
 from p2pk_operator.cluster import Cluster, Rejected
 from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
@@ -49,6 +49,8 @@ SAFE_CHANGES = frozenset({"spec.kubernetes.purgeOnDelete"})
 #: Seconds before retrying when a credentials Secret is missing, and while Jobs stop before a purge.
 RETRY_DELAY = 30
 PURGE_WAIT = 10
+#: Tries of each store call while observing (about a second in all, then StoreUnavailable).
+STORE_ATTEMPTS = 3
 
 
 @dataclass
@@ -80,15 +82,13 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     previous = ExperimentStatus.model_validate(body.get("status") or {})
     desired, errors = _desired(body)
 
-    stored = services.cluster.read("ConfigMap", namespace, manifests.config_map_name(meta["name"]))
+    running = _stored_plan(namespace, meta["name"], services.cluster)
     status = previous
-    if stored is None:
+    if running is None:
         if errors:
             return _publish(body, patch, services, previous, invalid_status(previous, errors, generation, now))
         running = desired
         status = set_condition(status, "InvalidSpec", False, "SpecValid", "the spec is valid", now)
-    else:
-        running = manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {stored['metadata']['name']}"))
 
     if not status.is_true("Created"):
         try:
@@ -105,31 +105,19 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
 
 
 def cleanup(body: Any, services: Services) -> None:
-    """On deletion: remove the clients' MinIO users (scoped mode) and, with
-    ``purgeOnDelete``, the experiment's store prefix once its Jobs have stopped. The Jobs,
-    Secrets and ConfigMap go with their owner (ownerReferences)."""
+    """On deletion: with ``purgeOnDelete``, delete the experiment's store prefix once its Jobs
+    have stopped; then remove the clients' MinIO users (scoped mode). The Jobs, Secrets and
+    ConfigMap go with their owner (ownerReferences)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     desired, _ = _desired(body)
-    stored = services.cluster.read("ConfigMap", namespace, manifests.config_map_name(name))
-    running = manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), name)) if stored else desired
+    running = _stored_plan(namespace, name, services.cluster) or desired
     if running is None:
         return  # invalid from the start: nothing was made
-    previous = ExperimentStatus.model_validate(body.get("status") or {})
-
-    if running.scoped:
-        clients = sorted(set(running.clients) | {c.client for c in previous.clients or ()})
-        try:
-            admin = services.minio_admin(running.exp.spec.kubernetes.s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
-        except CredentialsUnavailable as exc:
-            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
-        else:
-            for client in clients:
-                policies.revoke(admin, policies.user_name(namespace, name, client))
-            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {len(clients)} clients")
 
     if (desired or running).exp.spec.kubernetes.purge_on_delete:
-        active = [j["metadata"]["name"] for j in services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name}) if (j.get("status") or {}).get("active")]
+        jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name})
+        active = [j["metadata"]["name"] for j in jobs if (j.get("status") or {}).get("active")]
         if active:
             raise kopf.TemporaryError(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}", delay=PURGE_WAIT)
         try:
@@ -139,6 +127,18 @@ def cleanup(body: Any, services: Services) -> None:
         else:
             s3 = running.exp.spec.kubernetes.s3
             services.cluster.event(body, "Normal", "StorePurged", f"deleted {deleted} objects under {s3.store_url}/{name}/")
+
+    if running.scoped:
+        previous = ExperimentStatus.model_validate(body.get("status") or {})
+        clients = sorted(set(running.clients) | {c.client for c in previous.clients or ()})
+        try:
+            admin = services.minio_admin(running.exp.spec.kubernetes.s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
+        except CredentialsUnavailable as exc:
+            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
+        else:
+            for client in clients:
+                policies.revoke(admin, policies.user_name(namespace, name, client))
+            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {len(clients)} clients")
 
 
 # --------------------------------------------------------------------------- parts
@@ -152,6 +152,14 @@ def _desired(body: Any) -> tuple[Plan | None, list[tuple[str, str]]]:
         return manifests.plan(parse_experiment(document, f"{meta['namespace']}/{meta['name']}")), []
     except InvalidSpec as exc:
         return None, exc.errors
+
+
+def _stored_plan(namespace: str, name: str, cluster: Cluster) -> Plan | None:
+    """The plan the Jobs run: the spec in the ConfigMap ``<exp>-spec``, once it was created."""
+    stored = cluster.read("ConfigMap", namespace, manifests.config_map_name(name))
+    if stored is None:
+        return None
+    return manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {namespace}/{stored['metadata']['name']}"))
 
 
 def _create(plan: Plan, owner: Any, services: Services) -> str:
@@ -210,10 +218,12 @@ def _operator_keys(plan: Plan, namespace: str, cluster: Cluster) -> tuple[str, s
     return values[ACCESS_KEY], values[SECRET_KEY]
 
 
-def _operator_store(plan: Plan, namespace: str, services: Services):
+def _operator_store(plan: Plan, namespace: str, services: Services) -> RetryingStore:
+    """The store with the operator's keys; a passing hiccup is retried rather than reported."""
     s3 = plan.exp.spec.kubernetes.s3
     access_key, secret_key = _operator_keys(plan, namespace, services.cluster)
-    return services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
+    store = services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
+    return RetryingStore(store, attempts=STORE_ATTEMPTS)
 
 
 def _spec_drift(running: Plan, desired: Plan | None, errors: list[tuple[str, str]]) -> list[Problem]:

@@ -24,6 +24,7 @@ import uuid
 
 import pytest
 import yaml
+from services import wait_for
 
 from p2p_job.spec import API_GROUP, API_VERSION
 from p2pk_operator.crd import CRD_NAME, PLURAL, custom_resource_definition
@@ -62,17 +63,6 @@ def _store_env() -> dict[str, str]:
     return {k: os.environ[k] for k in needed}
 
 
-def wait_for(what: str, check, timeout: float, poll: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     kubernetes = _cluster()
@@ -90,8 +80,8 @@ def cluster():
         current = ext.read_custom_resource_definition(CRD_NAME)
         crd["metadata"]["resourceVersion"] = current.metadata.resource_version
         ext.replace_custom_resource_definition(CRD_NAME, crd)
-    wait_for("the CRD to be served", lambda: any(
-        c.type == "Established" and c.status == "True" for c in ext.read_custom_resource_definition(CRD_NAME).status.conditions or ()), 60)
+    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in ext.read_custom_resource_definition(CRD_NAME).status.conditions or ()),
+             60, "the CRD to be served")
 
     namespace = f"p2pk-e2e-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api()
@@ -146,7 +136,7 @@ def wait_for_status(api, namespace: str, name: str, what: str, holds, timeout: f
         found.update(_status(api, namespace, name))
         return bool(holds(found))
 
-    wait_for(what, check, timeout, poll)
+    wait_for(check, timeout, what, poll)
     return found
 
 
@@ -203,5 +193,5 @@ def test_an_experiment_runs_as_one_job_per_client_and_goes_with_its_owner(cluste
     assert "spec.rounds" in _condition(refused, "Degraded")["message"]
 
     api.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, "tiny", propagation_policy="Foreground")
-    wait_for("the Jobs to go with their owner",
-             lambda: not batch.list_namespaced_job(namespace, label_selector=f"{EXPERIMENT_LABEL}=tiny").items, CREATED_WITHIN)
+    wait_for(lambda: not batch.list_namespaced_job(namespace, label_selector=f"{EXPERIMENT_LABEL}=tiny").items,
+             CREATED_WITHIN, "the Jobs to go with their owner")

@@ -1,4 +1,4 @@
-"""Fixtures for the operator tests: small experiments, and recording FAKES of the Kubernetes API
+"""Helpers of the operator tests: small experiments, and recording FAKES of the Kubernetes API
 and of MinIO's admin API (no API server or MinIO can run here). The store is real: the
 project's DirectoryStore in a temporary directory, standing in for the S3 bucket."""
 
@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import kopf
-import pytest
 from minio.error import MinioAdminException
 
 from p2p_job.store import DirectoryStore
@@ -185,11 +184,6 @@ class World:
     def _admin(self, endpoint_url: str, access_key: str, secret_key: str):
         self.admin.logins.append((endpoint_url, access_key, secret_key))
         return self.admin
-
-
-@pytest.fixture
-def world(tmp_path) -> World:
-    return World(tmp_path)
 
 
 def metrics_file(rounds: dict[int, dict[str, tuple[float, float]]], client: str = "a", method: str = "ksmote") -> bytes:

@@ -10,7 +10,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import experiment
+from operator_fakes import experiment
 from pydantic import BaseModel
 
 from p2p_job.cli import main

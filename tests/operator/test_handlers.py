@@ -10,7 +10,7 @@ import copy
 import kopf
 import pytest
 import yaml
-from conftest import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
+from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
 
 from p2p_job.spec import parse_experiment
 from p2pk_operator import handlers, policies
@@ -276,11 +276,16 @@ def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
     world.cluster.set_job_status("exp-ksmote-a", RUNNING)
     with pytest.raises(kopf.TemporaryError, match="waiting for 1 Jobs to stop before purging the store: exp-ksmote-a"):
         handlers.deleted(body=body, memo=world.memo)
+    assert world.store.list("exp/") and world.admin.users, "nothing purged or revoked while a Job runs"
     for name in JOBS:  # garbage collection deletes the owned Jobs
         world.cluster.remove("Job", name)
     handlers.deleted(body=body, memo=world.memo)
     assert world.store.list("") == ["exp2/ksmote/spec.yaml"]
-    assert world.cluster.events[-1] == ("Normal", "StorePurged", "deleted 3 objects under s3://p2pk/experiments/exp/")
+    assert world.admin.users == {}
+    assert world.cluster.events[-2:] == [
+        ("Normal", "StorePurged", "deleted 3 objects under s3://p2pk/experiments/exp/"),
+        ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients"),
+    ]
 
 
 def test_deleting_an_experiment_that_never_was_valid_touches_nothing(world):

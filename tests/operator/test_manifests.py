@@ -10,7 +10,7 @@ import kopf
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import SHARED_SECRET, experiment, resource
+from operator_fakes import SHARED_SECRET, experiment, resource
 
 from p2p_job.spec import InvalidSpec, parse_experiment
 from p2pk_operator import manifests

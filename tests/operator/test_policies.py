@@ -12,7 +12,7 @@ import itertools
 from fnmatch import fnmatchcase
 
 import pytest
-from conftest import FakeMinioAdmin, experiment
+from operator_fakes import FakeMinioAdmin, experiment
 
 from p2p_job.spec import parse_experiment
 from p2pk_operator import policies

@@ -8,7 +8,7 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import metrics_file
+from operator_fakes import metrics_file
 
 from p2pk_operator.progress import ClientProgress, read_progress
 
