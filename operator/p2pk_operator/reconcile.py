@@ -46,9 +46,11 @@ from p2pk_operator.status import (
 
 #: Spec fields that may change while the experiment runs (read only at deletion).
 SAFE_CHANGES = frozenset({"spec.kubernetes.purgeOnDelete"})
-#: Seconds before retrying when a credentials Secret is missing, and while Jobs stop before a purge.
+#: Seconds before retrying when a credentials Secret is missing.
 RETRY_DELAY = 30
-PURGE_WAIT = 10
+#: Seconds between checks while Kubernetes removes objects (Jobs before a purge, the leftovers
+#: of a deleted experiment of the same name).
+WAIT_DELAY = 10
 #: Tries of each store call while observing (about a second in all, then StoreUnavailable).
 STORE_ATTEMPTS = 3
 
@@ -82,7 +84,7 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     previous = ExperimentStatus.model_validate(body.get("status") or {})
     desired, errors = _desired(body)
 
-    running = _stored_plan(namespace, meta["name"], services.cluster)
+    running = _stored_plan(body, services.cluster)
     status = previous
     if running is None:
         if errors:
@@ -111,7 +113,7 @@ def cleanup(body: Any, services: Services) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     desired, _ = _desired(body)
-    running = _stored_plan(namespace, name, services.cluster) or desired
+    running = _stored_plan(body, services.cluster) or desired
     if running is None:
         return  # invalid from the start: nothing was made
 
@@ -119,7 +121,7 @@ def cleanup(body: Any, services: Services) -> None:
         jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name})
         active = [j["metadata"]["name"] for j in jobs if (j.get("status") or {}).get("active")]
         if active:
-            raise kopf.TemporaryError(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}", delay=PURGE_WAIT)
+            raise kopf.TemporaryError(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}", delay=WAIT_DELAY)
         try:
             deleted = _operator_store(running, namespace, services).delete_prefix(f"{name}/")
         except CredentialsUnavailable as exc:
@@ -154,12 +156,18 @@ def _desired(body: Any) -> tuple[Plan | None, list[tuple[str, str]]]:
         return None, exc.errors
 
 
-def _stored_plan(namespace: str, name: str, cluster: Cluster) -> Plan | None:
-    """The plan the Jobs run: the spec in the ConfigMap ``<exp>-spec``, once it was created."""
-    stored = cluster.read("ConfigMap", namespace, manifests.config_map_name(name))
-    if stored is None:
+def _stored_plan(owner: Any, cluster: Cluster) -> Plan | None:
+    """The plan the Jobs run: the spec in this experiment's ConfigMap ``<exp>-spec``, once it
+    was created."""
+    meta = owner["metadata"]
+    stored = cluster.read("ConfigMap", meta["namespace"], manifests.config_map_name(meta["name"]))
+    if stored is None or not _owned_by(stored, owner):
         return None
-    return manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {namespace}/{stored['metadata']['name']}"))
+    return manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {meta['namespace']}/{stored['metadata']['name']}"))
+
+
+def _owned_by(obj: dict, owner: Any) -> bool:
+    return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or ())
 
 
 def _create(plan: Plan, owner: Any, services: Services) -> str:
@@ -192,15 +200,18 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
 
 
 def _ensure(cluster: Cluster, obj: dict, owner: Any) -> dict:
-    """Create ``obj`` owned by ``owner``; an existing object of that name must be owned by it too."""
+    """Create ``obj`` owned by ``owner``; an existing object of that name must be owned by it
+    too. One left by a deleted experiment of the same name (garbage collection has not got to
+    it yet) is waited for."""
     kopf.adopt(obj, owner=owner)
     existing = cluster.create(obj)
-    if existing is None:
-        return obj
-    uid = owner["metadata"]["uid"]
-    if not any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences") or ()):
-        raise NameConflict(f"{obj['kind']} {obj['metadata']['name']} exists already and belongs to something else; rename the experiment or delete it")
-    return existing
+    if existing is None or _owned_by(existing, owner):
+        return existing or obj
+    what = f"{obj['kind']} {obj['metadata']['name']}"
+    refs = existing["metadata"].get("ownerReferences") or ()
+    if any((r.get("kind"), r.get("name")) == (owner["kind"], owner["metadata"]["name"]) for r in refs):
+        raise kopf.TemporaryError(f"{what} of the deleted experiment of this name is still there; waiting for it to go", delay=WAIT_DELAY)
+    raise NameConflict(f"{what} exists already and belongs to something else; rename the experiment or delete it")
 
 
 def _operator_keys(plan: Plan, namespace: str, cluster: Cluster) -> tuple[str, str]:

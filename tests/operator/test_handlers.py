@@ -293,3 +293,16 @@ def test_deleting_an_experiment_that_never_was_valid_touches_nothing(world):
     doc["spec"]["topology"] = {"kind": "k-regular", "degree": 5}
     handlers.deleted(body=resource(doc), memo=world.memo)
     assert world.admin.logins == [] and world.cluster.events == []
+
+
+def test_a_recreated_experiment_waits_for_its_predecessors_leftovers(world):
+    old = created(world)
+    new = resource(experiment())  # same name, new uid: re-applied before garbage collection ran
+    with pytest.raises(kopf.TemporaryError, match="Secret exp-a-store of the deleted experiment of this name is still there"):
+        call(handlers.created, world, new)
+    for kind, name in [("Secret", f"exp-{c}-store") for c in "abc"] + [("ConfigMap", "exp-spec")] + [("Job", j) for j in JOBS]:
+        world.cluster.remove(kind, name)  # garbage collection of the old experiment's objects
+    body = call(handlers.created, world, new)
+    assert condition(body, "Created")["status"] == "True"
+    owners = {o["metadata"]["ownerReferences"][0]["uid"] for (k, ns, n), o in world.cluster.objects.items() if n.startswith("exp-")}
+    assert owners == {new["metadata"]["uid"]} != {old["metadata"]["uid"]}
