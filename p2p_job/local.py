@@ -82,7 +82,6 @@ class Worker:
     process: subprocess.Popen | None = None
     restarts: int = 0
     last: dict = field(default_factory=dict)  # the latest round_end event
-    pid: int | None = None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -109,7 +108,6 @@ def start_worker(worker: Worker) -> None:
         text=True, start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
-    worker.pid = worker.process.pid
     threading.Thread(target=_follow, args=(worker, worker.process.stdout), daemon=True).start()
 
 

@@ -32,10 +32,6 @@ from p2p_job.store import Store, StoreDenied, StoreError, metrics_key, spec_key
 
 log = logging.getLogger(__name__)
 
-#: Default Prometheus port of a worker (DESIGN "Worker environment").
-DEFAULT_METRICS_PORT = 9400
-
-
 @dataclass(frozen=True)
 class WorkerConfig:
     """Everything a worker needs; see :func:`config_from_env` for the environment names."""
@@ -47,7 +43,7 @@ class WorkerConfig:
     s3_endpoint: str | None = None
     access_key: str | None = None
     secret_key: str | None = None
-    metrics_port: int = DEFAULT_METRICS_PORT  # 0: do not serve /metrics
+    metrics_port: int | None = None     # 0: do not serve /metrics; default spec.runtime.metricsPort (9400)
     pushgateway: str | None = None
     device: str | None = None           # overrides spec.runtime.device
     shards: Path | None = None          # prepared shards (``p2pk`` shards folder) instead of building them
@@ -82,12 +78,13 @@ def config_from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Work
                if field in ("spec", "client", "store") and field not in values]
     if missing:
         raise ConfigError(f"worker setting(s) missing: {', '.join(missing)}")
-    try:
-        values["metrics_port"] = int(values.get("metrics_port", DEFAULT_METRICS_PORT))
-    except ValueError:
-        raise ConfigError(f"P2PK_METRICS_PORT must be an integer, got {values['metrics_port']!r}") from None
-    if not 0 <= values["metrics_port"] <= 65535:
-        raise ConfigError(f"P2PK_METRICS_PORT must be 0..65535, got {values['metrics_port']}")
+    if "metrics_port" in values:
+        try:
+            values["metrics_port"] = int(values["metrics_port"])
+        except ValueError:
+            raise ConfigError(f"P2PK_METRICS_PORT must be an integer, got {values['metrics_port']!r}") from None
+        if not 0 <= values["metrics_port"] <= 65535:
+            raise ConfigError(f"P2PK_METRICS_PORT must be 0..65535, got {values['metrics_port']}")
     values["spec"] = Path(values["spec"])
     if values.get("shards") is not None:
         values["shards"] = Path(values["shards"])
@@ -142,10 +139,12 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.telemetry import Telemetry
     from p2p_job.training import resolve_device
 
-    signal.signal(signal.SIGTERM, _terminate)
     exp = load_experiment(cfg.spec)
     spec = exp.spec
-    method = select_methods(exp, [cfg.method] if cfg.method else None)[0]
+    try:
+        method = select_methods(exp, [cfg.method] if cfg.method else None)[0]
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.spec}: P2PK_METHOD / --method: {exc}") from None
     method_name = resolved_method_name(method, spec.aggregation.rule)
     shards = _shards(exp, cfg)
     clients = list(shards.clients)
@@ -158,8 +157,9 @@ def run_worker(cfg: WorkerConfig) -> int:
     store = RetryingStore(open_store(cfg.store, endpoint=cfg.s3_endpoint, access_key=cfg.access_key,
                                      secret_key=cfg.secret_key))
     telemetry = Telemetry(exp.name, method_name, cfg.client, pushgateway=cfg.pushgateway or spec.runtime.pushgateway)
-    if cfg.metrics_port:
-        telemetry.serve(cfg.metrics_port)
+    port = spec.runtime.metrics_port if cfg.metrics_port is None else cfg.metrics_port
+    if port:
+        telemetry.serve(port)
     _write_spec_once(store, exp.name, method_name, dump_experiment(exp))
 
     peer = Peer(exp, method, shard, neighbours, device, observer=telemetry)
@@ -246,6 +246,7 @@ def main(cfg: WorkerConfig) -> int:
     from p2p_job.telemetry import configure_logging
 
     configure_logging()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run_worker(cfg)
     except (ConfigError, InvalidSpec) as exc:

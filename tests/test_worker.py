@@ -232,7 +232,7 @@ def test_flags_override_the_environment():
     cfg = config_from(ENV, {"client": "b", "metrics_port": 0, "method": None, "linger_seconds": 5.0})
     assert (str(cfg.spec), cfg.client, cfg.store, cfg.method, cfg.metrics_port) == ("/s.yaml", "b", "file:///x", "smote", 0)
     assert (cfg.access_key, cfg.device, cfg.pushgateway, cfg.linger_seconds) == ("key", "cpu", None, 5.0)
-    assert config_from({k: v for k, v in ENV.items() if k != "P2PK_METRICS_PORT"}, {}).metrics_port == 9400
+    assert config_from({k: v for k, v in ENV.items() if k != "P2PK_METRICS_PORT"}, {}).metrics_port is None  # the spec's
 
 
 def test_missing_and_malformed_settings_are_named():
@@ -331,3 +331,29 @@ def test_a_corrupted_and_a_missing_neighbour_are_survived_and_counted(tmp_path, 
     assert [(e["round"], e["neighbour"]) for e in missing] == [(1, "client-c"), (2, "client-c")]
     table = pq.read_table(store_dir / "faults/ksmote/metrics/client-a.parquet")
     assert table.num_rows == 4
+
+
+def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing_more(tmp_path, tiny_spec):
+    """In-process, rule ``local`` (no neighbours to wait for): ``--shards`` from ``p2pk data``'s
+    format gives the rows the built shards give; running the worker again resumes after its
+    last round and changes nothing."""
+    from p2p_job.scenarios import build_shards
+    from p2p_job.shards import write_shards
+    from p2p_job.spec import load_experiment
+    from p2p_job.worker import WorkerConfig, run_worker
+
+    spec = tiny_spec("alone", n_clients=2, methods=[{"rebalancing": "smote", "aggregation": "local"}])
+    write_shards(build_shards(load_experiment(spec), spec.parent), tmp_path / "shards")
+    results = {}
+    for source, shards in (("built", None), ("prepared", tmp_path / "shards")):
+        store = tmp_path / source
+        cfg = WorkerConfig(spec=spec, client="client-b", store=store.as_uri(), metrics_port=0, shards=shards)
+        assert run_worker(cfg) == 0
+        results[source] = [{k: v for k, v in row.items() if k != "round_seconds"}
+                           for row in read_metrics(DirectoryStore(store), "alone", "smote-local", "client-b")]
+    assert results["built"] == results["prepared"]
+    assert [(r["round"], r["aggregated"], r["neighbours_used"]) for r in results["built"][::2]] == [(1, False, 0), (2, False, 0)]
+    store = DirectoryStore(tmp_path / "built")
+    before = {k: store.get_bytes(k) for k in store.list("")}
+    assert run_worker(WorkerConfig(spec=spec, client="client-b", store=(tmp_path / "built").as_uri(), metrics_port=0)) == 0
+    assert {k: store.get_bytes(k) for k in store.list("")} == before

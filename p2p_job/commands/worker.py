@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--store", help="s3://bucket/prefix or file:///path [P2PK_STORE]")
     p.add_argument("--method", help="method name (default: the spec's first) [P2PK_METHOD]")
     p.add_argument("--s3-endpoint", help="S3/MinIO endpoint host:port or URL [P2PK_S3_ENDPOINT]")
-    p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 = do not serve (default 9400) [P2PK_METRICS_PORT]")
+    p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 = do not serve (default: spec.runtime.metricsPort, 9400) [P2PK_METRICS_PORT]")
     p.add_argument("--pushgateway", help="host:port of a Prometheus Pushgateway [P2PK_PUSHGATEWAY]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override spec.runtime.device [P2PK_DEVICE]")
     p.add_argument("--shards", type=Path, help="read prepared shards from this folder instead of building them")
