@@ -77,6 +77,17 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
         return response.read()
 
 
+def terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Service:
     """A started process with a ``host:port`` and a log file."""
@@ -94,13 +105,7 @@ class Service:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 def start_service(name: str, argv: list[str], port: int, log_dir: Path, ready_path: str) -> Service:
@@ -265,13 +270,7 @@ class WorkerProcess:
             raise AssertionError(f"worker {self.client} still running after {timeout}s:\n{self.log_path.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 def spawn_worker(spec: Path, client: str, store_url: str, log_dir: Path, *, env: dict[str, str] | None = None,
