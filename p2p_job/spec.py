@@ -82,7 +82,7 @@ class DatasetSpec(SpecModel):
         None,
         description="Attack families to keep: N-BaIoT 'mirai', 'gafgyt' or 'gafgyt/udp'-style; BoT-IoT categories such as 'DDoS'.",
     )
-    features: list[str] | None = Field(None, description="Tabular: feature columns (default: all numeric columns but label and group).")
+    features: list[str] | None = Field(None, description="Tabular: feature columns (default: every column but label and group that holds numbers).")
     label_column: str | None = Field(None, description="Tabular: the label column.")
     benign_values: list[str] | None = Field(None, description="Tabular: label values that mean benign; every other value is malicious.")
     group_column: str | None = Field(None, description="Tabular: column that drives the partition (device, attack category, site).")

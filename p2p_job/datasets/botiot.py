@@ -49,6 +49,7 @@ def load(path: Path, families: list[str] | None, drop_bad_rows: bool) -> Table:
         {LABEL: (bad_label, "label must be 0 or 1"), "category": (no_family, "attack row without category/subcategory")},
     )
     labels = label[keep].astype(np.int8)
-    family = np.where(labels == 1, (frame["category"].astype(str) + "/" + frame["subcategory"].astype(str)).to_numpy(dtype=str)[keep], BENIGN_FAMILY)
+    attack_family = (frame["category"].astype(str) + "/" + frame["subcategory"].astype(str)).to_numpy(dtype=object).astype(str)
+    family = np.where(labels == 1, attack_family[keep], BENIGN_FAMILY)
     table = Table(features, labels, {"family": family}, list(FEATURES), report)
     return table.take(select_family(table, families, str(path))) if families else table

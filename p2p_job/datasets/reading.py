@@ -97,7 +97,8 @@ class Sheet:
             values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             values = np.column_stack([pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
-        features = values.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: reported below
+            features = values.astype(np.float32)
         bad_cells = ~np.isfinite(features)
         checks = dict(row_problems or {})
         bad_rows = bad_cells.any(axis=1)

@@ -28,25 +28,31 @@ def load(
     group_column: str | None,
     drop_bad_rows: bool,
 ) -> Table:
-    """Rows of the file; ``features`` default to every numeric column but label and group."""
+    """Rows of the file; ``features`` default to every column but label and group that holds numbers."""
     text = [label_column] + ([group_column] if group_column else [])
     sheet = _read(path, text, drop_bad_rows)
     sheet.require(text)
     frame = sheet.frame
-    names = features or [c for c in frame.columns if c not in text and pd.api.types.is_numeric_dtype(frame[c])]
+    names = features or [c for c in frame.columns if c not in text and _holds_numbers(frame[c])]
     if not names:
         raise DataError(f"{path}: no numeric feature columns besides {text}; name them in dataset.features")
 
-    label_text = frame[label_column].astype(str).to_numpy(dtype=str)
+    label_text = frame[label_column].to_numpy(dtype=object).astype(str)
     for value in benign_values:
         if value not in label_text:
             seen = sorted(set(label_text.tolist()))[:20]
             raise DataError(f"{path}: dataset.benignValues {value!r} never occurs in column {label_column!r}; values: {seen}")
     problems = {c: (frame[c].isna().to_numpy(), "missing value") for c in text}
     X, keep, report = sheet.features(names, drop_bad_rows, problems)
-    groups = {c: frame[c].astype(str).to_numpy(dtype=str)[keep] for c in text}
+    groups = {c: frame[c].to_numpy(dtype=object).astype(str)[keep] for c in text}
     labels = (~np.isin(label_text[keep], benign_values)).astype(np.int8)
     return Table(X, labels, groups, list(names), report)
+
+
+def _holds_numbers(column: pd.Series) -> bool:
+    """A default feature column: numeric, or text with at least one number in it (its other
+    cells are then reported as bad, not silently lost with the column)."""
+    return pd.api.types.is_numeric_dtype(column) or bool(pd.to_numeric(column, errors="coerce").notna().any())
 
 
 def _read(path: Path, text_columns: list[str], drop_bad_rows: bool) -> Sheet:
