@@ -11,6 +11,8 @@ import sys
 COMMANDS = (
     "validate",
     "data",
+    "run",
+    "worker",
     "operator",
 )
 
