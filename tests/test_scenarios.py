@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import yaml
-from data_helpers import SMALL_BUILTIN, client, experiment, traceable_csv
+from data_helpers import NBAIOT, SMALL_BUILTIN, client, experiment, traceable_csv
 from sklearn.preprocessing import MinMaxScaler
 
 from p2p_job import presets
@@ -133,8 +135,8 @@ def test_builtin_presets_give_each_client_its_counts_and_minority(preset, minori
     for spec in exp.spec.scenario.clients:
         shard = shards.clients[spec.name]
         assert shard.train.counts == spec.train.model_dump() and shard.validation.counts == spec.validation.model_dump()
-        benign, malicious = shard.train.counts.values()
-        assert {benign < malicious: 0, malicious < benign: 1}.get(True) == minority[spec.name]
+        benign, malicious = shard.train.counts["benign"], shard.train.counts["malicious"]
+        assert (None if benign == malicious else int(malicious < benign)) == minority[spec.name]
     has_global = preset == "builtin-5.2.4"
     assert all((s.global_test is not None) == has_global for s in shards.clients.values())
 
@@ -237,3 +239,21 @@ def test_builtin_preset_runs_on_small_builtin_data_when_scaled():
     shards = build_shards(exp)
     assert shards.clients["client-a"].train.counts == {"benign": 150, "malicious": 3}
     assert shards.feature_names == [f"f{j:03d}" for j in range(12)]
+
+
+def test_nbaiot_5_2_4_preset_on_the_samples_under_the_papers_device_names(tmp_path):
+    """Table 3's layout at 1 %, on real N-BaIoT rows laid out as the three devices it names."""
+    attacks = {"Provision_PT_838_Security_Camera": "scan.csv", "SimpleHome_XCS7_1002_WHT_Security_Camera": "thermostat_udp.csv", "Danmini_Doorbell": "doorbell_udp.csv"}
+    for device, attack in attacks.items():
+        (tmp_path / device / "gafgyt_attacks").mkdir(parents=True)
+        shutil.copy(NBAIOT / "benign_traffic.csv", tmp_path / device / "benign_traffic.csv")
+        shutil.copy(NBAIOT / attack, tmp_path / device / "gafgyt_attacks" / "udp.csv")
+    exp = parse_experiment(experiment({"preset": "nbaiot-5.2.4", "scale": 0.01}, {"kind": "nbaiot", "path": str(tmp_path)}))
+    shards = build_shards(exp)
+    assert [s.train.counts for s in shards.clients.values()] == [
+        {"benign": 118, "malicious": 1},  # 11821 and 23 × 1 %, at least one row per class
+        {"benign": 56, "malicious": 1},
+        {"benign": 79, "malicious": 1},
+    ]
+    assert shards.clients["client-a"].global_test.counts == {"benign": 51, "malicious": 1}
+    assert len(shards.feature_names) == 115

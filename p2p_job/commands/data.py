@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -31,8 +32,24 @@ def register(sub) -> None:
     listing.set_defaults(func=run_presets)
 
 
+def data_errors(command):
+    """Run ``command(args)``; data that does not fit the spec is one line on stderr and exit 1."""
+
+    @functools.wraps(command)
+    def run(args) -> int:
+        from p2p_job.datasets import DataError
+
+        try:
+            return command(args)
+        except DataError as exc:
+            print(f"p2pk data {args.data_command}: {exc}", file=sys.stderr)
+            return EXIT_DATA
+
+    return run
+
+
+@data_errors
 def run_prepare(args) -> int:
-    from p2p_job.datasets import DataError
     from p2p_job.scenarios import build_shards
     from p2p_job.shards import write_shards
     from p2p_job.spec import InvalidSpec, load_experiment
@@ -42,25 +59,17 @@ def run_prepare(args) -> int:
     except InvalidSpec as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    try:
-        shards = build_shards(exp, Path(args.spec).resolve().parent)
-        write_shards(shards, args.out)
-    except DataError as exc:
-        print(f"p2pk data prepare: {exc}", file=sys.stderr)
-        return EXIT_DATA
+    shards = build_shards(exp, Path(args.spec).resolve().parent)
+    write_shards(shards, args.out)
     _print(shards, f"{exp.name}: {exp.spec.scenario.kind} on {exp.spec.dataset.kind} data, shards in {args.out}")
     return 0
 
 
+@data_errors
 def run_describe(args) -> int:
-    from p2p_job.datasets import DataError
     from p2p_job.shards import read_shards
 
-    try:
-        shards = read_shards(args.dir)
-    except DataError as exc:
-        print(f"p2pk data describe: {exc}", file=sys.stderr)
-        return EXIT_DATA
+    shards = read_shards(args.dir)
     _print(shards, f"shards in {args.dir}")
     return 0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_job.datasets.reading import read_delimited
-from p2p_job.datasets.table import BENIGN_FAMILY, DataError, LoadReport, Table, check_families, in_family
+from p2p_job.datasets.table import BENIGN_FAMILY, DataError, LoadReport, Table, check_families, is_within
 
 BENIGN_FILE = "benign_traffic"
 #: Attack folders, keyed by botnet name.
@@ -42,7 +42,7 @@ def load(root: Path, devices: list[str] | None, families: list[str] | None, drop
     files = [(device, BENIGN_FAMILY, _data_file(root / device, BENIGN_FILE)) for device in chosen]
     attacks = [(device, family, path) for device in chosen for family, path in _attack_files(root / device)]
     check_families({family for _, family, _ in attacks}, families or [], f"{root} (devices {chosen})")
-    files += [a for a in attacks if not families or any(in_family(a[1], w) for w in families)]
+    files += [a for a in attacks if not families or any(is_within(a[1], w) for w in families)]
 
     parts, report, feature_names = [], LoadReport(), None
     for device, family, path in files:

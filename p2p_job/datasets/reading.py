@@ -100,7 +100,7 @@ class Sheet:
         with np.errstate(over="ignore"):  # beyond float32 becomes inf: reported below
             features = values.astype(np.float32)
         bad_cells = ~np.isfinite(features)
-        checks = dict(row_problems or {})
+        checks = row_problems or {}
         bad_rows = bad_cells.any(axis=1)
         for mask, _ in checks.values():
             bad_rows |= mask

@@ -94,7 +94,7 @@ def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
             columns, value = list(table.groups), selector
         hit = np.zeros(len(table), dtype=bool)
         for name in columns:
-            hit |= matches_family(table.groups[name], value)
+            hit |= within(table.groups[name], value)
         if not hit.any():
             known = {name: sorted(set(table.groups[name].tolist())) for name in columns}
             raise DataError(f"group selector {selector!r} matches no row; group values are {known}")
@@ -102,21 +102,21 @@ def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
     return mask
 
 
-def in_family(value: str, wanted: str) -> bool:
+def is_within(value: str, wanted: str) -> bool:
     """``value`` is ``wanted`` or lies below it in the ``/`` hierarchy ("gafgyt/udp" is in "gafgyt")."""
     return value == wanted or value.startswith(wanted + "/")
 
 
-def matches_family(values: np.ndarray, wanted: str) -> np.ndarray:
-    """:func:`in_family` over an array of group values."""
+def within(values: np.ndarray, wanted: str) -> np.ndarray:
+    """:func:`is_within` over an array of group values."""
     distinct, inverse = np.unique(values.astype(str), return_inverse=True)
-    return np.array([in_family(v, wanted) for v in distinct], dtype=bool)[inverse.reshape(-1)]
+    return np.array([is_within(v, wanted) for v in distinct], dtype=bool)[inverse.reshape(-1)]
 
 
 def check_families(available: set[str], wanted: list[str], source: str) -> None:
     """Each wanted attack family (``dataset.families``) has at least one member among ``available``."""
     for family in wanted:
-        if not any(in_family(a, family) for a in available):
+        if not any(is_within(a, family) for a in available):
             raise DataError(f"{source}: no attack of family {family!r}; the attack families are {sorted(available)}")
 
 
@@ -126,5 +126,5 @@ def select_family(table: Table, families: list[str], source: str) -> np.ndarray:
     check_families(set(attack_family.tolist()), families, source)
     mask = table.labels == 0
     for family in families:
-        mask |= matches_family(table.groups["family"], family) & (table.labels == 1)
+        mask |= within(table.groups["family"], family) & (table.labels == 1)
     return mask
