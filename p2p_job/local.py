@@ -188,6 +188,7 @@ def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSetting
 
 
 def open_run_store(settings: RunSettings):
+    """The run's store as the runner sees it; creates the S3 bucket when it is missing."""
     return open_store(settings.store_url(), endpoint=settings.s3_endpoint, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
                       secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), create_bucket=True)
 

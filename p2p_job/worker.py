@@ -160,7 +160,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     port = spec.runtime.metrics_port if cfg.metrics_port is None else cfg.metrics_port
     if port:
         telemetry.serve(port)
-    _write_spec_once(store, exp.name, method_name, dump_experiment(exp))
+    _check_spec(store, exp.name, method_name, dump_experiment(exp))
 
     peer = Peer(exp, method, shard, neighbours, device, observer=telemetry)
     exchange = StoreExchange(
@@ -208,15 +208,23 @@ def _shards(exp, cfg: WorkerConfig):
     return build_shards(exp, cfg.spec.resolve().parent)
 
 
-def _write_spec_once(store: Store, experiment: str, method: str, text: str) -> None:
-    """``spec.yaml`` as submitted, written by whichever worker comes first. Scoped credentials
-    may forbid it (a client writes only its own names): then it is the operator's job."""
+def _check_spec(store: Store, experiment: str, method: str, text: str) -> None:
+    """``spec.yaml`` as submitted, written by whichever worker comes first; a store that holds
+    a different spec under the same experiment name is refused (its checkpoints and rounds
+    belong to that other experiment). Scoped credentials may forbid touching it (a client
+    writes only its own names): then it is the operator's job."""
     key = spec_key(experiment, method)
     try:
-        if not store.exists(key):
+        stored = store.get_bytes(key)
+        if stored is None:
             store.put_bytes(key, text.encode("utf-8"))
+            return
     except StoreDenied as exc:
-        log.info("spec_not_written", extra={"fields": {"key": key, "error": str(exc)}})
+        log.info("spec_not_checked", extra={"fields": {"key": key, "error": str(exc)}})
+        return
+    if stored.decode("utf-8", errors="replace") != text:
+        raise ConfigError(f"{store}: {key} holds a different experiment named {experiment!r}; "
+                          "use another store (or --out), or delete that experiment's folder first")
 
 
 def _round_fields(record, store) -> dict:

@@ -357,3 +357,8 @@ def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing
     before = {k: store.get_bytes(k) for k in store.list("")}
     assert run_worker(WorkerConfig(spec=spec, client="client-b", store=(tmp_path / "built").as_uri(), metrics_port=0)) == 0
     assert {k: store.get_bytes(k) for k in store.list("")} == before
+    # the same name with another spec: refused before anything is touched
+    changed = tiny_spec("alone", n_clients=2, rounds=3, methods=[{"rebalancing": "smote", "aggregation": "local"}])
+    with pytest.raises(ConfigError, match="spec.yaml holds a different experiment named 'alone'"):
+        run_worker(WorkerConfig(spec=changed, client="client-b", store=(tmp_path / "built").as_uri(), metrics_port=0))
+    assert {k: store.get_bytes(k) for k in store.list("")} == before
