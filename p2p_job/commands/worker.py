@@ -9,6 +9,7 @@ the flags below override them.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -36,6 +37,6 @@ def run(args) -> int:
     try:
         cfg = config_from(os.environ, flags)
     except ConfigError as exc:
-        print(f"p2pk worker: {exc}")
+        print(f"p2pk worker: {exc}", file=sys.stderr)
         return 2
     return main(cfg)
