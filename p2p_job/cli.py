@@ -11,6 +11,7 @@ import sys
 COMMANDS = (
     "validate",
     "data",
+    "simulate",
     "run",
     "worker",
     "operator",

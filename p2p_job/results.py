@@ -128,10 +128,11 @@ def _cell(value: float) -> str:
 
 def summary_table(frame: pd.DataFrame, title: str = "final round, mean over clients"):
     """The summary as a ``rich`` table (printed by the CLI, exported to ``summary.txt``)."""
+    from rich import box
     from rich.table import Table
 
     summary = final_round_summary(frame)
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for header in ("method", "eval", "round", *(LABELS[m] for m in SUMMARY_METRICS)):
         table.add_column(header, justify="left" if header in ("method", "eval") else "right")
     for (method, eval_set), row in summary.iterrows():

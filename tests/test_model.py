@@ -22,7 +22,7 @@ def _experiment(seed: int, hidden=(80, 50, 10)):
         "spec": {
             "seed": seed,
             "rounds": 1,
-            "scenario": {"kind": "balanced-iid", "preset": "any"},
+            "scenario": {"preset": "builtin-5.2.1"},
             "training": {"hiddenLayers": list(hidden)},
         },
     }

@@ -1,0 +1,376 @@
+"""Algorithm 2 seen from one peer, written once for every runner.
+
+A round r has two phases, so that a runner can let every peer publish before any peer gathers:
+
+* :meth:`Peer.train_and_publish` (DESIGN steps 1–3; Algorithm 2, lines 5–10): regenerate D_syn
+  from the peer's own base data with its rebalancing method, train ``localEpochs`` on
+  D_base ∪ D_syn ∪ D_o_syn, and publish the model (as a delta against w0), |D_base|,
+  Var(D_base) and, when the method shares, a random α-fraction of D_syn in raw feature units.
+* :meth:`Peer.merge_and_evaluate` (steps 4–5; lines 12–16): when picked this round, set the
+  weights to Σ p_k w_k over itself and the neighbours whose publications arrived (eq. 5–6) and
+  take their shared points into D_o_syn (eq. 7); then evaluate on the local validation set and
+  the global test set.
+
+The peer knows nothing of transport (the :class:`~p2p_job.exchange.Exchange` it is handed),
+files or processes: ``p2pk simulate`` drives peers in one process over a ``MemoryExchange``,
+``p2pk worker`` drives one peer over the store. Every random choice is keyed by
+(seed, method, client, round), so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from p2p_job.aggregation import (
+    data_variance,
+    fedavg_weights,
+    is_selected,
+    mixing_weights,
+    share_sample,
+    weighted_average,
+)
+from p2p_job.exchange import Exchange, Publication
+from p2p_job.metrics import evaluate
+from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
+from p2p_job.rebalancing import rebalance
+from p2p_job.results import RoundRecord
+from p2p_job.scenarios import ClientShard
+from p2p_job.seeding import rng, torch_seed
+from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, resolved_method_name
+from p2p_job.topology import build_topology
+from p2p_job.training import make_optimizer, predict_scores, train_local
+
+
+def method_rule(exp: P2PExperiment, method: MethodSpec) -> AggregationRule:
+    """The method's aggregation rule: its own, else ``spec.aggregation.rule``."""
+    return method.aggregation or exp.spec.aggregation.rule
+
+
+def method_shares(method: MethodSpec) -> bool:
+    """Whether the method publishes synthetic points: ``share``, by default only K-SMOTE."""
+    return method.share if method.share is not None else method.rebalancing == "ksmote"
+
+
+def neighbourhoods(exp: P2PExperiment, method: MethodSpec, clients: list[str]) -> dict[str, list[str]]:
+    """C_sub of eq. 5 for every client: the topology's neighbours for rule ``p2p``, every other
+    client for ``fedavg`` (a central server averages over all), nobody for ``local``."""
+    rule = method_rule(exp, method)
+    if rule == "fedavg":
+        return {c: [o for o in clients if o != c] for c in clients}
+    if rule == "local":
+        return {c: [] for c in clients}
+    return build_topology(exp.spec.topology, clients, exp.spec.seed)
+
+
+# --------------------------------------------------------------------------- observer
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Phase 1 done: ``n_generated`` = |D_syn|, ``n_shared`` = points published."""
+
+    method: str
+    client: str
+    round: int
+    seconds: float
+    train_loss: float
+    n_train: int
+    n_generated: int
+    n_shared: int
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Phase 2's exchange done (``selected`` false: nothing gathered). ``wait_seconds`` is the
+    time spent in ``exchange.gather``; ``rejected`` pairs a client with the reason."""
+
+    method: str
+    client: str
+    round: int
+    selected: bool
+    wait_seconds: float
+    used: list[str]
+    missing: list[str]
+    rejected: list[tuple[str, str]]
+    n_received: int
+
+
+class PeerObserver(Protocol):
+    """Progress and telemetry hooks (the worker hangs its Prometheus metrics on them). Called
+    in order ``trained`` (end of phase 1), ``merged`` and ``evaluated`` (end of phase 2)."""
+
+    def trained(self, event: Trained) -> None: ...
+
+    def merged(self, event: Merged) -> None: ...
+
+    def evaluated(self, record: RoundRecord) -> None: ...
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """Everything a peer needs to resume after round ``scalars["round"]``: arrays (for
+    safetensors) and JSON-able scalars. Array names: ``model.<tensor>``, ``optimizer.<i>.<key>``
+    (Adam's per-parameter state), ``received.X`` and ``received.y`` (D_o_syn, scaled)."""
+
+    arrays: dict[str, np.ndarray]
+    scalars: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Phase1:
+    """What phase 1 of a round leaves for phase 2."""
+
+    publication: Publication
+    train_loss: float
+    n_train: int
+    n_synthetic: int
+    seconds: float
+
+
+def _flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{eval_set}_{name}": float(v) for eval_set, values in metrics.items() for name, v in values.items()}
+
+
+class Peer:
+    """One client of Algorithm 2 for one method. ``neighbours`` is its C_sub (see
+    :func:`neighbourhoods`); ``device`` a torch device (resolve ``runtime.device`` with
+    :func:`p2p_job.training.resolve_device`); ``observer`` an optional :class:`PeerObserver`."""
+
+    def __init__(
+        self,
+        exp: P2PExperiment,
+        method: MethodSpec,
+        shard: ClientShard,
+        neighbours: list[str],
+        device: torch.device | str,
+        observer: PeerObserver | None = None,
+    ):
+        spec = exp.spec
+        self.exp = exp
+        self.method = method
+        self.shard = shard
+        self.client = shard.name
+        self.method_name = resolved_method_name(method, spec.aggregation.rule)
+        self.rule = method_rule(exp, method)
+        self.shares = method_shares(method)
+        self.neighbours = list(neighbours)
+        self.device = torch.device(device)
+        self.observer = observer
+
+        n_features = self.n_features = shard.train.X.shape[1]
+        self.w0: State = initial_state(exp, n_features)
+        self.model = build_model(n_features, spec.training).to(self.device)
+        load_model_state(self.model, self.w0)
+        self.optimizer = make_optimizer(self.model, spec.training)
+        self.n_base = len(shard.train.y)
+        self.variance = data_variance(shard.train.X)
+        self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own scaling
+        self.received_y = np.empty(0, dtype=np.int8)
+        self.last_metrics: dict[str, float] = {}
+        self.completed_round = 0
+        self._phase1: _Phase1 | None = None
+
+    def _rng(self, r: int, purpose: str) -> np.random.Generator:
+        return rng(self.exp.spec.seed, self.method_name, self.client, r, purpose)
+
+    # ------------------------------------------------------------------ phase 1
+
+    def train_and_publish(self, r: int, exchange: Exchange) -> None:
+        """Algorithm 2, lines 5–10, then publish (DESIGN step 3)."""
+        spec = self.exp.spec
+        start = time.perf_counter()
+        base = self.shard.train
+        # Line 5: D_syn is regenerated from D_base every round.
+        rebalanced = rebalance(self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"))
+        # Lines 6–7: D_base ∪ D_syn ∪ D_o_syn.
+        X = np.concatenate([rebalanced.X, self.received_X])
+        y = np.concatenate([rebalanced.y, self.received_y])
+        generator = torch.Generator().manual_seed(torch_seed(spec.seed, self.method_name, self.client, r, "train"))
+        loss = train_local(self.model, self.optimizer, X, y, spec.training, self.device, generator)
+
+        if self.shares:
+            shared_X, shared_y = share_sample(
+                rebalanced.synthetic_X, rebalanced.synthetic_y, spec.rebalancing.share_fraction, self._rng(r, "share")
+            )
+        else:
+            shared_X, shared_y = rebalanced.synthetic_X[:0], rebalanced.synthetic_y[:0]
+        trained = model_state(self.model)
+        publication = Publication(
+            client=self.client,
+            round=r,
+            delta={name: trained[name] - self.w0[name] for name in self.w0},
+            n_base=self.n_base,
+            variance=self.variance,
+            synthetic_X=self.shard.scaler.inverse_transform(shared_X).astype(np.float32),
+            synthetic_y=np.asarray(shared_y, dtype=np.int8),
+            metrics=dict(self.last_metrics),
+        )
+        exchange.publish(publication)
+        seconds = time.perf_counter() - start
+        self._phase1 = _Phase1(publication, loss, len(y), len(rebalanced.synthetic_y), seconds)
+        if self.observer:
+            self.observer.trained(
+                Trained(self.method_name, self.client, r, seconds, loss, len(y), len(rebalanced.synthetic_y), len(shared_y))
+            )
+
+    # ------------------------------------------------------------------ phase 2
+
+    def selected(self, r: int) -> bool:
+        """Algorithm 2, line 12: is this peer picked to aggregate in round r? Rule ``p2p``: with
+        ``updateProbability``, a choice every peer can recompute; ``fedavg``: always; ``local``: never."""
+        if self.rule == "fedavg":
+            return True
+        if self.rule == "local":
+            return False
+        return is_selected(self.exp.spec.seed, self.method_name, r, self.client, self.exp.spec.aggregation.update_probability)
+
+    def incompatibility(self, pub: Publication) -> str | None:
+        """Why a neighbour's publication cannot be merged with this peer's model and data (a
+        different network or feature count), or None. Payload checks (hashes, dtypes,
+        finiteness, size caps) are the exchange's job."""
+        if pub.delta.keys() != self.w0.keys():
+            return "incompatible: model tensors differ"
+        for name, w in self.w0.items():
+            if pub.delta[name].shape != w.shape:
+                return f"incompatible: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
+        X, d = pub.synthetic_X, self.n_features
+        if X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X):
+            return f"incompatible: synthetic points of shape {X.shape} for {d} features"
+        return None
+
+    def merge_and_evaluate(self, r: int, exchange: Exchange) -> RoundRecord:
+        """Algorithm 2, lines 12–16 (eq. 5–7) when selected, then evaluation (DESIGN step 5)."""
+        if self._phase1 is None or self._phase1.publication.round != r:
+            raise RuntimeError(f"{self.client}: merge_and_evaluate({r}) before train_and_publish({r})")
+        phase1, self._phase1 = self._phase1, None
+        start = time.perf_counter()
+        selected = self.selected(r)
+        wait, used, missing, rejected, n_received = 0.0, [], [], [], 0
+        if selected:
+            t0 = time.perf_counter()
+            gathered = exchange.gather(r, self.neighbours)
+            wait = time.perf_counter() - t0
+            missing, rejected = list(gathered.missing), list(gathered.rejected)
+            arrived = []
+            for name in self.neighbours:
+                pub = gathered.publications.get(name)
+                if pub is None:
+                    continue
+                reason = self.incompatibility(pub)
+                if reason:
+                    rejected.append((name, reason))
+                else:
+                    arrived.append(pub)
+            used = [pub.client for pub in arrived]
+            self._average([phase1.publication, *arrived])
+            n_received = self._receive(arrived)
+        metrics = self._evaluate()
+        self.last_metrics = _flat_metrics(metrics)
+        self.completed_round = r
+        if self.observer:
+            self.observer.merged(Merged(self.method_name, self.client, r, selected, wait, used, missing, rejected, n_received))
+        record = RoundRecord(
+            experiment=self.exp.name,
+            method=self.method_name,
+            client=self.client,
+            round=r,
+            metrics=metrics,
+            train_loss=phase1.train_loss,
+            n_train=phase1.n_train,
+            n_synthetic=phase1.n_synthetic,
+            n_received=n_received,
+            neighbours_used=len(used),
+            neighbours_missing=len(missing),
+            payloads_rejected=len(rejected),
+            aggregated=selected,
+            round_seconds=phase1.seconds + time.perf_counter() - start,
+        )
+        if self.observer:
+            self.observer.evaluated(record)
+        return record
+
+    def _average(self, contributors: list[Publication]) -> None:
+        """Eq. 5: w = Σ p_k w_k over the peer itself (first) and the neighbours that arrived,
+        each w_k rebuilt as w0 + delta_k (the same arithmetic for its own model as for theirs).
+        p_k from eq. 6 (rule ``p2p``) or |D_k|/Σ|D| (``fedavg``); missing ones are left out,
+        so the weights renormalise over those present."""
+        sizes = [pub.n_base for pub in contributors]
+        if self.rule == "fedavg":
+            weights = fedavg_weights(sizes)
+        else:
+            weights = mixing_weights([pub.variance for pub in contributors], sizes, self.exp.spec.aggregation.lambda_)
+        states = [{name: self.w0[name] + pub.delta[name] for name in self.w0} for pub in contributors]
+        load_model_state(self.model, weighted_average(states, weights))
+
+    def _receive(self, arrived: list[Publication]) -> int:
+        """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, scaled with this peer's own scaler;
+        with ``rebalancing.maxReceived``, only the newest points are kept."""
+        if not arrived:
+            return 0
+        new_X = self.shard.scaler.transform(np.concatenate([pub.synthetic_X for pub in arrived])).astype(np.float32)
+        new_y = np.concatenate([pub.synthetic_y for pub in arrived]).astype(np.int8)
+        self.received_X = np.concatenate([self.received_X, new_X])
+        self.received_y = np.concatenate([self.received_y, new_y])
+        cap = self.exp.spec.rebalancing.max_received
+        if cap is not None:
+            keep = max(0, len(self.received_y) - cap)
+            self.received_X, self.received_y = self.received_X[keep:], self.received_y[keep:]
+        return len(new_y)
+
+    def _evaluate(self) -> dict[str, dict[str, float]]:
+        """§5.1.2 metrics on the local validation set and, where the scenario has one, the
+        global test set."""
+        sets = {"local": self.shard.validation}
+        if self.shard.global_test is not None:
+            sets["global"] = self.shard.global_test
+        threshold = self.exp.spec.training.threshold
+        return {
+            name: evaluate(split.y, predict_scores(self.model, split.X, self.device), threshold)
+            for name, split in sets.items()
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> PeerState:
+        """The peer after its last completed round, as arrays and JSON-able scalars."""
+        arrays = {f"model.{name}": value for name, value in model_state(self.model).items()}
+        for index, entry in self.optimizer.state_dict()["state"].items():
+            for key, value in entry.items():
+                arrays[f"optimizer.{index}.{key}"] = value.detach().cpu().numpy().copy()
+        arrays["received.X"] = self.received_X.copy()
+        arrays["received.y"] = self.received_y.copy()
+        scalars = {
+            "client": self.client,
+            "method": self.method_name,
+            "round": self.completed_round,
+            "last_metrics": dict(self.last_metrics),
+        }
+        return PeerState(arrays=arrays, scalars=scalars)
+
+    def restore(self, state: PeerState) -> None:
+        """Resume from :meth:`state` (taken from a peer of the same client and method)."""
+        who = (state.scalars.get("client"), state.scalars.get("method"))
+        if who != (self.client, self.method_name):
+            raise ValueError(f"checkpoint is for client/method {who}, not {(self.client, self.method_name)}")
+        arrays = state.arrays
+        load_model_state(self.model, {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")})
+        optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in arrays.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                optimizer_state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
+        saved = self.optimizer.state_dict()
+        saved["state"] = optimizer_state
+        self.optimizer.load_state_dict(saved)
+        self.received_X = np.asarray(arrays["received.X"], dtype=np.float32)
+        self.received_y = np.asarray(arrays["received.y"], dtype=np.int8)
+        self.last_metrics = {k: float(v) for k, v in state.scalars["last_metrics"].items()}
+        self.completed_round = int(state.scalars["round"])
