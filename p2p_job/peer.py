@@ -102,7 +102,8 @@ class Merged:
 
 class PeerObserver(Protocol):
     """Progress and telemetry hooks (the worker hangs its Prometheus metrics on them). Called
-    in order ``trained`` (end of phase 1), ``merged`` and ``evaluated`` (end of phase 2)."""
+    in order: ``trained`` at the end of phase 1, ``merged`` after phase 2's exchange (before
+    evaluation), ``evaluated`` at the end of phase 2."""
 
     def trained(self, event: Trained) -> None: ...
 
@@ -129,10 +130,7 @@ class _Phase1:
     """What phase 1 of a round leaves for phase 2."""
 
     publication: Publication
-    train_loss: float
-    n_train: int
-    n_synthetic: int
-    seconds: float
+    trained: Trained
 
 
 def _flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -214,12 +212,12 @@ class Peer:
             metrics=dict(self.last_metrics),
         )
         exchange.publish(publication)
-        seconds = time.perf_counter() - start
-        self._phase1 = _Phase1(publication, loss, len(y), len(rebalanced.synthetic_y), seconds)
+        trained_event = Trained(
+            self.method_name, self.client, r, time.perf_counter() - start, loss, len(y), len(rebalanced.synthetic_y), len(shared_y)
+        )
+        self._phase1 = _Phase1(publication, trained_event)
         if self.observer:
-            self.observer.trained(
-                Trained(self.method_name, self.client, r, seconds, loss, len(y), len(rebalanced.synthetic_y), len(shared_y))
-            )
+            self.observer.trained(trained_event)
 
     # ------------------------------------------------------------------ phase 2
 
@@ -250,52 +248,57 @@ class Peer:
         """Algorithm 2, lines 12–16 (eq. 5–7) when selected, then evaluation (DESIGN step 5)."""
         if self._phase1 is None or self._phase1.publication.round != r:
             raise RuntimeError(f"{self.client}: merge_and_evaluate({r}) before train_and_publish({r})")
-        phase1, self._phase1 = self._phase1, None
+        own, trained = self._phase1.publication, self._phase1.trained
+        self._phase1 = None
         start = time.perf_counter()
-        selected = self.selected(r)
-        wait, used, missing, rejected, n_received = 0.0, [], [], [], 0
-        if selected:
-            t0 = time.perf_counter()
-            gathered = exchange.gather(r, self.neighbours)
-            wait = time.perf_counter() - t0
-            missing, rejected = list(gathered.missing), list(gathered.rejected)
-            arrived = []
-            for name in self.neighbours:
-                pub = gathered.publications.get(name)
-                if pub is None:
-                    continue
-                reason = self.incompatibility(pub)
-                if reason:
-                    rejected.append((name, reason))
-                else:
-                    arrived.append(pub)
-            used = [pub.client for pub in arrived]
-            self._average([phase1.publication, *arrived])
-            n_received = self._receive(arrived)
+        merged = self._merge(r, exchange, own)
+        if self.observer:
+            self.observer.merged(merged)
         metrics = self._evaluate()
         self.last_metrics = _flat_metrics(metrics)
         self.completed_round = r
-        if self.observer:
-            self.observer.merged(Merged(self.method_name, self.client, r, selected, wait, used, missing, rejected, n_received))
         record = RoundRecord(
             experiment=self.exp.name,
             method=self.method_name,
             client=self.client,
             round=r,
             metrics=metrics,
-            train_loss=phase1.train_loss,
-            n_train=phase1.n_train,
-            n_synthetic=phase1.n_synthetic,
-            n_received=n_received,
-            neighbours_used=len(used),
-            neighbours_missing=len(missing),
-            payloads_rejected=len(rejected),
-            aggregated=selected,
-            round_seconds=phase1.seconds + time.perf_counter() - start,
+            train_loss=trained.train_loss,
+            n_train=trained.n_train,
+            n_synthetic=trained.n_generated,
+            n_received=merged.n_received,
+            neighbours_used=len(merged.used),
+            neighbours_missing=len(merged.missing),
+            payloads_rejected=len(merged.rejected),
+            aggregated=merged.selected,
+            round_seconds=trained.seconds + time.perf_counter() - start,
         )
         if self.observer:
             self.observer.evaluated(record)
         return record
+
+    def _merge(self, r: int, exchange: Exchange, own: Publication) -> Merged:
+        """Lines 12–16: when selected, gather the neighbours' round-r publications, leave out
+        the missing and the rejected, average (eq. 5) and take their shared points (eq. 7)."""
+        if not self.selected(r):
+            return Merged(self.method_name, self.client, r, False, 0.0, [], [], [], 0)
+        start = time.perf_counter()
+        gathered = exchange.gather(r, self.neighbours)
+        wait = time.perf_counter() - start
+        rejected, arrived = list(gathered.rejected), []
+        for name in self.neighbours:
+            pub = gathered.publications.get(name)
+            if pub is None:
+                continue
+            reason = self.incompatibility(pub)
+            if reason:
+                rejected.append((name, reason))
+            else:
+                arrived.append(pub)
+        self._average([own, *arrived])
+        n_received = self._receive(arrived)
+        used = [pub.client for pub in arrived]
+        return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received)
 
     def _average(self, contributors: list[Publication]) -> None:
         """Eq. 5: w = Σ p_k w_k over the peer itself (first) and the neighbours that arrived,

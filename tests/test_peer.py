@@ -178,10 +178,10 @@ def test_methods_that_do_not_share_publish_no_points():
 def test_an_incompatible_publication_is_rejected_and_counted():
     exp = _experiment()
     peers = _peers(exp)
-    exchange = MemoryExchange()
+    exchange = Recording()
     for c in ("a", "b"):
         peers[c].train_and_publish(1, exchange)
-    good = peers["b"]._phase1.publication
+    good = exchange.published[(1, "b")]
     exchange.publish(dataclasses.replace(good, client="c", synthetic_X=np.zeros((2, D + 1), np.float32), synthetic_y=np.ones(2, np.int8)))
     record = peers["a"].merge_and_evaluate(1, exchange)
     assert (record.neighbours_used, record.neighbours_missing, record.payloads_rejected) == (1, 0, 1)
