@@ -151,3 +151,9 @@ def test_quickstart_ksmote_lowers_the_global_test_fnr_against_no_rebalancing(tmp
     assert fnr["ksmote"] < fnr["none"], (
         f"final-round global FNR (mean over clients): ksmote {fnr['ksmote']:.4f}, none {fnr['none']:.4f}"
     )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_reports_a_missing_cuda_device_with_exit_1(tmp_path, capsys):
+    assert main(["simulate", str(_spec_file(tmp_path, _document())), "--device", "cuda", "--out", str(tmp_path / "out")]) == 1
+    assert "PyTorch sees no CUDA device" in capsys.readouterr().err
