@@ -7,6 +7,9 @@ import argparse
 import importlib
 import sys
 
+from p2p_job.commands import EXIT_INVALID
+from p2p_job.spec import InvalidSpec
+
 #: Command modules, in the order ``p2pk --help`` lists them.
 COMMANDS = (
     "validate",
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except InvalidSpec as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

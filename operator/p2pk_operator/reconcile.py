@@ -79,7 +79,7 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     """Create what is missing (until Created), then write the status observed into ``patch``
     and post an Event for each transition."""
     meta = body["metadata"]
-    namespace, generation = meta["namespace"], meta.get("generation", 1)
+    generation = meta.get("generation", 1)
     now = now or now_rfc3339()
     previous = ExperimentStatus.model_validate(body.get("status") or {})
     desired, errors = _desired(body)

@@ -12,7 +12,6 @@ import functools
 import sys
 from pathlib import Path
 
-from p2p_job.commands.validate import EXIT_INVALID
 
 #: Exit code for data that does not fit the spec (missing file, bad row, too few rows).
 EXIT_DATA = 1
@@ -52,13 +51,9 @@ def data_errors(command):
 def run_prepare(args) -> int:
     from p2p_job.scenarios import build_shards
     from p2p_job.shards import write_shards
-    from p2p_job.spec import InvalidSpec, load_experiment
+    from p2p_job.spec import load_experiment
 
-    try:
-        exp = load_experiment(args.spec)
-    except InvalidSpec as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    exp = load_experiment(args.spec)
     shards = build_shards(exp, Path(args.spec).resolve().parent)
     write_shards(shards, args.out)
     _print(shards, f"{exp.name}: {exp.spec.scenario.kind} on {exp.spec.dataset.kind} data, shards in {args.out}")

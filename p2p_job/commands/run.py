@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from p2p_job.commands.validate import EXIT_INVALID
+from p2p_job.commands import EXIT_INVALID
 
 #: Exit code when a worker failed for good.
 EXIT_WORKER_FAILED = 1
@@ -35,13 +35,9 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> int:
-    from p2p_job.spec import InvalidSpec, load_experiment
+    from p2p_job.spec import load_experiment
 
-    try:
-        exp = load_experiment(args.spec)
-    except InvalidSpec as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    exp = load_experiment(args.spec)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

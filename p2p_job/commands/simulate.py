@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from p2p_job.commands.validate import EXIT_INVALID
-from p2p_job.spec import InvalidSpec, load_experiment
+from p2p_job.commands import EXIT_INVALID
+from p2p_job.spec import load_experiment
 
 EXIT_FAILED = 1
 
@@ -40,11 +40,7 @@ def _round_line(method: str, r: int, records) -> str:
 
 
 def run(args) -> int:
-    try:
-        exp = load_experiment(args.spec)
-    except InvalidSpec as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    exp = load_experiment(args.spec)
 
     import torch
     from rich.console import Console

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 
-from p2p_job.spec import InvalidSpec, load_experiment, resolved_method_name
-
-#: Exit code for an invalid spec (argparse also uses 2 for usage errors).
-EXIT_INVALID = 2
+from p2p_job.spec import load_experiment, resolved_method_name
 
 
 def register(sub) -> None:
@@ -17,11 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    try:
-        exp = load_experiment(args.spec)
-    except InvalidSpec as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    exp = load_experiment(args.spec)
     s = exp.spec
     methods = ", ".join(resolved_method_name(m, s.aggregation.rule) for m in s.methods)
     clients = ", ".join(c.name for c in s.scenario.clients)
