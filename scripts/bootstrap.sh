@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Create .venv with everything the project needs (idempotent). CPU torch is installed first,
-# pinned, so that the project's torch range does not pull a multi-GB CUDA build.
+# Create .venv with everything the project needs, at the versions pinned in
+# requirements/constraints.txt. Idempotent: skips the install when pyproject.toml and the
+# constraints are unchanged since the last successful run. CPU torch is installed first, pinned,
+# so that the project's torch range does not pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+stamp=.venv/.p2pk-installed
+want=$(cat pyproject.toml requirements/constraints.txt | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  exit 0
 fi
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+echo "setting up .venv (first time: about 2 minutes)" >&2
+# pip notes about index locations this machine lacks are noise; real errors still show.
+quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+quiet_pip install --quiet --upgrade pip
+quiet_pip install --quiet -c requirements/constraints.txt "torch==2.13.0"
+quiet_pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+echo "$want" > "$stamp"
