@@ -147,6 +147,12 @@ class ClientSpec(SpecModel):
     train: ClassCounts
     validation: ClassCounts
 
+    @model_validator(mode="after")
+    def _trains(self) -> "ClientSpec":
+        if self.train.total == 0:
+            raise ValueError(f"client {self.name!r} has no training rows: give train.benign or train.malicious a count above 0")
+        return self
+
     @property
     def minority(self) -> int | None:
         """The training minority class (0 benign, 1 malicious), None when balanced."""

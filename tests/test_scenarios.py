@@ -180,6 +180,7 @@ def _error(scenario: dict, dataset: dict | None = None) -> str:
         ({"preset": "builtin-5.2.4", "kind": "mixed-iid"}, "scenario.kind conflicts with preset 'builtin-5.2.4'"),
         ({"preset": "builtin-5.2.4", "clients": [client("a", (1, 1), (1, 1))]}, "scenario.clients conflicts with preset"),
         ({"kind": "balanced-iid", "scale": 0.5, "clients": [client("a", (1, 1), (1, 1))]}, "scenario.scale applies to a preset only"),
+        ({"kind": "balanced-iid", "clients": [client("a", (0, 0), (1, 1))]}, "spec.scenario.clients[0]: client 'a' has no training rows"),
     ],
 )
 def test_scenario_rules_of_section_3_1(scenario, message):
