@@ -287,6 +287,13 @@ def test_unsniffable_and_empty_files(tmp_path):
         tabular(tmp_path / "empty.csv")
 
 
+@pytest.mark.parametrize("drop_bad_rows", [False, True])
+def test_a_file_that_is_not_utf8_is_a_data_error(tmp_path, drop_bad_rows):
+    (tmp_path / "latin1.csv").write_bytes("x,label\n1,caf\u00e9\n2,normal\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.csv: not UTF-8 text"):
+        tabular(tmp_path / "latin1.csv", drop_bad_rows=drop_bad_rows)
+
+
 # --------------------------------------------------------------------------- groups
 
 

@@ -36,12 +36,15 @@ def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: 
     sep = sniff_delimiter(path)
     options = dict(sep=sep, header=None if names else 0, names=names, skipinitialspace=True, dtype={c: str for c in text_columns})
     try:
-        return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1)
-    except pd.errors.ParserError as exc:
-        if not drop_bad_rows:
-            raise DataError(f"{path}: {exc}") from None
-    malformed: list[list[str]] = []
-    frame = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: malformed.append(fields), **options)
+        try:
+            return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1)
+        except pd.errors.ParserError as exc:
+            if not drop_bad_rows:
+                raise DataError(f"{path}: {exc}") from None
+        malformed: list[list[str]] = []
+        frame = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: malformed.append(fields), **options)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}: byte {exc.object[exc.start:exc.end]!r})") from None
     problems = tuple(f"{path}: a line with {len(f)} fields, expected {frame.shape[1]}" for f in malformed)
     return Sheet(str(path), frame, header_lines=None, malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]))
 
