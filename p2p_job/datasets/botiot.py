@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from p2p_job.datasets.reading import read_delimited
+from p2p_job.datasets.reading import first_row, read_delimited
 from p2p_job.datasets.table import BENIGN_FAMILY, DataError, Table, select_family
 
 #: Columns of the 10-best files, in file order.
@@ -30,14 +30,13 @@ LABEL = "attack"
 
 def load(path: Path, families: list[str] | None, drop_bad_rows: bool) -> Table:
     """Every normal row and the attack rows of the chosen families (default: all)."""
-    sheet = read_delimited(path, drop_bad_rows=drop_bad_rows)
-    if LABEL not in sheet.frame.columns:
-        if sheet.frame.shape[1] != len(COLUMNS):
-            raise DataError(
-                f"{path}: no header naming {LABEL!r}, and {sheet.frame.shape[1]} columns where a headerless "
-                f"10-best file has {len(COLUMNS)} ({' '.join(COLUMNS)})"
-            )
-        sheet = read_delimited(path, names=COLUMNS, drop_bad_rows=drop_bad_rows)
+    header = first_row(path)
+    if LABEL not in header and len(header) != len(COLUMNS):
+        raise DataError(
+            f"{path}: no header naming {LABEL!r}, and {len(header)} columns where a headerless "
+            f"10-best file has {len(COLUMNS)} ({' '.join(COLUMNS)})"
+        )
+    sheet = read_delimited(path, names=None if LABEL in header else COLUMNS, drop_bad_rows=drop_bad_rows)
     sheet.require([LABEL, "category", "subcategory"])
     frame = sheet.frame
     label = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -51,6 +51,18 @@ def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: 
 
 def sniff_delimiter(path: Path) -> str:
     """The delimiter of a text file, gzipped or not (:class:`csv.Sniffer` over its start)."""
+    return _sniff(path)[0]
+
+
+def first_row(path: Path) -> list[str]:
+    """The fields of a text file's first line, as :func:`read_delimited` splits them (so a
+    loader can tell a header row without parsing the whole file)."""
+    sep, sample = _sniff(path)
+    return next(csv.reader(sample.splitlines()[:1], delimiter=sep, skipinitialspace=True), [])
+
+
+def _sniff(path: Path) -> tuple[str, str]:
+    """The delimiter of a text file and the start of the file it was told from."""
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
@@ -64,7 +76,7 @@ def sniff_delimiter(path: Path) -> str:
     if len(sample) == SNIFF_CHARS and "\n" in sample:
         sample = sample[: sample.rindex("\n")]  # whole lines only
     try:
-        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter, sample
     except csv.Error:
         first = sample.splitlines()[0]
         raise DataError(f"{path}: cannot tell the delimiter (comma, semicolon or tab) from line 1: {first[:80]!r}") from None
