@@ -37,6 +37,16 @@ class StoreDenied(StoreError):
     """The store refused an operation for good (credentials, permissions, no such bucket)."""
 
 
+class ObjectTooLarge(ValueError):
+    """``get_bytes(key, max_bytes=n)`` found an object of more than ``n`` bytes; at most
+    ``n + 1`` bytes of it were read (an untrusted object is never read whole to learn this)."""
+
+    def __init__(self, key: str, max_bytes: int):
+        self.key = key
+        self.max_bytes = max_bytes
+        super().__init__(f"{key}: more than {max_bytes} bytes")
+
+
 #: S3 error codes that retrying cannot fix.
 _DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"})
 
@@ -46,7 +56,10 @@ class Store(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
-    def get_bytes(self, key: str) -> bytes | None: ...
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes, ``None`` when absent; :class:`ObjectTooLarge` when ``max_bytes``
+        is given and the object is longer."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -89,6 +102,12 @@ def check_key(key: str) -> str:
     return key
 
 
+def _within(data: bytes, key: str, max_bytes: int | None) -> bytes:
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLarge(key, max_bytes)
+    return data
+
+
 # --------------------------------------------------------------------------- directory
 
 
@@ -123,13 +142,15 @@ class DirectoryStore:
         except OSError as exc:
             raise StoreError(f"{self}: cannot write {key}: {exc}") from exc
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as f:
+                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"{self}: cannot read {key}: {exc}") from exc
+        return _within(data, key, max_bytes)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -208,18 +229,19 @@ class S3Store:
         name = self.prefix + check_key(key)
         self._call(f"put {key}", lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
         name = self.prefix + check_key(key)
 
         def read() -> bytes:
             response = self.client.get_object(self.bucket, name)
             try:
-                return response.read()
+                return response.read() if max_bytes is None else response.read(max_bytes + 1)
             finally:
                 response.close()
                 response.release_conn()
 
-        return self._call(f"get {key}", read, absent=None)
+        data = self._call(f"get {key}", read, absent=None)
+        return None if data is None else _within(data, key, max_bytes)
 
     def exists(self, key: str) -> bool:
         name = self.prefix + check_key(key)
@@ -288,8 +310,8 @@ class RetryingStore:
         self._retry(self.store.put_bytes, key, data)
         self.bytes_written += len(data)
 
-    def get_bytes(self, key: str) -> bytes | None:
-        data = self._retry(self.store.get_bytes, key)
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        data = self._retry(self.store.get_bytes, key, max_bytes)
         self.bytes_read += len(data or b"")
         return data
 

@@ -37,7 +37,7 @@ from p2p_job.payloads import (
     encode_state,
     encode_synthetic,
 )
-from p2p_job.store import Store, StoreError, round_key
+from p2p_job.store import ObjectTooLarge, Store, StoreError, round_key
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +125,18 @@ class StoreExchange:
         while True:
             for neighbour in list(pending):
                 try:
-                    manifest = self.store.get_bytes(self._key(round, neighbour, MANIFEST_FILE))
-                    if manifest is None:
-                        continue
-                    pending.remove(neighbour)
-                    publications[neighbour] = self._read(round, neighbour, manifest)
+                    pub = self._read(round, neighbour)
                 except PayloadRejected as exc:
+                    pending.remove(neighbour)
                     rejected.append((neighbour, exc.reason))
                     log.warning("payload_rejected", extra={"fields": {
                         "round": round, "neighbour": neighbour, "reason": exc.reason, "detail": str(exc)}})
-                except StoreError as exc:  # retries exhausted: try again at the next poll
+                except StoreError as exc:  # retries exhausted: still pending, tried again at the next poll
                     log.warning("store_error", extra={"fields": {"round": round, "neighbour": neighbour, "error": str(exc)}})
-                    if neighbour not in pending:
-                        pending.append(neighbour)
+                else:
+                    if pub is not None:
+                        pending.remove(neighbour)
+                        publications[neighbour] = pub
             left = deadline - self.clock()
             if not pending or left <= 0:
                 break
@@ -147,20 +146,31 @@ class StoreExchange:
             log.warning("neighbour_missing", extra={"fields": {"round": round, "neighbour": neighbour, "timeout": self.timeout}})
         return Gathered(publications=publications, missing=pending, rejected=rejected)
 
-    def _read(self, round: int, client: str, manifest_bytes: bytes) -> Publication:
-        """Validate a neighbour's manifest and payloads (sizes, sha256, tensors, columns)."""
+    def _read(self, round: int, client: str) -> Publication | None:
+        """A neighbour's publication, ``None`` while its manifest is absent; its manifest and
+        payloads validated (sizes, sha256, tensors, columns). No object is read beyond its cap:
+        the manifest's is ``max_payload_bytes``, a payload's the size its manifest declares."""
         where = self._key(round, client, MANIFEST_FILE)
-        if len(manifest_bytes) > self.max_payload_bytes:
-            raise PayloadRejected("too-large", where, f"{len(manifest_bytes)} bytes, over the cap of {self.max_payload_bytes}")
+        try:
+            manifest_bytes = self.store.get_bytes(where, max_bytes=self.max_payload_bytes)
+        except ObjectTooLarge:
+            raise PayloadRejected("too-large", where, f"over the cap of {self.max_payload_bytes} bytes") from None
+        if manifest_bytes is None:
+            return None
         manifest = decode_manifest(manifest_bytes, where, experiment=self.experiment, method=self.method,
                                    client=client, round=round)
+        keys = {name: self._key(round, client, name) for name in (MODEL_FILE, SYNTHETIC_FILE)}
         data = {}
-        for name in (MODEL_FILE, SYNTHETIC_FILE):
-            key = self._key(round, client, name)
+        for name, key in keys.items():
             check_declared_size(manifest, name, self.max_payload_bytes, key)
-            data[name] = check_payload(manifest, name, self.store.get_bytes(key), key)
-        delta = decode_state(data[MODEL_FILE], self.layout, self._key(round, client, MODEL_FILE))
-        synthetic_key = self._key(round, client, SYNTHETIC_FILE)
+            declared = manifest["payloads"][name]["bytes"]
+            try:
+                payload = self.store.get_bytes(key, max_bytes=declared)
+            except ObjectTooLarge:
+                raise PayloadRejected("hash-mismatch", key, f"larger than the manifest's {declared} bytes") from None
+            data[name] = check_payload(manifest, name, payload, key)
+        delta = decode_state(data[MODEL_FILE], self.layout, keys[MODEL_FILE])
+        synthetic_key = keys[SYNTHETIC_FILE]
         X, y = decode_synthetic(data[SYNTHETIC_FILE], self.feature_names, synthetic_key)
         if len(y) != manifest["n_synthetic"]:
             raise PayloadRejected("schema", where, f"n_synthetic is {manifest['n_synthetic']} but {synthetic_key} has {len(y)} rows")

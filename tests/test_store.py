@@ -12,6 +12,7 @@ from services import free_port
 
 from p2p_job.store import (
     DirectoryStore,
+    ObjectTooLarge,
     RetryingStore,
     StoreDenied,
     StoreError,
@@ -44,6 +45,16 @@ def test_put_get_exists_list_delete(store):
     assert store.list("exp/") == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json", "exp/other/b.bin"]
     assert store.delete_prefix("exp/m/") == 2
     assert store.list("exp/") == ["exp/other/b.bin"]
+
+
+def test_a_read_with_max_bytes_refuses_a_longer_object(store):
+    store.put_bytes("exp/m/a.bin", b"12345")
+    assert store.get_bytes("exp/m/a.bin", max_bytes=5) == b"12345"
+    assert store.get_bytes("exp/m/absent.bin", max_bytes=5) is None
+    with pytest.raises(ObjectTooLarge, match="more than 4 bytes"):
+        store.get_bytes("exp/m/a.bin", max_bytes=4)
+    with pytest.raises(ObjectTooLarge):
+        RetryingStore(store, sleep=lambda s: None).get_bytes("exp/m/a.bin", max_bytes=0)
 
 
 def test_large_object_round_trips(store):

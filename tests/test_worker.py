@@ -158,6 +158,32 @@ def test_payloads_over_the_size_cap_are_rejected(tmp_path):
     assert gathered.rejected == [("b", "too-large")]
 
 
+class BoundedReads:
+    """A directory store that records the ``max_bytes`` of every read."""
+
+    def __init__(self, inner):
+        self.inner, self.caps = inner, {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get_bytes(self, key, max_bytes=None):
+        self.caps[key.rsplit("/", 1)[-1]] = max_bytes
+        return self.inner.get_bytes(key, max_bytes)
+
+
+def test_a_payload_larger_than_its_manifest_declares_is_not_read_whole(tmp_path):
+    store = DirectoryStore(tmp_path)
+    exchange(store, "b").publish(publication("b"))
+    model_key = round_key("exp", "ksmote", 1, "b", MODEL_FILE)
+    declared = len(store.get_bytes(model_key))
+    store.put_bytes(model_key, store.get_bytes(model_key) + b"\0" * 10**6)
+    bounded = BoundedReads(store)
+    gathered = exchange(bounded, "a", max_payload_bytes=4000).gather(1, ["b"])
+    assert gathered.rejected == [("b", "hash-mismatch")]
+    assert bounded.caps == {MANIFEST_FILE: 4000, MODEL_FILE: declared}
+
+
 class FailingReads:
     """A directory store whose reads of one client's payloads fail (retries exhausted)."""
 
@@ -167,11 +193,11 @@ class FailingReads:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get_bytes(self, key):
+    def get_bytes(self, key, max_bytes=None):
         if f"/{self.client}/" in key and self.failures:
             self.failures -= 1
             raise StoreError("unreachable")
-        return self.inner.get_bytes(key)
+        return self.inner.get_bytes(key, max_bytes)
 
 
 def test_store_errors_while_gathering_are_retried_at_the_next_poll(tmp_path):
