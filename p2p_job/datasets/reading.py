@@ -55,10 +55,11 @@ def sniff_delimiter(path: Path) -> str:
 
 
 def first_row(path: Path) -> list[str]:
-    """The fields of a text file's first line, as :func:`read_delimited` splits them (so a
-    loader can tell a header row without parsing the whole file)."""
+    """The fields of a text file's first non-blank line, as :func:`read_delimited` splits them
+    (so a loader can tell a header row without parsing the whole file)."""
     sep, sample = _sniff(path)
-    return next(csv.reader(sample.splitlines()[:1], delimiter=sep, skipinitialspace=True), [])
+    first = next(line for line in sample.splitlines() if line.strip())  # _sniff refuses a blank file
+    return next(csv.reader([first], delimiter=sep, skipinitialspace=True))
 
 
 def _sniff(path: Path) -> tuple[str, str]:
