@@ -10,7 +10,8 @@ Run with ``p2pk operator --namespace NS`` (or ``--all-namespaces``), or
   (the Jobs, Secrets and ConfigMap go with their owner).
 
 The side effects live in ``memo.services`` (:class:`~p2pk_operator.reconcile.Services`), made
-at startup unless already given: tests pass a ``kopf.Memo`` with fakes.
+at startup unless already given (tests pass a ``kopf.Memo`` with fakes), with
+``memo.pushgateway`` as the Jobs' default Pushgateway (``p2pk operator --pushgateway``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # status transitions the reconciliation posts (and kopf's warnings and errors).
     settings.posting.level = logging.WARNING
     if "services" not in memo:
-        memo.services = Services(cluster=KubeCluster())
+        memo.services = Services(cluster=KubeCluster(), pushgateway=memo.get("pushgateway"))
 
 
 @kopf.on.create(*RESOURCE)

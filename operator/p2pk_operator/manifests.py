@@ -160,8 +160,9 @@ def secret_values(secret: dict) -> dict[str, str]:
     return values
 
 
-def worker_env(plan: Plan, method: str, client: str) -> list[dict]:
-    """The worker environment (DESIGN, "Worker environment"; P2PK_METHOD from the amendments)."""
+def worker_env(plan: Plan, method: str, client: str, default_pushgateway: str | None = None) -> list[dict]:
+    """The worker environment (DESIGN, "Worker environment"; P2PK_METHOD from the amendments).
+    P2PK_PUSHGATEWAY is ``spec.runtime.pushgateway``, else the operator's ``default_pushgateway``."""
     s = plan.exp.spec
     s3 = s.kubernetes.s3
     secret = credentials_secret_name(plan, client)
@@ -175,15 +176,16 @@ def worker_env(plan: Plan, method: str, client: str) -> list[dict]:
         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": SECRET_KEY}}},
         {"name": "P2PK_METRICS_PORT", "value": str(s.runtime.metrics_port)},
     ]
-    if s.runtime.pushgateway:
-        env.append({"name": "P2PK_PUSHGATEWAY", "value": s.runtime.pushgateway})
+    pushgateway = s.runtime.pushgateway or default_pushgateway
+    if pushgateway:
+        env.append({"name": "P2PK_PUSHGATEWAY", "value": pushgateway})
     if s.kubernetes.gpus > 0:
         env.append({"name": "P2PK_DEVICE", "value": "cuda"})
     return env
 
 
-def job(plan: Plan, method: str, client: str) -> dict:
-    """The Job running one client's peer for one method."""
+def job(plan: Plan, method: str, client: str, default_pushgateway: str | None = None) -> dict:
+    """The Job running one client's peer for one method (``default_pushgateway``: see :func:`worker_env`)."""
     s = plan.exp.spec
     k = s.kubernetes
     port = s.runtime.metrics_port
@@ -195,7 +197,7 @@ def job(plan: Plan, method: str, client: str) -> dict:
         "image": k.image,
         "imagePullPolicy": k.image_pull_policy,
         "command": ["p2pk", "worker"],
-        "env": worker_env(plan, method, client),
+        "env": worker_env(plan, method, client, default_pushgateway),
         "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
         "resources": resources,
         "securityContext": {

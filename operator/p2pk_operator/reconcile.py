@@ -57,11 +57,13 @@ STORE_ATTEMPTS = 3
 
 @dataclass
 class Services:
-    """Everything the reconciliation touches outside itself."""
+    """Everything the reconciliation touches outside itself, and the operator's settings."""
 
     cluster: Cluster
     open_store: Callable[..., Any] = field(default=open_store)
     minio_admin: Callable[[str, str, str], Any] = field(default=policies.admin_client)
+    #: host:port of the Pushgateway for Jobs whose spec names none (``p2pk operator --pushgateway``).
+    pushgateway: str | None = None
 
 
 class NameConflict(Exception):
@@ -191,7 +193,7 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
         store.put_bytes(spec_key(plan.name, method), text)
     jobs = plan.expected_jobs()
     for e in jobs:
-        _ensure(services.cluster, manifests.job(plan, e.method, e.client), owner)
+        _ensure(services.cluster, manifests.job(plan, e.method, e.client, services.pushgateway), owner)
     secrets_made = f"{len(plan.clients)} client Secrets with scoped MinIO users" if plan.scoped else f"shared Secret {s3.credentials_secret}"
     return (
         f"ConfigMap {manifests.config_map_name(plan.name)}, {secrets_made}, {len(jobs)} Jobs "

@@ -4,6 +4,8 @@ kopf and the kubernetes client are imported inside ``run`` (see docs/internals.m
 
 from __future__ import annotations
 
+import os
+
 
 def register(sub) -> None:
     p = sub.add_parser("operator", help="run the Kubernetes operator for P2PExperiment resources (kopf)")
@@ -12,6 +14,9 @@ def register(sub) -> None:
                        help="watch this namespace (repeat for more; glob patterns allowed)")
     where.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (needs a ClusterRole)")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--pushgateway", metavar="HOST:PORT", default=os.environ.get("P2PK_PUSHGATEWAY") or None,
+                   help="Prometheus Pushgateway for the Jobs of experiments whose spec.runtime.pushgateway is unset "
+                        "(default: $P2PK_PUSHGATEWAY)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     p.set_defaults(func=run_operator)
 
@@ -30,6 +35,7 @@ def run_operator(args) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(pushgateway=args.pushgateway),
     )
     return 0
 

@@ -200,6 +200,12 @@ def test_pushgateway_reaches_the_experiments_the_operator_reads(render):
     for exp in of_kind(render(example("cluster-wide")), "P2PExperiment"):
         assert "pushgateway" not in exp["spec"].get("runtime", {})
 
+    # The operator gets it too, as the default for experiments applied without one.
+    args = one(render(example("gpu-minio")), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--pushgateway=prometheus-pushgateway.monitoring.svc:9091" in args
+    args = one(render(example("cluster-wide")), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--pushgateway")]
+
 
 def test_minio_statefulset_service_and_generated_secret(render):
     objects = release_objects(render(example("gpu-minio")))

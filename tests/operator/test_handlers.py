@@ -74,6 +74,20 @@ def test_create_makes_the_spec_secrets_users_and_one_job_per_method_and_client(w
     assert world.cluster.events == [("Normal", "ResourcesCreated", condition(body, "Created")["message"])]
 
 
+def test_jobs_get_the_operators_default_pushgateway(world, monkeypatch):
+    world.memo.services.pushgateway = "pg.monitoring:9091"
+    created(world)
+    for name in JOBS:
+        (container,) = world.cluster.objects[("Job", NAMESPACE, name)]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "P2PK_PUSHGATEWAY", "value": "pg.monitoring:9091"} in container["env"]
+
+    # At startup the operator's memo.pushgateway (p2pk operator --pushgateway) becomes that default.
+    monkeypatch.setattr(handlers, "KubeCluster", lambda: world.cluster)
+    memo = kopf.Memo(pushgateway="pg.monitoring:9091")
+    handlers.configure(settings=kopf.OperatorSettings(), memo=memo)
+    assert memo.services.pushgateway == "pg.monitoring:9091" and memo.services.cluster is world.cluster
+
+
 def test_running_a_handler_twice_creates_nothing_twice(world):
     body = resource(experiment())
     call(handlers.created, world, body)  # kopf retries when the status patch was lost

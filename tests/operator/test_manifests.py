@@ -132,6 +132,16 @@ def test_gpu_job_gets_the_gpu_limit_cuda_device_placement_and_deadlines():
     }
 
 
+def test_the_operators_default_pushgateway_fills_in_only_where_the_spec_names_none():
+    p = plan(parse_experiment(DOCS["scoped-cpu"]))
+    assert "P2PK_PUSHGATEWAY" not in env_of(manifests.job(p, "none", "a"))
+    assert env_of(manifests.job(p, "none", "a", "pg.monitoring:9091"))["P2PK_PUSHGATEWAY"] == "pg.monitoring:9091"
+    doc = experiment()
+    doc["spec"]["runtime"] = {"pushgateway": "own.monitoring:9091"}
+    own = manifests.job(plan(parse_experiment(doc)), "none", "a", "pg.monitoring:9091")
+    assert env_of(own)["P2PK_PUSHGATEWAY"] == "own.monitoring:9091"
+
+
 def test_cpu_job_has_no_gpu_no_device_override_and_no_optional_limits():
     job = manifests.job(plan(parse_experiment(DOCS["scoped-cpu"])), "none", "a")
     (container,) = job["spec"]["template"]["spec"]["containers"]
