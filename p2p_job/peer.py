@@ -285,18 +285,24 @@ class Peer:
         start = time.perf_counter()
         gathered = exchange.gather(r, self.neighbours)
         wait = time.perf_counter() - start
-        rejected, arrived = list(gathered.rejected), []
+        rejected, arrived, points = list(gathered.rejected), [], []
         for name in self.neighbours:
             pub = gathered.publications.get(name)
             if pub is None:
                 continue
             reason = self.incompatibility(pub)
+            if reason is None:
+                with np.errstate(over="ignore"):
+                    X = self.shard.scaler.transform(pub.synthetic_X)
+                if not np.isfinite(X).all():  # finite in raw units, overflowing in this peer's
+                    reason = "non-finite: synthetic points overflow this peer's scaling"
             if reason:
                 rejected.append((name, reason))
             else:
                 arrived.append(pub)
+                points.append((X, pub.synthetic_y))
         self._average([own, *arrived])
-        n_received = self._receive(arrived)
+        n_received = self._receive(points)
         used = [pub.client for pub in arrived]
         return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received)
 
@@ -313,13 +319,14 @@ class Peer:
         states = [{name: self.w0[name] + pub.delta[name] for name in self.w0} for pub in contributors]
         load_model_state(self.model, weighted_average(states, weights))
 
-    def _receive(self, arrived: list[Publication]) -> int:
-        """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, scaled with this peer's own scaler;
-        with ``rebalancing.maxReceived``, only the newest points are kept."""
-        if not arrived:
+    def _receive(self, points: list[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already
+        scaled with this peer's own scaler; with ``rebalancing.maxReceived``, only the newest
+        points are kept."""
+        if not points:
             return 0
-        new_X = self.shard.scaler.transform(np.concatenate([pub.synthetic_X for pub in arrived])).astype(np.float32)
-        new_y = np.concatenate([pub.synthetic_y for pub in arrived]).astype(np.int8)
+        new_X = np.concatenate([X for X, _ in points]).astype(np.float32)
+        new_y = np.concatenate([y for _, y in points]).astype(np.int8)
         self.received_X = np.concatenate([self.received_X, new_X])
         self.received_y = np.concatenate([self.received_y, new_y])
         cap = self.exp.spec.rebalancing.max_received

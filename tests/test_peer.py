@@ -307,3 +307,21 @@ def test_gathered_rejections_from_the_exchange_are_counted():
     peers["a"].train_and_publish(1, exchange)
     record = peers["a"].merge_and_evaluate(1, exchange)
     assert (record.neighbours_used, record.neighbours_missing, record.payloads_rejected) == (0, 0, 2)
+
+
+def test_points_that_overflow_the_receivers_scaling_are_rejected():
+    """Finite in raw units (so the exchange passes them), infinite once this peer scales them:
+    taking them would make every later loss NaN."""
+    exp = _experiment()
+    peers = _peers(exp)
+    exchange = Recording()
+    for c in ("a", "b"):
+        peers[c].train_and_publish(1, exchange)
+    good = exchange.published[(1, "b")]
+    huge = np.full((2, D), np.finfo(np.float32).max, np.float32)
+    exchange.publish(dataclasses.replace(good, client="c", synthetic_X=huge, synthetic_y=np.ones(2, np.int8)))
+    narrow = Scaler(data_min=np.zeros(D), data_max=np.full(D, 1e-3))  # a receiver whose features vary little
+    peers["a"].shard = dataclasses.replace(SHARDS["a"], scaler=narrow)
+    record = peers["a"].merge_and_evaluate(1, exchange)
+    assert (record.neighbours_used, record.payloads_rejected) == (1, 1)
+    assert np.isfinite(peers["a"].received_X).all() and len(peers["a"].received_y) == len(good.synthetic_y)
