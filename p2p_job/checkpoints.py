@@ -63,12 +63,12 @@ def load_checkpoint(store: Store, experiment: str, method: str, client: str) -> 
         latest = json.loads(raw)
         if latest.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"format is {latest.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        entry = latest["arrays"]
+        arrays_key, arrays_sha256 = str(latest["arrays"]["key"]), latest["arrays"]["sha256"]
         round = int(latest["round"])
         scalars = dict(latest["scalars"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpoint(f"{where}: unreadable checkpoint record ({exc})") from None
-    data = store.get_bytes(entry["key"])
-    if data is None or sha256(data) != entry["sha256"]:
-        raise CorruptCheckpoint(f"{where}: {entry['key']} is missing or does not match its sha256")
+        raise CorruptCheckpoint(f"{where}: unreadable checkpoint record ({exc!r})") from None
+    data = store.get_bytes(arrays_key)
+    if data is None or sha256(data) != arrays_sha256:
+        raise CorruptCheckpoint(f"{where}: {arrays_key} is missing or does not match its sha256")
     return round, PeerState(arrays=safetensors_load(data), scalars=scalars)

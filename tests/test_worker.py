@@ -246,6 +246,11 @@ def test_a_corrupt_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
     store.put_bytes(checkpoint_key("exp", "m", "a", "latest.json"), b"{")
     with pytest.raises(CorruptCheckpoint, match="unreadable checkpoint record"):
         load_checkpoint(store, "exp", "m", "a")
+    for arrays in ({}, [], "x"):  # a record without the arrays' key and sha256
+        record = {"format": "p2pk.checkpoint/v1", "round": 1, "arrays": arrays, "scalars": {}}
+        store.put_bytes(checkpoint_key("exp", "m", "a", "latest.json"), json.dumps(record).encode())
+        with pytest.raises(CorruptCheckpoint, match="unreadable checkpoint record"):
+            load_checkpoint(store, "exp", "m", "a")
 
 
 # --------------------------------------------------------------------------- configuration
