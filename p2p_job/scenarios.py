@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.preprocessing import MinMaxScaler
 
 from p2p_job.datasets import DataError, LoadReport, Table, load_dataset, select_groups
 from p2p_job.seeding import rng
@@ -47,8 +46,8 @@ class Scaler:
 
     @classmethod
     def fit(cls, X: np.ndarray) -> "Scaler":
-        fitted = MinMaxScaler().fit(X)
-        return cls(fitted.data_min_.astype(np.float64), fitted.data_max_.astype(np.float64))
+        X = np.asarray(X)
+        return cls(X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))
 
     @property
     def _range(self) -> np.ndarray:
