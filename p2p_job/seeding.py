@@ -27,5 +27,6 @@ def rng(seed: int, *keys: object) -> np.random.Generator:
 
 
 def torch_seed(seed: int, *keys: object) -> int:
-    """A 63-bit integer for ``torch.Generator.manual_seed`` derived the same way."""
+    """An integer below 2**64 (what ``torch.Generator.manual_seed`` accepts) derived the same
+    way: ``a + b·2**31`` from two 32-bit words of the SeedSequence."""
     return int(seed_sequence(seed, *keys).generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 2**31], dtype=np.uint64))
