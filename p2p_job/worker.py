@@ -249,7 +249,8 @@ def _linger(seconds: float) -> None:
 
 def main(cfg: WorkerConfig) -> int:
     """Entry point of ``p2pk worker``: JSON logs on stdout, exit codes 0 done, 1 failed,
-    2 bad configuration."""
+    2 bad configuration or a corrupt checkpoint (neither is helped by a restart)."""
+    from p2p_job.checkpoints import CorruptCheckpoint
     from p2p_job.spec import InvalidSpec
     from p2p_job.telemetry import configure_logging
 
@@ -259,6 +260,9 @@ def main(cfg: WorkerConfig) -> int:
         return run_worker(cfg)
     except (ConfigError, InvalidSpec) as exc:
         log.error("bad_configuration", extra={"fields": {"error": str(exc)}})
+        return 2
+    except CorruptCheckpoint as exc:
+        log.error("corrupt_checkpoint", extra={"fields": {"error": str(exc)}})
         return 2
     except StoreError as exc:
         log.error("store_failed", extra={"fields": {"error": str(exc)}})

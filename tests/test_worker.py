@@ -393,3 +393,17 @@ def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing
     with pytest.raises(ConfigError, match="spec.yaml holds a different experiment named 'alone'"):
         run_worker(WorkerConfig(spec=changed, client="client-b", store=(tmp_path / "built").as_uri(), metrics_port=0))
     assert {k: store.get_bytes(k) for k in store.list("")} == before
+
+
+def test_a_corrupt_checkpoint_stops_the_worker_with_exit_2(tmp_path, tiny_spec, capsys):
+    """A restart cannot mend a corrupt checkpoint: ``main`` logs it and exits 2, which
+    ``p2pk run`` does not retry (instead of a traceback and exit 1, retried for nothing)."""
+    from p2p_job.worker import WorkerConfig, main
+
+    spec = tiny_spec("corrupt", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}])
+    store = DirectoryStore(tmp_path / "store")
+    cfg = WorkerConfig(spec=spec, client="client-a", store=(tmp_path / "store").as_uri(), metrics_port=0)
+    store.put_bytes(checkpoint_key("corrupt", "none-local", "client-a", "latest.json"), b"{")
+    assert main(cfg) == 2
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["level"] == "error"] == ["corrupt_checkpoint"]
