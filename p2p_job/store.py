@@ -61,7 +61,6 @@ class Store(Protocol):
         is given and the object is longer."""
         ...
 
-    def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str) -> list[str]: ...
 
@@ -152,9 +151,6 @@ class DirectoryStore:
             raise StoreError(f"{self}: cannot read {key}: {exc}") from exc
         return _within(data, key, max_bytes)
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
         start = base if base.is_dir() else base.parent
@@ -243,10 +239,6 @@ class S3Store:
         data = self._call(f"get {key}", read, absent=None)
         return None if data is None else _within(data, key, max_bytes)
 
-    def exists(self, key: str) -> bool:
-        name = self.prefix + check_key(key)
-        return self._call(f"stat {key}", lambda: self.client.stat_object(self.bucket, name) is not None, absent=False)
-
     def list(self, prefix: str) -> list[str]:
         objects = self._call(
             f"list {prefix}",
@@ -314,9 +306,6 @@ class RetryingStore:
         data = self._retry(self.store.get_bytes, key, max_bytes)
         self.bytes_read += len(data or b"")
         return data
-
-    def exists(self, key: str) -> bool:
-        return self._retry(self.store.exists, key)
 
     def list(self, prefix: str) -> list[str]:
         return self._retry(self.store.list, prefix)

@@ -30,9 +30,8 @@ def store(request, tmp_path):
     return server.open(server.store_url("prefix/inside"))
 
 
-def test_put_get_exists_list_delete(store):
+def test_put_get_list_delete(store):
     assert store.get_bytes("exp/m/a.bin") is None
-    assert not store.exists("exp/m/a.bin")
     assert store.list("exp/") == []
     store.put_bytes("exp/m/rounds/00001/client-a/manifest.json", b"{}")
     store.put_bytes("exp/m/a.bin", b"\x00\x01")
@@ -40,7 +39,6 @@ def test_put_get_exists_list_delete(store):
     store.put_bytes("exp/m/a.bin", b"\x02")  # overwrite
     assert store.get_bytes("exp/m/a.bin") == b"\x02"
     assert store.get_bytes("exp/other/b.bin") == b""
-    assert store.exists("exp/m/a.bin")
     assert store.list("exp/m/") == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json"]
     assert store.list("exp/") == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json", "exp/other/b.bin"]
     assert store.delete_prefix("exp/m/") == 2
