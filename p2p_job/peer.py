@@ -232,16 +232,17 @@ class Peer:
 
     def incompatibility(self, pub: Publication) -> str | None:
         """Why a neighbour's publication cannot be merged with this peer's model and data (a
-        different network or feature count), or None. Payload checks (hashes, dtypes,
-        finiteness, size caps) are the exchange's job."""
+        different network or feature count), or None, as ``"<reason>: <detail>"`` with a reason
+        of :data:`p2p_job.payloads.REJECT_REASONS`. Payload checks (hashes, dtypes, finiteness,
+        size caps) are the exchange's job."""
         if pub.delta.keys() != self.w0.keys():
-            return "incompatible: model tensors differ"
+            return "model-mismatch: model tensors differ"
         for name, w in self.w0.items():
             if pub.delta[name].shape != w.shape:
-                return f"incompatible: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
+                return f"model-mismatch: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
         X, d = pub.synthetic_X, self.n_features
         if X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X):
-            return f"incompatible: synthetic points of shape {X.shape} for {d} features"
+            return f"bad-synthetic: synthetic points of shape {X.shape} for {d} features"
         return None
 
     def merge_and_evaluate(self, r: int, exchange: Exchange) -> RoundRecord:

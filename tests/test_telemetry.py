@@ -45,7 +45,7 @@ def feed(telemetry: Telemetry) -> None:
     for r, fnr in ((1, 0.4), (2, 0.1)):
         telemetry.trained(Trained("ksmote", "client-a", r, 1.0, 0.3, 100, n_generated=40, n_shared=4))
         telemetry.merged(Merged("ksmote", "client-a", r, True, wait_seconds=0.25, used=["b"], missing=["c"],
-                                rejected=[("d", "hash-mismatch"), ("e", "incompatible: model tensors differ")],
+                                rejected=[("d", "hash-mismatch"), ("e", "model-mismatch: model tensors differ")],
                                 n_received=8))
         telemetry.evaluated(record(r, fnr))
     telemetry.moved_bytes("sent", 1000)
@@ -73,7 +73,7 @@ def test_every_design_metric_with_its_labels():
     assert value("p2pk_synthetic_points_total", kind="received") == 16
     assert value("p2pk_neighbours_missing_total") == 2
     assert value("p2pk_payloads_rejected_total", reason="hash-mismatch") == 2
-    assert value("p2pk_payloads_rejected_total", reason="incompatible") == 2
+    assert value("p2pk_payloads_rejected_total", reason="model-mismatch") == 2
     assert value("p2pk_exchange_bytes_total", direction="sent") == 1000
     assert value("p2pk_round_duration_seconds_count") == 2
     assert value("p2pk_round_duration_seconds_sum") == 3.0
