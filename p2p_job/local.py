@@ -178,13 +178,10 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
 
 def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSettings) -> pd.DataFrame:
     """Every client's ``metrics/<client>.parquet`` of every method, as one results frame."""
-    import pyarrow as pa
-
-    from p2p_job.results import SCHEMA
+    from p2p_job.results import rows_frame
 
     store = open_run_store(settings)
-    rows = [row for m in methods for c in exp.spec.scenario.clients for row in read_metrics(store, exp.name, m, c.name)]
-    return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
+    return rows_frame(row for m in methods for c in exp.spec.scenario.clients for row in read_metrics(store, exp.name, m, c.name))
 
 
 def open_run_store(settings: RunSettings):

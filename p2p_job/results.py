@@ -104,10 +104,26 @@ class RoundRecord:
         ]
 
 
+def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows of the schema as one DataFrame with the schema's columns and types."""
+    return pa.Table.from_pylist(list(rows), schema=SCHEMA).to_pandas()
+
+
 def results_frame(records: Iterable[RoundRecord]) -> pd.DataFrame:
     """All records as one DataFrame with the schema's columns and types."""
-    rows = [row for record in records for row in record.rows()]
-    return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
+    return rows_frame(row for record in records for row in record.rows())
+
+
+def encode_rows(rows: list[dict]) -> bytes:
+    """Rows of the schema as Parquet bytes (a worker's ``metrics/<client>.parquet``)."""
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    return sink.getvalue()
+
+
+def decode_rows(data: bytes) -> list[dict]:
+    """The rows of Parquet bytes written by :func:`encode_rows`."""
+    return pq.read_table(pa.BufferReader(data), schema=SCHEMA).to_pylist()
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -19,7 +19,6 @@ Configuration comes from the worker environment of DESIGN.md (``P2PK_*``), overr
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -94,27 +93,12 @@ def config_from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Work
 # --------------------------------------------------------------------------- metrics file
 
 
-def encode_metrics(rows: list[dict]) -> bytes:
-    """``metrics/<client>.parquet`` bytes: rows of the results schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from p2p_job.results import SCHEMA
-
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-    return sink.getvalue()
-
-
 def read_metrics(store: Store, experiment: str, method: str, client: str) -> list[dict]:
     """A client's rows from ``metrics/<client>.parquet`` (empty when it has none yet)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from p2p_job.results import SCHEMA
+    from p2p_job.results import decode_rows
 
     data = store.get_bytes(metrics_key(experiment, method, client))
-    return [] if data is None else pq.read_table(pa.BufferReader(data), schema=SCHEMA).to_pylist()
+    return [] if data is None else decode_rows(data)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -132,6 +116,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.checkpoints import load_checkpoint, save_checkpoint
     from p2p_job.payloads import state_layout
     from p2p_job.peer import Peer, neighbourhoods
+    from p2p_job.results import encode_rows
     from p2p_job.simulate import select_methods
     from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
     from p2p_job.store import RetryingStore, open_store
@@ -185,7 +170,7 @@ def run_worker(cfg: WorkerConfig) -> int:
             peer.train_and_publish(r, exchange)
             record = peer.merge_and_evaluate(r, exchange)
             rows += record.rows()
-            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_metrics(rows))
+            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_rows(rows))
             save_checkpoint(store, exp.name, method_name, cfg.client, r, peer.state())
             telemetry.push()
             log.info("round_end", extra={"fields": _round_fields(record, store)})
