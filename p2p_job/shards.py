@@ -96,6 +96,9 @@ def _manifest(dir: Path) -> dict:
         raise DataError(f"{path}: unreadable: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} manifest")
+    for field, kind in (("clients", dict), ("feature_names", list), ("load_report", dict)):
+        if not isinstance(manifest.get(field), kind):
+            raise DataError(f"{path}: field {field!r} is missing or not a {kind.__name__}")
     return manifest
 
 

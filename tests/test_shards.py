@@ -97,3 +97,9 @@ def test_damaged_or_foreign_folders_are_named(shards, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something/v9"}))
     with pytest.raises(DataError, match="not a p2pk.shards/v1 manifest"):
         read_shards(tmp_path)
+
+
+def test_a_manifest_missing_a_field_is_a_data_error(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "p2pk.shards/v1", "clients": {}}))
+    with pytest.raises(DataError, match="field 'feature_names' is missing or not a list"):
+        read_shards(tmp_path)
