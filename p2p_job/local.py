@@ -82,6 +82,7 @@ class Worker:
     process: subprocess.Popen | None = None
     restarts: int = 0
     last: dict = field(default_factory=dict)  # the latest round_end event
+    resumed_from: int = 0                       # rounds already done when it (re)started (worker_start)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -89,7 +90,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _follow(worker: Worker, stream) -> None:
-    """Copy a worker's output to its log file and keep its latest ``round_end`` event."""
+    """Copy a worker's output to its log file and keep its latest ``round_end`` event and the
+    round it resumed from (``worker_start``), so progress shows rounds done before a restart."""
     with open(worker.log_path, "a", encoding="utf-8") as log:
         for line in stream:
             log.write(line)
@@ -97,6 +99,8 @@ def _follow(worker: Worker, stream) -> None:
             event = parse_log_line(line)
             if event and event["event"] == "round_end":
                 worker.last = event
+            elif event and event["event"] == "worker_start":
+                worker.resumed_from = int(event.get("resume_from", 0))
 
 
 def start_worker(worker: Worker) -> None:

@@ -141,3 +141,25 @@ def test_unknown_method_is_a_usage_error(tmp_path, tiny_spec):
     output, _ = run.communicate(timeout=120)
     assert run.returncode == 2
     assert "unknown method(s) ['nope']" in output
+
+
+def test_a_workers_log_gives_the_runner_its_progress(tmp_path):
+    """``p2pk run``'s progress comes from the workers' JSON lines: the latest ``round_end``, and
+    the round a restarted worker resumed from (so a resumed, finished worker is not shown at 0);
+    every line is kept in the worker's log file."""
+    import io
+    import json
+
+    from p2p_job.local import Worker, _follow
+
+    worker = Worker("ksmote", "client-a", {}, tmp_path / "a.log")
+    lines = [
+        json.dumps({"event": "worker_start", "resume_from": 3}),
+        "not json: a stray line",
+        json.dumps({"event": "round_end", "round": 4, "eval": "global", "fnr": 0.25, "fpr": 0.1}),
+    ]
+    _follow(worker, io.StringIO("".join(line + "\n" for line in lines[:2])))
+    assert (worker.resumed_from, worker.last) == (3, {})
+    _follow(worker, io.StringIO(lines[2] + "\n"))
+    assert worker.last["round"] == 4 and worker.resumed_from == 3
+    assert worker.log_path.read_text().splitlines() == lines

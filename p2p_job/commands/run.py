@@ -68,6 +68,8 @@ def run(args) -> int:
                     if w.restarts:
                         note += f" ({w.restarts} restart(s))"
                     progress.update(tasks[key], completed=last["round"], description=f"{w.method}/{w.client}{note}")
+                else:
+                    progress.update(tasks[key], completed=w.resumed_from)
 
         try:
             frame = run_local(exp, Path(args.spec), settings, methods, on_tick)
