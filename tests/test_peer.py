@@ -175,14 +175,21 @@ def test_methods_that_do_not_share_publish_no_points():
     assert all(r.n_received == 0 and r.n_synthetic == 52 for r in records)
 
 
-def test_an_incompatible_publication_is_rejected_and_counted():
-    exp = _experiment()
-    peers = _peers(exp)
+def _round_one_with_a_bad_c(synthetic_X: np.ndarray):
+    """Round 1 of peers a and b, plus a publication from c: b's, with ``synthetic_X`` as its
+    shared points. Returns the peers, the exchange and b's publication."""
+    peers = _peers(_experiment())
     exchange = Recording()
     for c in ("a", "b"):
         peers[c].train_and_publish(1, exchange)
     good = exchange.published[(1, "b")]
-    exchange.publish(dataclasses.replace(good, client="c", synthetic_X=np.zeros((2, D + 1), np.float32), synthetic_y=np.ones(2, np.int8)))
+    bad = dataclasses.replace(good, client="c", synthetic_X=synthetic_X, synthetic_y=np.ones(len(synthetic_X), np.int8))
+    exchange.publish(bad)
+    return peers, exchange, good
+
+
+def test_an_incompatible_publication_is_rejected_and_counted():
+    peers, exchange, _ = _round_one_with_a_bad_c(np.zeros((2, D + 1), np.float32))
     record = peers["a"].merge_and_evaluate(1, exchange)
     assert (record.neighbours_used, record.neighbours_missing, record.payloads_rejected) == (1, 0, 1)
 
@@ -312,14 +319,7 @@ def test_gathered_rejections_from_the_exchange_are_counted():
 def test_points_that_overflow_the_receivers_scaling_are_rejected():
     """Finite in raw units (so the exchange passes them), infinite once this peer scales them:
     taking them would make every later loss NaN."""
-    exp = _experiment()
-    peers = _peers(exp)
-    exchange = Recording()
-    for c in ("a", "b"):
-        peers[c].train_and_publish(1, exchange)
-    good = exchange.published[(1, "b")]
-    huge = np.full((2, D), np.finfo(np.float32).max, np.float32)
-    exchange.publish(dataclasses.replace(good, client="c", synthetic_X=huge, synthetic_y=np.ones(2, np.int8)))
+    peers, exchange, good = _round_one_with_a_bad_c(np.full((2, D), np.finfo(np.float32).max, np.float32))
     narrow = Scaler(data_min=np.zeros(D), data_max=np.full(D, 1e-3))  # a receiver whose features vary little
     peers["a"].shard = dataclasses.replace(SHARDS["a"], scaler=narrow)
     record = peers["a"].merge_and_evaluate(1, exchange)
