@@ -11,7 +11,8 @@ exchange through a directory store (``<out>/store`` by default) or S3 (``--store
   ``<out>/logs/<method>/<client>.log``.
 - **Failures**: a worker that exits non-zero is started again with the same arguments (it
   resumes from its checkpoint) up to ``retries`` times; after that the run stops every worker
-  and fails. A bad configuration (exit 2) is not retried.
+  and fails. A fatal cause (bad spec, data, device, a corrupt checkpoint, a refusing store: the
+  worker's ``FATAL_EXIT_CODES``) is not retried.
 - **Stopping**: Ctrl-C or SIGTERM sends SIGTERM to every worker, then SIGKILL after a grace
   period. Workers run in their own session (the terminal's Ctrl-C reaches only the runner) and,
   on Linux, die with the runner if it is killed outright (``PR_SET_PDEATHSIG``): no orphans.
@@ -38,10 +39,8 @@ from p2p_job.simulate import select_methods
 from p2p_job.spec import P2PExperiment, resolved_method_name
 from p2p_job.store import open_store
 from p2p_job.telemetry import parse_log_line
-from p2p_job.worker import read_metrics
+from p2p_job.worker import FATAL_EXIT_CODES, read_metrics
 
-#: Exit code of a worker whose configuration is wrong (not worth a restart).
-EXIT_CONFIG = 2
 #: Seconds between SIGTERM and SIGKILL when stopping workers.
 GRACE_SECONDS = 10.0
 #: Seconds between two looks at the workers.
@@ -170,7 +169,7 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
                 code = codes[w.client]
                 if code in (None, 0):
                     continue
-                if code == EXIT_CONFIG or w.restarts >= settings.retries:
+                if code in FATAL_EXIT_CODES or w.restarts >= settings.retries:
                     raise WorkerFailed(f"worker {method}/{w.client} exited with code {code} "
                                        f"after {w.restarts} restart(s); see {w.log_path}")
                 w.restarts += 1

@@ -23,12 +23,17 @@ from p2p_job.spec import TrainingSpec
 SCORE_BATCH = 65_536
 
 
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (e.g. ``cuda`` without a CUDA device)."""
+
+
 def resolve_device(name: str) -> torch.device:
-    """``runtime.device``: ``auto`` is CUDA when available, else the CPU; ``cuda`` must be there."""
+    """``runtime.device``: ``auto`` is CUDA when available, else the CPU; ``cuda`` must be there
+    (else :class:`DeviceError`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but PyTorch sees no CUDA device (use 'auto' or 'cpu')")
+        raise DeviceError("runtime.device is 'cuda' but PyTorch sees no CUDA device (use 'auto' or 'cpu')")
     if name not in ("cpu", "cuda"):
         raise ValueError(f"runtime.device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)

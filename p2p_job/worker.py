@@ -232,27 +232,89 @@ def _linger(seconds: float) -> None:
         time.sleep(min(left, 1.0))
 
 
-def main(cfg: WorkerConfig) -> int:
-    """Entry point of ``p2pk worker``: JSON logs on stdout, exit codes 0 done, 1 failed,
-    2 bad configuration or a corrupt checkpoint (neither is helped by a restart)."""
+#: Exit codes of ``p2pk worker`` (docs/DESIGN.md "Worker exit codes"). 1 is the only failure a
+#: restart can mend (the store was unreachable); every code in :data:`FATAL_EXIT_CODES` names a
+#: cause a restart would meet again, so ``p2pk run`` and the Kubernetes Job do not retry it.
+EXIT_DONE = 0
+EXIT_RESTARTABLE = 1
+EXIT_CONFIG = 2        # invalid spec or worker setting (incl. a store that holds another experiment)
+EXIT_DATA = 3          # the dataset or the prepared shards do not fit the spec
+EXIT_DEVICE = 4        # the requested device cannot be used (no CUDA device, out of device memory)
+EXIT_CHECKPOINT = 5    # this client's own checkpoint is corrupt
+EXIT_STORE_DENIED = 6  # the store refuses for good (credentials, permissions, no such bucket)
+FATAL_EXIT_CODES = frozenset({EXIT_CONFIG, EXIT_DATA, EXIT_DEVICE, EXIT_CHECKPOINT, EXIT_STORE_DENIED})
+#: Where a fatal cause is written besides stderr (one line). Kubernetes shows the container's
+#: ``/dev/termination-log`` as ``state.terminated.message``; any runner may set its own path.
+TERMINATION_LOG_ENV = "P2PK_TERMINATION_LOG"
+KUBERNETES_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def classify(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and cause name of an error no restart can mend, or None (restartable or
+    unexpected: exit 1 and let the runner restart the worker from its checkpoint)."""
+    import torch
+
     from p2p_job.checkpoints import CorruptCheckpoint
+    from p2p_job.datasets import DataError
     from p2p_job.spec import InvalidSpec
+    from p2p_job.training import DeviceError
+
+    device_errors = (DeviceError, torch.cuda.OutOfMemoryError, getattr(torch, "AcceleratorError", DeviceError))
+    for types, code, cause in (
+        ((ConfigError, InvalidSpec), EXIT_CONFIG, "spec"),
+        ((DataError,), EXIT_DATA, "data"),
+        (device_errors, EXIT_DEVICE, "device"),
+        ((CorruptCheckpoint,), EXIT_CHECKPOINT, "checkpoint"),
+        ((StoreDenied,), EXIT_STORE_DENIED, "store-denied"),
+    ):
+        if isinstance(exc, types):
+            return code, cause
+    return None
+
+
+def fatal_line(cause: str, exc: BaseException) -> str:
+    """The one line that names a fatal cause: ``p2pk worker: fatal <cause>: <message>``."""
+    message = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"p2pk worker: fatal {cause}: {message}"
+
+
+def _report_fatal(line: str, env: Mapping[str, str]) -> None:
+    """Print the fatal line on stderr and write it where the runner or Kubernetes reads it."""
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+    path = env.get(TERMINATION_LOG_ENV)
+    target = Path(path) if path else (KUBERNETES_TERMINATION_LOG if KUBERNETES_TERMINATION_LOG.exists() else None)
+    if target is None:
+        return
+    try:
+        target.write_text(line + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("termination_log_unwritable", extra={"fields": {"path": str(target), "error": str(exc)}})
+
+
+def main(cfg: WorkerConfig, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of ``p2pk worker``: JSON logs on stdout; exit 0 when done, 1 on a failure a
+    restart can mend (the store was unavailable), or a code of :data:`FATAL_EXIT_CODES` with one
+    line naming the cause on stderr and in the termination log (:func:`classify`)."""
     from p2p_job.telemetry import configure_logging
 
     configure_logging()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return run_worker(cfg)
-    except (ConfigError, InvalidSpec) as exc:
-        log.error("bad_configuration", extra={"fields": {"error": str(exc)}})
-        return 2
-    except CorruptCheckpoint as exc:
-        log.error("corrupt_checkpoint", extra={"fields": {"error": str(exc)}})
-        return 2
-    except StoreError as exc:
-        log.error("store_failed", extra={"fields": {"error": str(exc)}})
-        return 1
     except SystemExit as exc:
         log.info("worker_stopped", extra={"fields": {"code": exc.code}})
         return int(exc.code or 0)
-
+    except Exception as exc:
+        fatal = classify(exc)
+        if fatal is None:
+            if not isinstance(exc, StoreError):
+                raise  # a bug: the traceback is the report; exit 1, restarted from the checkpoint
+            log.error("store_failed", extra={"fields": {"error": str(exc)}})
+            return EXIT_RESTARTABLE
+        code, cause = fatal
+        line = fatal_line(cause, exc)
+        log.error("worker_failed", extra={"fields": {"cause": cause, "exit_code": code, "error": line}})
+        _report_fatal(line, os.environ if env is None else env)
+        return code

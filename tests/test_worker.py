@@ -395,15 +395,54 @@ def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing
     assert {k: store.get_bytes(k) for k in store.list("")} == before
 
 
-def test_a_corrupt_checkpoint_stops_the_worker_with_exit_2(tmp_path, tiny_spec, capsys):
-    """A restart cannot mend a corrupt checkpoint: ``main`` logs it and exits 2, which
-    ``p2pk run`` does not retry (instead of a traceback and exit 1, retried for nothing)."""
-    from p2p_job.worker import WorkerConfig, main
+def test_a_corrupt_checkpoint_stops_the_worker_with_its_own_exit_code(tmp_path, tiny_spec, capsys):
+    """A restart cannot mend a corrupt checkpoint: ``main`` exits 5 (one of the codes ``p2pk
+    run`` does not retry) with one line naming the cause on stderr and in the termination log,
+    instead of a traceback and exit 1, retried for nothing."""
+    from p2p_job.worker import EXIT_CHECKPOINT, FATAL_EXIT_CODES, WorkerConfig, main
 
     spec = tiny_spec("corrupt", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}])
     store = DirectoryStore(tmp_path / "store")
     cfg = WorkerConfig(spec=spec, client="client-a", store=(tmp_path / "store").as_uri(), metrics_port=0)
     store.put_bytes(checkpoint_key("corrupt", "none-local", "client-a", "latest.json"), b"{")
-    assert main(cfg) == 2
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [e["event"] for e in events if e["level"] == "error"] == ["corrupt_checkpoint"]
+    termination = tmp_path / "termination-log"
+    assert main(cfg, env={"P2PK_TERMINATION_LOG": str(termination)}) == EXIT_CHECKPOINT
+    assert EXIT_CHECKPOINT in FATAL_EXIT_CODES
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert [(e["event"], e["cause"], e["exit_code"]) for e in events if e["level"] == "error"] == [("worker_failed", "checkpoint", 5)]
+    [line] = captured.err.splitlines()
+    assert line.startswith("p2pk worker: fatal checkpoint: ") and "latest.json" in line
+    assert termination.read_text() == line + "\n"
+
+
+@pytest.mark.parametrize(("make", "code", "cause"), [
+    (lambda tmp: {"spec": tmp / "absent.yaml"}, 2, "spec"),
+    (lambda tmp: {"shards": tmp / "no-shards"}, 3, "data"),
+    (lambda tmp: {"device": "cuda"}, 4, "device"),
+])
+def test_fatal_causes_have_distinct_exit_codes_and_one_line(tmp_path, tiny_spec, capsys, make, code, cause):
+    """Spec, data and device errors each exit with their own code and one stderr line naming
+    the cause; a store that cannot be reached is the only failure worth a restart (exit 1)."""
+    import torch
+
+    from p2p_job.worker import FATAL_EXIT_CODES, WorkerConfig, main
+
+    if cause == "device" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    spec = tiny_spec("fatal", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}])
+    fields = {"spec": spec, "client": "client-a", "store": (tmp_path / "store").as_uri(), "metrics_port": 0, **make(tmp_path)}
+    assert main(WorkerConfig(**fields), env={}) == code
+    assert code in FATAL_EXIT_CODES
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"p2pk worker: fatal {cause}: "), err
+
+
+def test_an_unreachable_store_is_restartable(tmp_path, tiny_spec, capsys):
+    from p2p_job.worker import EXIT_RESTARTABLE, WorkerConfig, main
+
+    spec = tiny_spec("unreachable", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}])
+    cfg = WorkerConfig(spec=spec, client="client-a", store="s3://bucket/prefix", s3_endpoint="127.0.0.1:9",
+                       access_key="a", secret_key="b", metrics_port=0)
+    assert main(cfg, env={}) == EXIT_RESTARTABLE
+    assert capsys.readouterr().err == ""
