@@ -38,6 +38,7 @@ from p2p_job.exchange import Exchange, Publication
 from p2p_job.metrics import evaluate
 from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
 from p2p_job.rebalancing import rebalance
+from p2p_job.received import ReceivedPolicy
 from p2p_job.results import RoundRecord
 from p2p_job.scenarios import ClientShard
 from p2p_job.seeding import rng, torch_seed
@@ -170,6 +171,7 @@ class Peer:
         self.optimizer = make_optimizer(self.model, spec.training)
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
+        self.received_policy = ReceivedPolicy(spec.rebalancing, shard.train.y)
         self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own scaling
         self.received_y = np.empty(0, dtype=np.int8)
         self.last_metrics: dict[str, float] = {}
@@ -188,9 +190,12 @@ class Peer:
         base = self.shard.train
         # Line 5: D_syn is regenerated from D_base every round.
         rebalanced = rebalance(self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"))
-        # Lines 6–7: D_base ∪ D_syn ∪ D_o_syn.
-        X = np.concatenate([rebalanced.X, self.received_X])
-        y = np.concatenate([rebalanced.y, self.received_y])
+        # Lines 6–7: D_base ∪ D_syn ∪ D_o_syn; under rebalancing.received = balanced only the part
+        # of D_syn that D_o_syn does not already fill (p2p_job.received).
+        n_own = len(rebalanced.y) - len(rebalanced.synthetic_y)
+        own = self.received_policy.own_synthetic(rebalanced.synthetic_y, self.received_y, self._rng(r, "fill"))
+        X = np.concatenate([rebalanced.X[:n_own], rebalanced.synthetic_X[own], self.received_X])
+        y = np.concatenate([rebalanced.y[:n_own], rebalanced.synthetic_y[own], self.received_y])
         generator = torch.Generator().manual_seed(torch_seed(spec.seed, self.method_name, self.client, r, "train"))
         loss = train_local(self.model, self.optimizer, X, y, spec.training, self.device, generator)
 
@@ -322,18 +327,15 @@ class Peer:
 
     def _receive(self, points: list[tuple[np.ndarray, np.ndarray]]) -> int:
         """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already
-        scaled with this peer's own scaler; with ``rebalancing.maxReceived``, only the newest
-        points are kept."""
+        scaled with this peer's own scaler, then bounded by ``rebalancing.received``
+        (:class:`p2p_job.received.ReceivedPolicy`: newest kept)."""
         if not points:
             return 0
         new_X = np.concatenate([X for X, _ in points]).astype(np.float32)
         new_y = np.concatenate([y for _, y in points]).astype(np.int8)
-        self.received_X = np.concatenate([self.received_X, new_X])
-        self.received_y = np.concatenate([self.received_y, new_y])
-        cap = self.exp.spec.rebalancing.max_received
-        if cap is not None:
-            keep = max(0, len(self.received_y) - cap)
-            self.received_X, self.received_y = self.received_X[keep:], self.received_y[keep:]
+        self.received_X, self.received_y = self.received_policy.bound(
+            np.concatenate([self.received_X, new_X]), np.concatenate([self.received_y, new_y])
+        )
         return len(new_y)
 
     def _evaluate(self) -> dict[str, dict[str, float]]:

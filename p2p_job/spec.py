@@ -275,10 +275,24 @@ class RebalancingSpec(SpecModel):
     neighbours: int = Field(20, ge=1, description="K-SMOTE: nearest minority neighbours N of each base point (SMOTE: k_neighbors).")
     ratio: float = Field(1.0, gt=0, le=10, description="r: generate N_s = r·|D_maj| − |D_min| points (Algorithm 1, line 1).")
     share_fraction: float = Field(0.1, ge=0, le=1, description="α: fraction of D_syn published to neighbours (equation 7).")
+    received: Literal["balanced", "unbounded"] = Field(
+        "balanced",
+        description=(
+            "D_o_syn, the points received from neighbours (Algorithm 2 line 16). balanced: they count towards the "
+            "rebalancing target and are bounded by receivedFraction of each class's deficit (own synthetic points fill "
+            "the rest); unbounded: the paper as written, D_o_syn only grows and is trained on whole. See docs/DESIGN.md."
+        ),
+    )
+    received_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="balanced: D_o_syn keeps at most this fraction of each class's deficit r·|D_maj| − |D_c| (the newest points).",
+    )
     max_received: int | None = Field(
         None,
         ge=0,
-        description="Cap on D_o_syn, keeping the newest points. Default: none, as Algorithm 2 line 16 (D_o_syn only grows).",
+        description="Cap on the size of D_o_syn, keeping the newest points (either policy). Default: no cap of its own.",
     )
 
 

@@ -143,7 +143,7 @@ def test_the_publication_carries_delta_sizes_variance_and_raw_shared_points():
 
 
 def test_received_points_are_scaled_with_the_receivers_own_scaler():
-    exp = _experiment()
+    exp = _experiment(rebalancing={"k": 3, "neighbours": 4, "shareFraction": 0.5, "received": "unbounded"})
     peers = _peers(exp)
     exchange = Recording()
     records = _run_rounds(peers, [1], exchange)
@@ -152,13 +152,67 @@ def test_received_points_are_scaled_with_the_receivers_own_scaler():
     expected = SHARDS["a"].scaler.transform(np.concatenate([from_b.synthetic_X, from_c.synthetic_X]))
     np.testing.assert_allclose(a.received_X, expected, rtol=1e-5)
     assert records[0].n_received == len(a.received_y) == 2 * 26
-    # Round 2 trains on D_base ∪ D_syn ∪ D_o_syn: 68 + 52 + 52.
+    # Round 2 trains on D_base ∪ D_syn ∪ D_o_syn, the literal Algorithm 2: 68 + 52 + 52.
     (record,) = [r for r in _run_rounds(peers, [2], exchange) if r.client == "a"]
     assert record.n_train == 68 + 52 + 52 and record.n_synthetic == 52
+    _run_rounds(peers, [3], exchange)
+    assert len(a.received_y) == 3 * 52  # unbounded: D_o_syn only grows
+
+
+def test_balanced_received_points_count_towards_the_target_and_are_bounded():
+    """Default policy: a's deficit is 60 − 8 = 52 malicious points, so D_o_syn keeps the newest
+    0.5·52 = 26 (those from c, the last neighbour), and a trains on 68 base rows, 52 − 26 of its
+    own synthetic points and the 26 received: the minority is 60 rows, as without neighbours."""
+    exp = _experiment()
+    peers = _peers(exp)
+    exchange = Recording()
+    records = _run_rounds(peers, [1], exchange)
+    a = peers["a"]
+    assert records[0].n_received == 52 and len(a.received_y) == 26
+    newest = SHARDS["a"].scaler.transform(exchange.published[(1, "c")].synthetic_X)
+    np.testing.assert_allclose(a.received_X, newest, rtol=1e-5)
+    for r in (2, 3):
+        (record,) = [rec for rec in _run_rounds(peers, [r], exchange) if rec.client == "a"]
+        assert record.n_train == 68 + 26 + 26 and record.n_synthetic == 52
+        assert len(a.received_y) == 26
+        np.testing.assert_allclose(a.received_X, SHARDS["a"].scaler.transform(exchange.published[(r, "c")].synthetic_X), rtol=1e-5)
+    # Still shares an α-fraction of its whole D_syn.
+    assert len(exchange.published[(3, "a")].synthetic_y) == 26
+
+
+def test_balanced_training_set_uses_a_random_subset_of_own_synthetic_points(monkeypatch):
+    """The rows trained on in round 2 are exactly base ∪ (own D_syn minus |D_o_syn| rows) ∪ D_o_syn."""
+    import p2p_job.peer as peer_module
+
+    seen = {}
+    real = peer_module.train_local
+
+    def spy(model, optimizer, X, y, training, device, generator):
+        seen["X"], seen["y"] = X.copy(), y.copy()
+        return real(model, optimizer, X, y, training, device, generator)
+
+    monkeypatch.setattr(peer_module, "train_local", spy)
+    exp = _experiment()
+    peers = _peers(exp)
+    exchange = Recording()
+    _run_rounds(peers, [1], exchange)
+    a = peers["a"]
+    received = a.received_X.copy()
+    a.train_and_publish(2, exchange)
+    shard = SHARDS["a"]
+    rebalanced = rebalance("ksmote", shard.train.X, shard.train.y, exp.spec.rebalancing, rng(0, "ksmote", "a", 2, "rebalance"))
+    X = seen["X"]
+    np.testing.assert_array_equal(X[:68], shard.train.X)
+    np.testing.assert_array_equal(X[-26:], received)
+    own = X[68:-26]
+    assert len(own) == 26 and (seen["y"][68:] == 1).all()
+    # Every own point is a distinct row of this round's D_syn.
+    matches = [np.flatnonzero((rebalanced.synthetic_X == row).all(axis=1)) for row in own]
+    assert all(len(m) == 1 for m in matches) and len({int(m[0]) for m in matches}) == 26
 
 
 def test_max_received_keeps_the_newest_points():
-    exp = _experiment(rebalancing={"k": 3, "neighbours": 4, "shareFraction": 0.5, "maxReceived": 30})
+    exp = _experiment(rebalancing={"k": 3, "neighbours": 4, "shareFraction": 0.5, "received": "unbounded", "maxReceived": 30})
     peers = _peers(exp)
     exchange = Recording()
     _run_rounds(peers, [1], exchange)
@@ -260,7 +314,7 @@ def test_a_restored_peer_continues_exactly_as_if_never_stopped():
     exchange = MemoryExchange()
     _run_rounds(running, [1, 2], exchange)
     saved = {c: p.state() for c, p in running.items()}
-    assert saved["a"].scalars["round"] == 2 and len(saved["a"].arrays["received.y"]) == 4 * 26
+    assert saved["a"].scalars["round"] == 2 and len(saved["a"].arrays["received.y"]) == 26  # balanced: 0.5 of the deficit 52
     assert any(k.startswith("optimizer.") for k in saved["a"].arrays)
 
     restarted = _peers(exp)
