@@ -16,6 +16,7 @@ COMMANDS = (
     "data",
     "simulate",
     "run",
+    "compare",
     "worker",
     "operator",
 )

@@ -3,9 +3,9 @@ runner (``p2pk simulate``, ``p2pk run``, the Kubernetes workers' ``metrics/<clie
 
 A peer reports each round as a :class:`RoundRecord`; :meth:`RoundRecord.rows` turns it into
 rows of the schema below (one per evaluation set: ``local`` = the client's validation set,
-``global`` = the scenario's global test set). From the rows this module writes
-``results.parquet``, a summary table (final-round mean over clients, per method and evaluation
-set: the metrics of §5.1.2) and figures like the paper's Figures 4–9 (metric against round).
+``global`` = the scenario's global test set). :func:`write_results` is the one place that writes a results folder
+(``results.parquet``, the tables of ``p2p_job.summary``, the figures of ``p2p_job.figures``),
+for every runner and for ``p2pk compare``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from p2p_job.metrics import METRIC_NAMES
+from p2p_job.summary import DEFAULT_LAST
 
 #: The results schema (docs/internals.md, "Results"), in column order.
 SCHEMA = pa.schema(
@@ -43,20 +43,6 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-
-#: Metrics of the summary table (§5.1.2), in the order shown; the figures show every metric.
-SUMMARY_METRICS = ("fnr", "fpr", "precision", "recall", "f1", "auc")
-LABELS = {
-    "fnr": "FNR",
-    "fpr": "FPR",
-    "precision": "Precision",
-    "recall": "Recall",
-    "f1": "F1",
-    "auc": "AUC",
-    "precision_at_recall_75": "Precision at recall 0.75",
-    "recall_at_precision_75": "Recall at precision 0.75",
-}
-
 
 @dataclass(frozen=True)
 class RoundRecord:
@@ -137,92 +123,26 @@ def read_parquet(path: Path) -> pd.DataFrame:
     return pq.read_table(path, schema=SCHEMA).to_pandas()
 
 
-def final_round_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method and evaluation set: the mean over clients of each summary metric at the
-    method's last round. Index (method, eval) in the order the methods first appear."""
-    last = frame.groupby("method", sort=False)["round"].transform("max")
-    final = frame[frame["round"] == last]
-    summary = final.groupby(["method", "eval"], sort=False)[list(SUMMARY_METRICS)].mean()
-    summary.insert(0, "round", final.groupby(["method", "eval"], sort=False)["round"].max())
-    return summary
-
-
-def _cell(value: float) -> str:
-    return "—" if np.isnan(value) else f"{value:.4f}"
-
-
-def summary_table(frame: pd.DataFrame, title: str = "final round, mean over clients"):
-    """The summary as a ``rich`` table (printed by the CLI, exported to ``summary.txt``)."""
-    from rich import box
-    from rich.table import Table
-
-    summary = final_round_summary(frame)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for header in ("method", "eval", "round", *(LABELS[m] for m in SUMMARY_METRICS)):
-        table.add_column(header, justify="left" if header in ("method", "eval") else "right")
-    for (method, eval_set), row in summary.iterrows():
-        table.add_row(method, eval_set, str(int(row["round"])), *(_cell(row[m]) for m in SUMMARY_METRICS))
-    return table
-
-
-def summary_markdown(frame: pd.DataFrame) -> str:
-    """The summary as a Markdown table (``summary.md``)."""
-    summary = final_round_summary(frame)
-    header = ["method", "eval", "round", *(LABELS[m] for m in SUMMARY_METRICS)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (method, eval_set), row in summary.iterrows():
-        cells = [method, eval_set, str(int(row["round"])), *(_cell(row[m]) for m in SUMMARY_METRICS)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _metric_panels(curves: dict[str, pd.DataFrame], title: str, path: Path) -> None:
-    """One panel per metric of §5.1.2, metric against round, one line per curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8), sharex=True)
-    for ax, metric in zip(axes.flat, METRIC_NAMES):
-        for label, curve in curves.items():
-            ax.plot(curve.index, curve[metric], label=label)
-        ax.set_title(LABELS[metric])
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Figures like the paper's 4–9 under ``out_dir``: per evaluation set, ``methods-<eval>.png``
-    (a line per method, mean over clients) and ``<method>-<eval>.png`` (a line per client)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for eval_set, rows in frame.groupby("eval", sort=False):
-        means = {m: g.groupby("round")[list(METRIC_NAMES)].mean() for m, g in rows.groupby("method", sort=False)}
-        path = out_dir / f"methods-{eval_set}.png"
-        _metric_panels(means, f"{eval_set} evaluation: mean over clients", path)
-        written.append(path)
-        for method, by_method in rows.groupby("method", sort=False):
-            per_client = {c: g.set_index("round")[list(METRIC_NAMES)] for c, g in by_method.groupby("client", sort=False)}
-            path = out_dir / f"{method}-{eval_set}.png"
-            _metric_panels(per_client, f"{method}, {eval_set} evaluation: per client", path)
-            written.append(path)
-    return written
-
-
-def write_results(frame: pd.DataFrame, out_dir: Path) -> None:
-    """A run's output folder: ``results.parquet``, ``summary.txt``, ``summary.md``, ``figures/*.png``."""
+def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", title: str = "",
+                  last: int = DEFAULT_LAST, autoscale: bool = False,
+                  say: Callable[[str], None] = lambda message: None) -> None:
+    """A results folder: ``results.parquet``, ``<name>.txt`` and ``<name>.md`` (the tables of
+    ``p2p_job.summary``) and ``figures/*.png`` (``p2p_job.figures``). Every runner and command
+    that writes results calls this. A ``frame`` with a ``run`` column (``p2pk compare``) or a
+    ``seed`` column (``--seeds``) is not one run's rows: then no ``results.parquet`` is written
+    (each run's folder has its own). ``say`` is told before the figures are drawn (seconds)."""
     from rich.console import Console
 
+    from p2p_job.figures import plot_figures
+    from p2p_job.summary import summary_markdown, summary_tables
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(frame, out_dir / "results.parquet")
-    console = Console(record=True, width=120, file=io.StringIO())
-    console.print(summary_table(frame))
-    (out_dir / "summary.txt").write_text(console.export_text(), encoding="utf-8")
-    (out_dir / "summary.md").write_text(summary_markdown(frame), encoding="utf-8")
-    plot_figures(frame, out_dir / "figures")
+    if not {"run", "seed"} & set(frame.columns):
+        write_parquet(frame, out_dir / "results.parquet")
+    console = Console(record=True, width=160, file=io.StringIO())
+    for table in summary_tables(frame, title, last):
+        console.print(table)
+    (out_dir / f"{name}.txt").write_text(console.export_text(), encoding="utf-8")
+    (out_dir / f"{name}.md").write_text(summary_markdown(frame, last), encoding="utf-8")
+    say(f"drawing figures in {out_dir / 'figures'}")
+    plot_figures(frame, out_dir / "figures", autoscale=autoscale)

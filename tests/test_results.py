@@ -9,16 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from p2p_job.metrics import METRIC_NAMES
-from p2p_job.results import (
-    COLUMNS,
-    RoundRecord,
-    final_round_summary,
-    read_parquet,
-    results_frame,
-    summary_markdown,
-    write_parquet,
-    write_results,
-)
+from p2p_job.results import COLUMNS, RoundRecord, read_parquet, results_frame, write_parquet, write_results
+from p2p_job.summary import final_round_summary, summary_markdown
 
 
 def _record(method: str, client: str, r: int, fnr: float, with_global: bool = True) -> RoundRecord:
@@ -101,7 +93,7 @@ def test_output_folder(tmp_path):
     assert "ksmote" in text and "0.3000" in text and "FNR" in text
     markdown = summary_markdown(frame)
     assert (tmp_path / "summary.md").read_text() == markdown
-    assert markdown.splitlines()[2] == "| ksmote | local | 2 | 0.3000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 |"
+    assert markdown.splitlines()[4] == "| ksmote | local | 2 | 0.3000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 |"
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert figures == sorted(
         f"{name}-{eval_set}.png" for name in ("methods", "ksmote", "none") for eval_set in ("local", "global")

@@ -108,7 +108,7 @@ def test_cli_writes_results_summary_and_figures(tmp_path, capsys):
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
         "ksmote-global.png", "ksmote-local.png", "methods-global.png", "methods-local.png",
     ]
-    assert "final round, mean over clients" in capsys.readouterr().out
+    assert "Final round, mean over clients" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

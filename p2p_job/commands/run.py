@@ -43,7 +43,7 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from p2p_job.local import RunSettings, WorkerFailed, run_local
-    from p2p_job.results import summary_table
+    from p2p_job.summary import summary_tables
 
     out = args.out or Path("results") / exp.name
     settings = RunSettings(out=out, store=args.store or exp.spec.runtime.store, s3_endpoint=args.s3_endpoint,
@@ -79,6 +79,7 @@ def run(args) -> int:
         except WorkerFailed as exc:
             print(f"p2pk run: {exc}", file=sys.stderr)
             return EXIT_WORKER_FAILED
-    Console().print(summary_table(frame, title=f"{exp.name}: final round, mean over clients"))
+    for table in summary_tables(frame, title=exp.name):
+        Console().print(table)
     print(f"results, summary and figures in {out}; worker logs in {out / 'logs'}")
     return 0

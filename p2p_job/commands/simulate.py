@@ -47,7 +47,8 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from p2p_job.datasets import DataError
-    from p2p_job.results import summary_table, write_results
+    from p2p_job.results import write_results
+    from p2p_job.summary import summary_tables
     from p2p_job.simulate import select_methods, simulate, with_rounds
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -75,6 +76,7 @@ def run(args) -> int:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     write_results(frame, out)
-    Console().print(summary_table(frame, title=f"{exp.name}: final round, mean over clients"))
+    for table in summary_tables(frame, title=exp.name):
+        Console().print(table)
     print(f"results, summary and figures in {out}")
     return 0

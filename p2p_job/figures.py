@@ -1,0 +1,70 @@
+"""Figures in the style of the paper's Figures 4–9: one panel per metric of §5.1.2 against the
+round, one line per method (or run), a shaded band for the spread across clients (or seeds).
+
+Every metric is a rate in [0, 1], so the y axes span 0..1 unless ``autoscale`` is asked for
+(auto-scaling makes one false positive in 400 look like a spike); round ticks are integers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from p2p_job.metrics import METRIC_NAMES
+from p2p_job.summary import LABELS, Curve, curves
+
+
+def metric_panels(lines: dict[str, Curve], title: str, path: Path, *, autoscale: bool = False) -> Path:
+    """One panel per metric, metric against round, one line per entry of ``lines`` with its
+    band (where it has width); written to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8), sharex=True)
+    banded = set()
+    for ax, metric in zip(axes.flat, METRIC_NAMES):
+        for label, curve in lines.items():
+            (drawn,) = ax.plot(curve.mean.index, curve.mean[metric], label=label, marker="." if len(curve.mean) < 30 else None)
+            low, high = curve.low[metric].to_numpy(), curve.high[metric].to_numpy()
+            if np.nan_to_num(high - low).any():
+                ax.fill_between(curve.mean.index, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)
+                banded.add(curve.across)
+        ax.set_title(LABELS[metric])
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not autoscale:
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend()
+    band = f" (band: lowest to highest of the {' / '.join(sorted(banded))})" if banded else ""
+    fig.suptitle(title + band)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_figures(frame: pd.DataFrame, out_dir: Path, *, autoscale: bool = False) -> list[Path]:
+    """A run's figures under ``out_dir``: per evaluation set, ``methods-<eval>.png`` (a line per
+    method or run: mean over clients, band across clients or seeds) and, for a single run,
+    ``<method>-<eval>.png`` (a line per client). Other PNGs in ``out_dir`` are removed, so the
+    folder never keeps figures of methods that are not in ``frame``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.png"):
+        stale.unlink()
+    written = []
+    for eval_set, lines in curves(frame).items():
+        written.append(metric_panels(lines, f"{eval_set} evaluation: mean over clients", out_dir / f"methods-{eval_set}.png",
+                                     autoscale=autoscale))
+    if not {"run", "seed"} & set(frame.columns):
+        for (method, eval_set), rows in frame.groupby(["method", "eval"], sort=False):
+            per_client = curves(rows, by=["client"])[eval_set]
+            written.append(metric_panels(per_client, f"{method}, {eval_set} evaluation: per client",
+                                         out_dir / f"{method}-{eval_set}.png", autoscale=autoscale))
+    return written
