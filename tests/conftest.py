@@ -1,12 +1,18 @@
-"""Shared fixtures: real services started as local processes (see ``tests/services.py``)."""
+"""Shared fixtures: real services started as local processes (see ``tests/services.py``), and a
+real Kubernetes control plane with a node that runs pods as processes (``tests/controlplane.py``,
+``tests/node_agent.py``)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
+import controlplane
 import services
+from node_agent import NodeAgent
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +83,44 @@ def scraped_experiment(tmp_path_factory, s3_server, pushgateway) -> services.Scr
         for worker in run.workers:
             worker.stop()
         prometheus.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory, request) -> controlplane.ControlPlane:
+    """etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 (session-wide); skipped when
+    the binaries are not built (``scripts/build-control-plane.sh``), failed under CI."""
+    bin_dir, why = controlplane.control_plane_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    plane = controlplane.start_control_plane(bin_dir, tmp_path_factory.mktemp("control-plane"))
+    request.config.stash[CONTROL_PLANE_START] = plane.start_seconds
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane, tmp_path_factory) -> NodeAgent:
+    """The control plane's one node, running its pods as local processes with this venv's
+    ``p2pk`` and ``.tools/bin``'s kubectl on PATH; the chart's images map to their Dockerfiles'
+    entrypoints."""
+    tools = controlplane.REPO / ".tools" / "bin"
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(tools), "/usr/local/bin", "/usr/bin", "/bin"])
+    base_env = {"PATH": path, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if os.environ.get("PYTHONPATH"):
+        base_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    agent = NodeAgent(control_plane.api_client, tmp_path_factory.mktemp("node"), control_plane.server,
+                      control_plane.ca, base_env, images=controlplane.image_entrypoints())
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+CONTROL_PLANE_START = pytest.StashKey[float]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    start = config.stash.get(CONTROL_PLANE_START, None)
+    if start is not None:
+        terminalreporter.write_line(f"real control plane: started in {start:.1f} s")
