@@ -10,8 +10,10 @@ exchange through a directory store (``<out>/store`` by default) or S3 (``--store
 - **Progress** comes from the workers' JSON log lines (``round_end``), which are also kept in
   ``<out>/logs/<method>/<client>.log``.
 - **Failures**: a worker that exits non-zero is started again with the same arguments (it
-  resumes from its checkpoint) up to ``retries`` times; after that the run stops every worker
-  and fails. A fatal cause (bad spec, data, device, a corrupt checkpoint, a refusing store: the
+  resumes from its checkpoint) while its :class:`~p2p_job.restarts.RestartBudget` allows:
+  ``retries`` failures at the same round (scattered kills over a long run are ridden out, a
+  crash loop stops quickly); after that the run stops every worker and fails. A fatal cause (bad spec, data,
+  device, a corrupt checkpoint, a refusing store, a crash loop the worker noticed itself: the
   worker's ``FATAL_EXIT_CODES``) is not retried.
 - **Stopping**: Ctrl-C or SIGTERM sends SIGTERM to every worker, then SIGKILL after a grace
   period. Workers run in their own session (the terminal's Ctrl-C reaches only the runner) and,
@@ -35,6 +37,7 @@ from typing import Callable
 
 import pandas as pd
 
+from p2p_job.restarts import RestartBudget
 from p2p_job.simulate import select_methods
 from p2p_job.spec import P2PExperiment, resolved_method_name
 from p2p_job.store import open_store
@@ -63,7 +66,7 @@ class RunSettings:
     metrics_port: int = 0               # first worker's /metrics port, next ones +1; 0 = none
     pushgateway: str | None = None
     device: str | None = None
-    retries: int = 2
+    retries: int = 3                    # failures per worker at the same round (p2p_job.restarts)
     grace_seconds: float = GRACE_SECONDS
 
     def store_url(self) -> str:
@@ -78,10 +81,16 @@ class Worker:
     client: str
     env: dict[str, str]
     log_path: Path
+    budget: RestartBudget
     process: subprocess.Popen | None = None
     restarts: int = 0
     last: dict = field(default_factory=dict)  # the latest round_end event
     resumed_from: int = 0                       # rounds already done when it (re)started (worker_start)
+    waiting: dict = field(default_factory=dict)  # the latest store_wait event since the last round_end
+
+    def round_reached(self) -> int:
+        """The round it was working on: one past the last it completed."""
+        return max(self.resumed_from, int(self.last.get("round", 0))) + 1
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -97,7 +106,9 @@ def _follow(worker: Worker, stream) -> None:
             log.flush()
             event = parse_log_line(line)
             if event and event["event"] == "round_end":
-                worker.last = event
+                worker.last, worker.waiting = event, {}
+            elif event and event["event"] == "store_wait":
+                worker.waiting = event
             elif event and event["event"] == "worker_start":
                 worker.resumed_from = int(event.get("resume_from", 0))
 
@@ -154,7 +165,7 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
     clients = [c.name for c in exp.spec.scenario.clients]
     workers = [
         Worker(method, c, worker_env(exp_path, method, c, i, settings, len(clients)),
-               settings.out / "logs" / method / f"{c}.log")
+               settings.out / "logs" / method / f"{c}.log", RestartBudget(settings.retries))
         for i, c in enumerate(clients)
     ]
     try:
@@ -169,10 +180,11 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
                 code = codes[w.client]
                 if code in (None, 0):
                     continue
-                if code in FATAL_EXIT_CODES or w.restarts >= settings.retries:
-                    raise WorkerFailed(f"worker {method}/{w.client} exited with code {code} "
-                                       f"after {w.restarts} restart(s); see {w.log_path}")
+                if code in FATAL_EXIT_CODES or not w.budget.failed(w.round_reached()):
+                    raise WorkerFailed(f"worker {method}/{w.client} exited with code {code} at round "
+                                       f"{w.round_reached()} after {w.restarts} restart(s); see {w.log_path}")
                 w.restarts += 1
+                w.waiting = {}
                 start_worker(w)
             time.sleep(POLL_SECONDS)
     finally:

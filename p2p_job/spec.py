@@ -344,6 +344,12 @@ class RuntimeSpec(SpecModel):
     metrics_port: int = Field(9400, ge=1, le=65535)
     pushgateway: str | None = Field(None, description="host:port of a Prometheus Pushgateway.")
     max_payload_mb: float = Field(256, gt=0, description="Reject any neighbour payload larger than this.")
+    store_retry_seconds: float = Field(
+        120, ge=0, le=3600,
+        description="How long each store call keeps retrying (exponential backoff with jitter) before the worker gives up and exits for a restart.")
+    max_failures_per_round: int = Field(
+        3, ge=0, le=100,
+        description="Failed starts of one worker at the same round before it stops for good (a crash loop), however many restarts its runner allows.")
 
 
 # --------------------------------------------------------------------------- kubernetes
@@ -437,7 +443,9 @@ class KubernetesSpec(SpecModel):
     node_selector: dict[str, str] | None = Field(None, description="Node labels each client pod must match.")
     tolerations: list[Toleration] | None = None
     service_account_name: str | None = Field(None, pattern=DNS_SUBDOMAIN, max_length=253, description="Service account of the client pods.")
-    backoff_limit: int = Field(3, ge=0, le=100, description="Pod failures before a client's Job fails (the worker resumes from its checkpoint).")
+    backoff_limit: int = Field(
+        20, ge=0, le=1000,
+        description="Pod failures before a client's Job fails (each new pod resumes from the checkpoint; runtime.maxFailuresPerRound stops a crash loop sooner).")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of each client's Job.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete each finished Job (and its pod) this long after it ends.")
     s3: S3Spec = Field(default_factory=S3Spec)

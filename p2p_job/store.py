@@ -10,15 +10,17 @@ uses this module to read status and purge experiments.
 Both stores make each ``put_bytes`` atomic: a reader sees the whole old object or the whole new
 one, never a partial file (the directory store writes a hidden temporary file and renames it;
 an S3 PUT is atomic by itself). Backend failures surface as :class:`StoreError`;
-:class:`RetryingStore` retries them with capped exponential backoff.
+:class:`RetryingStore` retries them with exponential backoff and jitter, up to a time budget.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 from urllib.parse import urlparse
@@ -262,19 +264,52 @@ class S3Store:
 # --------------------------------------------------------------------------- retries
 
 
-class RetryingStore:
-    """Wraps a store: each call that raises :class:`StoreError` (but not :class:`StoreDenied`) is retried after
-    ``base_delay·2^i`` seconds (capped at ``max_delay``) up to ``attempts`` tries in all, then the
-    last error is raised. It also keeps the seconds spent in store calls and the bytes moved,
-    which telemetry and ``benchmarks/bench_store.py`` report."""
+#: Seconds a store call keeps retrying by default: long enough to ride out a store restart
+#: (MinIO comes back in well under a minute) or a short network partition.
+DEFAULT_RETRY_SECONDS = 120.0
 
-    def __init__(self, store: Store, *, attempts: int = 5, base_delay: float = 0.2, max_delay: float = 5.0,
-                 sleep: Callable[[float], None] = time.sleep):
+
+@dataclass(frozen=True)
+class StoreWait:
+    """One pause of :class:`RetryingStore` before the next try: the call (``"get <key>"``),
+    how many tries failed so far, the seconds since the first try, the pause ahead, the error."""
+
+    what: str
+    failures: int
+    waited: float
+    pause: float
+    error: str
+
+
+class RetryingStore:
+    """Wraps a store: a call that raises :class:`StoreError` (but not :class:`StoreDenied`, which
+    no retry can fix) is tried again after a pause, until it succeeds or ``budget_seconds`` have
+    passed since its first try; then the last error is raised.
+
+    Pauses follow "exponential backoff with full jitter" (M. Brooker, *Exponential Backoff And
+    Jitter*, AWS Architecture Blog, 2015): the i-th pause is uniform in
+    ``[0, min(max_delay, base_delay·2^i)]``, so workers that lost the store together do not come
+    back in lock-step. ``on_wait`` is told of every pause (the worker logs it and sets a gauge,
+    so that a peer waiting for its store is seen waiting, not dead). ``rng`` makes the jitter
+    reproducible in tests; ``clock`` and ``sleep`` can be faked.
+
+    It also keeps the seconds spent in store calls and the bytes moved, which telemetry and
+    ``benchmarks/bench_store.py`` report."""
+
+    def __init__(self, store: Store, *, budget_seconds: float = DEFAULT_RETRY_SECONDS, base_delay: float = 0.2,
+                 max_delay: float = 10.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 on_wait: Callable[[StoreWait], None] | None = None):
+        if budget_seconds < 0 or base_delay <= 0 or max_delay < base_delay:
+            raise ValueError("RetryingStore needs budget_seconds >= 0 and 0 < base_delay <= max_delay")
         self.store = store
-        self.attempts = attempts
+        self.budget_seconds = budget_seconds
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_wait = on_wait
         self.seconds = 0.0
         self.bytes_written = 0
         self.bytes_read = 0
@@ -283,35 +318,42 @@ class RetryingStore:
     def __repr__(self) -> str:
         return repr(self.store)
 
-    def _retry(self, fn: Callable, *args):
-        start = time.perf_counter()
+    def _retry(self, what: str, fn: Callable, *args):
+        start = self.clock()
         try:
-            for attempt in range(self.attempts - 1):
+            failures = 0
+            while True:
                 try:
                     return fn(*args)
                 except StoreDenied:
                     raise
-                except StoreError:
+                except StoreError as exc:
+                    waited = self.clock() - start
+                    pause = self.rng.uniform(0, min(self.max_delay, self.base_delay * 2**failures))
+                    failures += 1
+                    if waited + pause > self.budget_seconds:
+                        raise
                     self.retries += 1
-                    self.sleep(min(self.max_delay, self.base_delay * 2**attempt))
-            return fn(*args)
+                    if self.on_wait:
+                        self.on_wait(StoreWait(what, failures, waited, pause, str(exc)))
+                    self.sleep(pause)
         finally:
-            self.seconds += time.perf_counter() - start
+            self.seconds += self.clock() - start
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._retry(self.store.put_bytes, key, data)
+        self._retry(f"put {key}", self.store.put_bytes, key, data)
         self.bytes_written += len(data)
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
-        data = self._retry(self.store.get_bytes, key, max_bytes)
+        data = self._retry(f"get {key}", self.store.get_bytes, key, max_bytes)
         self.bytes_read += len(data or b"")
         return data
 
     def list(self, prefix: str) -> list[str]:
-        return self._retry(self.store.list, prefix)
+        return self._retry(f"list {prefix}", self.store.list, prefix)
 
     def delete_prefix(self, prefix: str) -> int:
-        return self._retry(self.store.delete_prefix, prefix)
+        return self._retry(f"delete {prefix}", self.store.delete_prefix, prefix)
 
 
 # --------------------------------------------------------------------------- URLs

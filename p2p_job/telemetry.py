@@ -89,8 +89,16 @@ class Telemetry:
         self.payloads_rejected = Counter(
             "p2pk_payloads_rejected", "Neighbour publications rejected by validation", (*LABELS, "reason"), registry=reg,
         )
+        self.store_retries = Counter(
+            "p2pk_store_retries", "Store calls that failed and were tried again after a pause (backoff with jitter)",
+            (*LABELS, "operation"), registry=reg,
+        )
+        self.store_wait = Gauge(
+            "p2pk_store_wait_seconds", "How long the store call in progress has been failing (0: the store answers)",
+            LABELS, registry=reg,
+        )
         # Series that exist from the start (at zero), so rate() and dashboards see them at once.
-        for metric in (self.round_duration, self.exchange_wait, self.neighbours_missing):
+        for metric in (self.round_duration, self.exchange_wait, self.neighbours_missing, self.store_wait):
             metric.labels(**self.labels)
         for direction in ("sent", "received"):
             self.exchange_bytes.labels(**self.labels, direction=direction)
@@ -118,6 +126,7 @@ class Telemetry:
     def evaluated(self, record) -> None:
         """End of the round: its duration, and the gauges from its evaluation."""
         self.round_duration.labels(**self.labels).observe(record.round_seconds)
+        self.store_wait.labels(**self.labels).set(0)
         self.set_gauges(record.rows())
 
     def set_gauges(self, rows: Iterable[dict]) -> None:
@@ -128,6 +137,15 @@ class Telemetry:
             self.train_loss.labels(**self.labels).set(row["train_loss"])
             for name in METRIC_NAMES:
                 self.metric[name].labels(**self.labels, eval=row["eval"]).set(row[name])
+
+    def store_waiting(self, wait) -> None:
+        """A store call failed and will be tried again (a :class:`p2p_job.store.StoreWait`): the
+        peer is waiting for its store, not dead. Logged as ``store_wait`` (``p2pk run`` shows it)."""
+        self.store_retries.labels(**self.labels, operation=wait.what.split(" ", 1)[0]).inc()
+        self.store_wait.labels(**self.labels).set(wait.waited + wait.pause)
+        log.warning("store_wait", extra={"fields": {
+            "call": wait.what, "failures": wait.failures, "waited": round(wait.waited, 1),
+            "pause": round(wait.pause, 2), "error": wait.error}})
 
     def moved_bytes(self, direction: str, n: int) -> None:
         """Publication bytes ``sent`` (written) or ``received`` (read) through the exchange."""

@@ -104,6 +104,29 @@ def read_metrics(store: Store, experiment: str, method: str, client: str) -> lis
 # --------------------------------------------------------------------------- the worker
 
 
+#: Where this process counted its start (``p2p_job.restarts``), so that :func:`main` can note
+#: why it ended: the error of a failure, or that a stop was not a failure at all.
+_started: dict = {}
+
+
+def _note_end(error: str | None) -> None:
+    """Best effort: record the error that ends this start (the next start names it if the round
+    keeps failing), or take the start back when the worker was only stopped (SIGTERM, Ctrl-C)."""
+    from p2p_job.restarts import StartRecord, write_start_record
+
+    if not _started:
+        return
+    record: StartRecord = _started["record"]
+    if error is None:
+        record = StartRecord(record.round, record.starts - 1, record.last_error)
+    else:
+        record = StartRecord(record.round, record.starts, error[:2000])
+    try:
+        write_start_record(_started["store"], _started["experiment"], _started["method"], _started["client"], record)
+    except StoreError:
+        pass
+
+
 def _terminate(signum, frame):
     """SIGTERM (Kubernetes, ``p2pk run``): leave through ``finally`` blocks like Ctrl-C does."""
     raise SystemExit(128 + signum)
@@ -116,6 +139,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.checkpoints import load_checkpoint, save_checkpoint
     from p2p_job.payloads import state_layout
     from p2p_job.peer import Peer, neighbourhoods
+    from p2p_job.restarts import record_start
     from p2p_job.results import encode_rows
     from p2p_job.simulate import select_methods
     from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
@@ -139,9 +163,10 @@ def run_worker(cfg: WorkerConfig) -> int:
     neighbours = neighbourhoods(exp, method, clients)[cfg.client]
     device = resolve_device(cfg.device or spec.runtime.device)
 
-    store = RetryingStore(open_store(cfg.store, endpoint=cfg.s3_endpoint, access_key=cfg.access_key,
-                                     secret_key=cfg.secret_key))
     telemetry = Telemetry(exp.name, method_name, cfg.client, pushgateway=cfg.pushgateway or spec.runtime.pushgateway)
+    store = RetryingStore(open_store(cfg.store, endpoint=cfg.s3_endpoint, access_key=cfg.access_key,
+                                     secret_key=cfg.secret_key),
+                          budget_seconds=spec.runtime.store_retry_seconds, on_wait=telemetry.store_waiting)
     port = spec.runtime.metrics_port if cfg.metrics_port is None else cfg.metrics_port
     if port:
         telemetry.serve(port)
@@ -158,6 +183,10 @@ def run_worker(cfg: WorkerConfig) -> int:
     if checkpoint is not None:
         done, state = checkpoint
         peer.restore(state)
+    if done < spec.rounds:
+        _started.update(store=store, experiment=exp.name, method=method_name, client=cfg.client,
+                        record=record_start(store, exp.name, method_name, cfg.client, done + 1,
+                                            spec.runtime.max_failures_per_round))
     rows = [row for row in read_metrics(store, exp.name, method_name, cfg.client) if row["round"] <= done]
     if rows:
         telemetry.set_gauges(row for row in rows if row["round"] == done)
@@ -242,7 +271,8 @@ EXIT_DATA = 3          # the dataset or the prepared shards do not fit the spec
 EXIT_DEVICE = 4        # the requested device cannot be used (no CUDA device, out of device memory)
 EXIT_CHECKPOINT = 5    # this client's own checkpoint is corrupt
 EXIT_STORE_DENIED = 6  # the store refuses for good (credentials, permissions, no such bucket)
-FATAL_EXIT_CODES = frozenset({EXIT_CONFIG, EXIT_DATA, EXIT_DEVICE, EXIT_CHECKPOINT, EXIT_STORE_DENIED})
+EXIT_CRASH_LOOP = 7    # the same round failed runtime.maxFailuresPerRound times (p2p_job.restarts)
+FATAL_EXIT_CODES = frozenset({EXIT_CONFIG, EXIT_DATA, EXIT_DEVICE, EXIT_CHECKPOINT, EXIT_STORE_DENIED, EXIT_CRASH_LOOP})
 #: Where a fatal cause is written besides stderr (one line). Kubernetes shows the container's
 #: ``/dev/termination-log`` as ``state.terminated.message``; any runner may set its own path.
 TERMINATION_LOG_ENV = "P2PK_TERMINATION_LOG"
@@ -256,6 +286,7 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
 
     from p2p_job.checkpoints import CorruptCheckpoint
     from p2p_job.datasets import DataError
+    from p2p_job.restarts import CrashLoop
     from p2p_job.spec import InvalidSpec
     from p2p_job.training import DeviceError
 
@@ -266,6 +297,7 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
         (device_errors, EXIT_DEVICE, "device"),
         ((CorruptCheckpoint,), EXIT_CHECKPOINT, "checkpoint"),
         ((StoreDenied,), EXIT_STORE_DENIED, "store-denied"),
+        ((CrashLoop,), EXIT_CRASH_LOOP, "crash-loop"),
     ):
         if isinstance(exc, types):
             return code, cause
@@ -305,10 +337,16 @@ def main(cfg: WorkerConfig, env: Mapping[str, str] | None = None) -> int:
         return run_worker(cfg)
     except SystemExit as exc:
         log.info("worker_stopped", extra={"fields": {"code": exc.code}})
+        _note_end(None)
         return int(exc.code or 0)
+    except KeyboardInterrupt:
+        log.info("worker_stopped", extra={"fields": {"code": 130}})
+        _note_end(None)
+        return 130
     except Exception as exc:
         fatal = classify(exc)
         if fatal is None:
+            _note_end(f"{type(exc).__name__}: {exc}")
             if not isinstance(exc, StoreError):
                 raise  # a bug: the traceback is the report; exit 1, restarted from the checkpoint
             log.error("store_failed", extra={"fields": {"error": str(exc)}})

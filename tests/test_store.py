@@ -4,6 +4,7 @@ retries, key checks, URL parsing, checkpoints."""
 from __future__ import annotations
 
 import os
+import random
 import threading
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from services import free_port
 
 from p2p_job.store import (
+    DEFAULT_RETRY_SECONDS,
     DirectoryStore,
     ObjectTooLarge,
     RetryingStore,
@@ -104,21 +106,41 @@ def test_directory_permission_error_is_denied(tmp_path):
         DirectoryStore(tmp_path).put_bytes("a/b", b"x")
 
 
+class FakeTime:
+    """A clock that only moves when the store sleeps: budgets are checked without waiting."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def retrying(store, fake: FakeTime, **kwargs) -> RetryingStore:
+    return RetryingStore(store, sleep=fake.sleep, clock=fake.clock, rng=random.Random(7), **kwargs)
+
+
 def test_s3_missing_bucket_is_denied_without_retries(s3_server):
     missing = open_store("s3://no-such-bucket-p2pk/x", endpoint=s3_server.endpoint, access_key="a", secret_key="b")
-    retrying = RetryingStore(missing, attempts=4, sleep=lambda s: None)
+    store = retrying(missing, FakeTime())
     with pytest.raises(StoreDenied, match="NoSuchBucket"):
-        retrying.put_bytes("a", b"x")
-    assert retrying.retries == 0
+        store.put_bytes("a", b"x")
+    assert store.retries == 0
 
 
-def test_s3_unreachable_endpoint_is_a_store_error_after_retries():
-    pauses = []
+def test_s3_refused_connections_are_retried_until_the_budget_is_spent():
+    fake = FakeTime()
     unreachable = open_store("s3://bucket/x", endpoint=f"127.0.0.1:{free_port()}", access_key="a", secret_key="b")
-    store = RetryingStore(unreachable, attempts=3, sleep=pauses.append)
+    store = retrying(unreachable, fake, budget_seconds=30, max_delay=4)
     with pytest.raises(StoreError, match="get k"):
         store.get_bytes("k")
-    assert len(pauses) == 2
+    assert sum(fake.pauses) <= 30 < sum(fake.pauses) + 4  # stopped when the next pause would pass the budget
+    assert store.retries == len(fake.pauses) >= 7
 
 
 class Flaky:
@@ -137,23 +159,51 @@ class Flaky:
         return call
 
 
-def test_retrying_store_backs_off_exponentially_then_succeeds(tmp_path):
-    pauses = []
-    store = RetryingStore(Flaky(DirectoryStore(tmp_path), 3), attempts=5, base_delay=0.1, max_delay=0.3, sleep=pauses.append)
+def test_retrying_store_backs_off_with_full_jitter_then_succeeds(tmp_path):
+    fake, waits = FakeTime(), []
+    store = retrying(Flaky(DirectoryStore(tmp_path), 4), fake, base_delay=0.1, max_delay=0.3, on_wait=waits.append)
     store.put_bytes("a", b"xyz")
-    assert pauses == [0.1, 0.2, 0.3]
-    assert store.retries == 3
-    assert store.bytes_written == 3
-    assert store.get_bytes("a") == b"xyz"
-    assert store.bytes_read == 3
+    # Pause i is uniform in [0, min(max_delay, base·2^i)] (Brooker 2015): 0.1, 0.2, 0.3, 0.3.
+    expected = random.Random(7)
+    assert fake.pauses == [expected.uniform(0, cap) for cap in (0.1, 0.2, 0.3, 0.3)]
+    assert [w.failures for w in waits] == [1, 2, 3, 4]
+    assert waits[0].what == "put a" and waits[0].error == "flaky put_bytes" and waits[0].waited == 0
+    assert waits[-1].waited == pytest.approx(sum(fake.pauses[:-1]))
+    assert store.retries == 4 and store.bytes_written == 3
+    assert store.get_bytes("a") == b"xyz" and store.bytes_read == 3
 
 
-def test_retrying_store_gives_up_after_its_attempts(tmp_path):
-    pauses = []
-    store = RetryingStore(Flaky(DirectoryStore(tmp_path), 10), attempts=3, base_delay=1, sleep=pauses.append)
+def test_retrying_store_rides_out_a_minute_long_outage_at_default_settings(tmp_path):
+    """The default budget outlasts a store restart of about a minute."""
+    fake = FakeTime()
+    outage = Flaky(DirectoryStore(tmp_path), failures=10**9)
+    store = retrying(outage, fake)
+    original_sleep = store.sleep
+
+    def sleep(seconds):  # the store comes back 60 s into the outage
+        original_sleep(seconds)
+        if fake.now >= 60:
+            outage.failures = 0
+
+    store.sleep = sleep
+    store.put_bytes("a", b"x")
+    assert DEFAULT_RETRY_SECONDS >= 90 and 60 <= fake.now <= 75
+
+
+def test_retrying_store_gives_up_after_its_budget(tmp_path):
+    fake = FakeTime()
+    store = retrying(Flaky(DirectoryStore(tmp_path), 10**9), fake, budget_seconds=5, base_delay=1, max_delay=2)
     with pytest.raises(StoreError, match="flaky get_bytes"):
         store.get_bytes("a")
-    assert pauses == [1, 2]
+    assert 3 <= sum(fake.pauses) <= 5
+
+
+def test_retrying_store_with_no_budget_tries_once(tmp_path):
+    fake = FakeTime()
+    store = retrying(Flaky(DirectoryStore(tmp_path), 1), fake, budget_seconds=0)
+    with pytest.raises(StoreError):
+        store.list("")
+    assert fake.pauses == []
 
 
 @pytest.mark.parametrize(

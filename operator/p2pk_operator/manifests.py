@@ -15,7 +15,11 @@ project amendment "Methods"):
 The Job's pod restarts with ``restartPolicy: Never``: each retry (up to ``backoffLimit``) is a
 fresh pod that resumes from the client's checkpoint in the store, may land on another node, and
 leaves the failed pod's logs for ``kubectl logs``. Evictions and preemptions
-(``DisruptionTarget``) do not count against ``backoffLimit``: resuming is cheap.
+(``DisruptionTarget``) do not count against ``backoffLimit``: resuming is cheap. A worker that
+exits with a fatal code (``p2p_job.worker.FATAL_EXIT_CODES``: bad spec, data, device, corrupt
+checkpoint, refusing store, or a crash loop — the same round failed
+``runtime.maxFailuresPerRound`` times, see ``p2p_job.restarts``) fails its Job at once, since no
+new pod can help; so ``backoffLimit`` only has to bound the failures spread over a long run.
 
 The handler adds namespace and ownerReferences (``kopf.adopt``); nothing here talks to a cluster.
 """
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 from p2p_job.spec import GPU_RESOURCE, InvalidSpec, P2PExperiment, dump_experiment, resolved_method_name
 from p2p_job.topology import build_topology
+from p2p_job.worker import FATAL_EXIT_CODES
 from p2pk_operator.status import ExpectedJob
 
 EXPERIMENT_LABEL = "p2pk.io/experiment"
@@ -232,7 +237,10 @@ def job(plan: Plan, method: str, client: str, default_pushgateway: str | None = 
         "backoffLimit": k.backoff_limit,
         "completions": 1,
         "parallelism": 1,
-        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]},
+        "podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": sorted(FATAL_EXIT_CODES)}},
+        ]},
         "template": {
             "metadata": {
                 "labels": job_labels,

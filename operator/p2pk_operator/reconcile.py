@@ -51,8 +51,9 @@ RETRY_DELAY = 30
 #: Seconds between checks while Kubernetes removes objects (Jobs before a purge, the leftovers
 #: of a deleted experiment of the same name).
 WAIT_DELAY = 10
-#: Tries of each store call while observing (about a second in all, then StoreUnavailable).
-STORE_ATTEMPTS = 3
+#: Seconds each store call keeps retrying while observing (then StoreUnavailable, and the next
+#: check, RETRY_DELAY later, tries again).
+STORE_RETRY_SECONDS = 20.0
 
 
 @dataclass
@@ -236,7 +237,7 @@ def _operator_store(plan: Plan, namespace: str, services: Services) -> RetryingS
     s3 = plan.exp.spec.kubernetes.s3
     access_key, secret_key = _operator_keys(plan, namespace, services.cluster)
     store = services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
-    return RetryingStore(store, attempts=STORE_ATTEMPTS)
+    return RetryingStore(store, budget_seconds=STORE_RETRY_SECONDS)
 
 
 def _spec_drift(running: Plan, desired: Plan | None, errors: list[tuple[str, str]]) -> list[Problem]:

@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve each worker's /metrics from this port on (+1 per client); default 0: not served")
     p.add_argument("--pushgateway", help="host:port of a Prometheus Pushgateway (default: spec.runtime.pushgateway)")
-    p.add_argument("--retries", type=int, default=2, help="restarts allowed per worker before the run fails (default 2)")
+    p.add_argument("--retries", type=int, default=3,
+                   help="failures of one worker at the same round before the run fails (default 3; reaching a new round starts the count afresh)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +68,8 @@ def run(args) -> int:
                     note = f" {last['eval']} FNR {last['fnr']:.4f} FPR {last['fpr']:.4f}"
                     if w.restarts:
                         note += f" ({w.restarts} restart(s))"
+                    if w.waiting:
+                        note += f" waiting for the store ({w.waiting['waited']:.0f} s)"
                     progress.update(tasks[key], completed=last["round"], description=f"{w.method}/{w.client}{note}")
                 else:
                     progress.update(tasks[key], completed=w.resumed_from)

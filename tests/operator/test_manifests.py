@@ -148,7 +148,7 @@ def test_cpu_job_has_no_gpu_no_device_override_and_no_optional_limits():
     assert container["resources"] == {}
     assert "P2PK_DEVICE" not in env_of(job)
     assert not {"activeDeadlineSeconds", "ttlSecondsAfterFinished"} & set(job["spec"])
-    assert job["spec"]["backoffLimit"] == 3
+    assert job["spec"]["backoffLimit"] == 20
 
 
 def test_pods_run_as_non_root_without_privileges_and_retry_as_fresh_pods():
@@ -159,8 +159,11 @@ def test_pods_run_as_non_root_without_privileges_and_retry_as_fresh_pods():
     ctx = pod["containers"][0]["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"] == {"drop": ["ALL"]} and ctx["runAsNonRoot"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    # Evictions and preemptions are not failures; a fatal exit (bad spec, data, device, corrupt
+    # checkpoint, refusing store, crash loop) fails the Job at once instead of using up backoffLimit.
     assert job["spec"]["podFailurePolicy"]["rules"] == [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2, 3, 4, 5, 6, 7]}},
     ]
 
 
