@@ -151,15 +151,19 @@ def test_a_workers_log_gives_the_runner_its_progress(tmp_path):
     import json
 
     from p2p_job.local import Worker, _follow
+    from p2p_job.restarts import RestartBudget
 
-    worker = Worker("ksmote", "client-a", {}, tmp_path / "a.log")
+    worker = Worker("ksmote", "client-a", {}, tmp_path / "a.log", RestartBudget(3))
     lines = [
         json.dumps({"event": "worker_start", "resume_from": 3}),
         "not json: a stray line",
+        json.dumps({"event": "store_wait", "call": "get k", "waited": 12.5, "error": "connection refused"}),
         json.dumps({"event": "round_end", "round": 4, "eval": "global", "fnr": 0.25, "fpr": 0.1}),
     ]
-    _follow(worker, io.StringIO("".join(line + "\n" for line in lines[:2])))
+    _follow(worker, io.StringIO("".join(line + "\n" for line in lines[:3])))
     assert (worker.resumed_from, worker.last) == (3, {})
-    _follow(worker, io.StringIO(lines[2] + "\n"))
+    assert worker.waiting["waited"] == 12.5 and worker.round_reached() == 4  # waiting for the store in round 4
+    _follow(worker, io.StringIO(lines[3] + "\n"))
     assert worker.last["round"] == 4 and worker.resumed_from == 3
+    assert worker.waiting == {} and worker.round_reached() == 5
     assert worker.log_path.read_text().splitlines() == lines
