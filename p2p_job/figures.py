@@ -68,3 +68,54 @@ def plot_figures(frame: pd.DataFrame, out_dir: Path, *, autoscale: bool = False)
             written.append(metric_panels(per_client, f"{method}, {eval_set} evaluation: per client",
                                          out_dir / f"{method}-{eval_set}.png", autoscale=autoscale))
     return written
+
+
+def plot_kind_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """For a single run whose rows carry per-kind rates: ``kinds-<eval>.png`` per evaluation
+    set, a panel per (method, attack kind), FNR against round, a line per client — solid where
+    the client had the kind in its own training rows, dashed where it never saw it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from p2p_job.results import kind_rates
+
+    if {"run", "seed"} & set(frame.columns) or "fnr_by_kind" not in frame.columns:
+        return []
+    written = []
+    for eval_set, rows in frame.groupby("eval", sort=False):
+        rates = pd.DataFrame(
+            [(r.method, r.client, r.round, k, v, k in set(() if r.train_kinds is None else r.train_kinds))
+             for r in rows.itertuples() for k, v in kind_rates(r.fnr_by_kind).items()],
+            columns=["method", "client", "round", "kind", "fnr", "seen"],
+        )
+        if rates.empty:
+            continue
+        methods, kinds = list(dict.fromkeys(rates["method"])), sorted(rates["kind"].unique())
+        fig, axes = plt.subplots(len(methods), len(kinds), figsize=(4 * len(kinds), 3 * len(methods)),
+                                 sharex=True, sharey=True, squeeze=False)
+        for i, method in enumerate(methods):
+            for j, kind in enumerate(kinds):
+                ax = axes[i][j]
+                panel = rates[(rates["method"] == method) & (rates["kind"] == kind)]
+                for (client, seen), curve in panel.groupby(["client", "seen"], sort=False):
+                    ax.plot(curve["round"], curve["fnr"], linestyle="-" if seen else "--",
+                            label=client + ("" if seen else " (unseen)"))
+                ax.set_title(f"{method}: {kind}", fontsize=9)
+                ax.set_ylim(-0.02, 1.02)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(alpha=0.3)
+                if ax.lines:
+                    ax.legend(fontsize=7)
+        fig.supxlabel("round")
+        fig.supylabel("FNR")
+        fig.suptitle(f"{eval_set} evaluation: FNR per attack kind (dashed: kind absent from the client's training data)")
+        fig.tight_layout()
+        path = out_dir / f"kinds-{eval_set}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

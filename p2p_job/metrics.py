@@ -6,7 +6,9 @@
 - ``precision_at_recall_75``: the best precision among the operating points (thresholds) whose
   recall is at least 0.75;
 - ``recall_at_precision_75``: the best recall among the operating points whose precision is at
-  least 0.75, 0 when there is none.
+  least 0.75, 0 when there is none;
+- :func:`fnr_by_kind`: the false negative rate of each attack kind on its own (the question
+  "does a client detect the attacks it never saw?").
 
 Values at the edges follow one rule: a metric is NaN exactly when the evaluation set lacks a
 class that the metric is defined on, and a number otherwise.
@@ -82,3 +84,20 @@ def evaluate(y_true, scores, threshold: float = 0.5) -> dict[str, float]:
         result["precision_at_recall_75"] = float(curve_precision[curve_recall >= CURVE_LEVEL].max())
         result["recall_at_precision_75"] = float(curve_recall[curve_precision >= CURVE_LEVEL].max())
     return {name: float(result[name]) for name in METRIC_NAMES}
+
+
+def fnr_by_kind(y_true, scores, kinds, threshold: float = 0.5) -> dict[str, float]:
+    """The false negative rate of each attack kind: among the malicious rows of kind k, the
+    fraction scored ``< threshold`` (missed). Keys are the kinds of the malicious rows, sorted;
+    benign rows and their kind values are ignored. The FNR over all attacks is the mean of
+    these weighted by each kind's rows."""
+    y_true = np.asarray(y_true).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    kinds = np.asarray(kinds).astype(str).ravel()
+    if not y_true.shape == scores.shape == kinds.shape:
+        raise ValueError(f"y_true, scores and kinds differ in length ({y_true.size}, {scores.size}, {kinds.size})")
+    attack = y_true == 1
+    missed = scores[attack] < threshold
+    values, inverse = np.unique(kinds[attack], return_inverse=True)
+    rates = np.bincount(inverse, weights=missed, minlength=len(values)) / np.bincount(inverse, minlength=len(values))
+    return {str(k): float(v) for k, v in zip(values, rates)}

@@ -35,7 +35,7 @@ from p2p_job.aggregation import (
     weighted_average,
 )
 from p2p_job.exchange import Exchange, Publication
-from p2p_job.metrics import evaluate
+from p2p_job.metrics import evaluate, fnr_by_kind
 from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
 from p2p_job.rebalancing import rebalance
 from p2p_job.received import ReceivedPolicy
@@ -175,6 +175,10 @@ class Peer:
         self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own scaling
         self.received_y = np.empty(0, dtype=np.int8)
         self.last_metrics: dict[str, float] = {}
+        #: Scores of the last evaluation per evaluation set (``local``, ``global``), for runners that keep them.
+        self.last_scores: dict[str, np.ndarray] = {}
+        train = shard.train
+        self.train_kinds = () if train.kinds is None else tuple(sorted(set(train.kinds[train.y == 1].tolist())))
         self.completed_round = 0
         self._phase1: _Phase1 | None = None
 
@@ -260,7 +264,7 @@ class Peer:
         merged = self._merge(r, exchange, own)
         if self.observer:
             self.observer.merged(merged)
-        metrics = self._evaluate()
+        metrics, by_kind = self._evaluate()
         self.last_metrics = _flat_metrics(metrics)
         self.completed_round = r
         record = RoundRecord(
@@ -278,6 +282,8 @@ class Peer:
             payloads_rejected=len(merged.rejected),
             aggregated=merged.selected,
             round_seconds=trained.seconds + time.perf_counter() - start,
+            fnr_by_kind=by_kind,
+            train_kinds=self.train_kinds,
         )
         if self.observer:
             self.observer.evaluated(record)
@@ -338,17 +344,26 @@ class Peer:
         )
         return len(new_y)
 
-    def _evaluate(self) -> dict[str, dict[str, float]]:
-        """§5.1.2 metrics on the local validation set and, where the scenario has one, the
-        global test set."""
+    def evaluation_sets(self) -> dict:
+        """The evaluation sets by name: ``local`` (validation) and, where the scenario has one,
+        ``global`` (the global test set)."""
         sets = {"local": self.shard.validation}
         if self.shard.global_test is not None:
             sets["global"] = self.shard.global_test
+        return sets
+
+    def _evaluate(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        """§5.1.2 metrics on each evaluation set, and the FNR per attack kind where the data
+        names kinds; the scores are kept in ``last_scores``."""
         threshold = self.exp.spec.training.threshold
-        return {
-            name: evaluate(split.y, predict_scores(self.model, split.X, self.device), threshold)
-            for name, split in sets.items()
-        }
+        metrics, by_kind = {}, {}
+        self.last_scores = {}
+        for name, split in self.evaluation_sets().items():
+            scores = self.last_scores[name] = predict_scores(self.model, split.X, self.device)
+            metrics[name] = evaluate(split.y, scores, threshold)
+            if split.kinds is not None:
+                by_kind[name] = fnr_by_kind(split.y, scores, split.kinds, threshold)
+        return metrics, by_kind
 
     # ------------------------------------------------------------------ checkpoints
 

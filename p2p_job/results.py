@@ -6,12 +6,17 @@ rows of the schema below (one per evaluation set: ``local`` = the client's valid
 ``global`` = the scenario's global test set). :func:`write_results` is the one place that writes a results folder
 (``results.parquet``, the tables of ``p2p_job.summary``, the figures of ``p2p_job.figures``),
 for every runner and for ``p2pk compare``.
+
+Where the data names attack kinds, each row also carries the FNR of every attack kind in that
+evaluation set (``fnr_by_kind``) and the kinds the client had in its own training rows
+(``train_kinds``): the summary's per-kind table marks the kinds a client never saw, which is
+the paper's claim under test (a client detects attacks it only knows through its neighbours).
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -40,6 +45,8 @@ SCHEMA = pa.schema(
         ("payloads_rejected", pa.int64()),
         ("aggregated", pa.bool_()),
         ("round_seconds", pa.float64()),
+        ("fnr_by_kind", pa.map_(pa.string(), pa.float64())),
+        ("train_kinds", pa.list_(pa.string())),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -53,6 +60,9 @@ class RoundRecord:
     set), ``n_synthetic`` = |D_syn| generated this round, ``n_received`` = points taken into
     D_o_syn this round (eq. 7), ``neighbours_*`` and ``payloads_rejected`` count the gathered
     publications, ``aggregated`` tells whether the peer averaged (eq. 5) this round.
+    ``fnr_by_kind`` maps an evaluation set to the FNR of each attack kind in it, and
+    ``train_kinds`` lists the attack kinds of the client's own training rows (both empty when
+    the data names no kinds).
     """
 
     experiment: str
@@ -69,6 +79,8 @@ class RoundRecord:
     payloads_rejected: int
     aggregated: bool
     round_seconds: float
+    fnr_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    train_kinds: tuple[str, ...] = ()
 
     def rows(self) -> list[dict]:
         """The record as rows of :data:`SCHEMA`, one per evaluation set."""
@@ -85,9 +97,15 @@ class RoundRecord:
         }
         key = {"experiment": self.experiment, "method": self.method, "client": self.client, "round": self.round}
         return [
-            {**key, "eval": eval_set, **{m: float(values[m]) for m in METRIC_NAMES}, **common}
+            {**key, "eval": eval_set, **{m: float(values[m]) for m in METRIC_NAMES}, **common,
+             "fnr_by_kind": dict(self.fnr_by_kind.get(eval_set, {})), "train_kinds": list(self.train_kinds)}
             for eval_set, values in self.metrics.items()
         ]
+
+
+def kind_rates(value) -> dict[str, float]:
+    """A row's ``fnr_by_kind`` as a dict (Parquet hands a map back as (key, value) pairs)."""
+    return {} if value is None else {str(k): float(v) for k, v in dict(value).items()}
 
 
 def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -133,7 +151,7 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     (each run's folder has its own). ``say`` is told before the figures are drawn (seconds)."""
     from rich.console import Console
 
-    from p2p_job.figures import plot_figures
+    from p2p_job.figures import plot_figures, plot_kind_figures
     from p2p_job.summary import summary_markdown, summary_tables
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,3 +164,4 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     (out_dir / f"{name}.md").write_text(summary_markdown(frame, last), encoding="utf-8")
     say(f"drawing figures in {out_dir / 'figures'}")
     plot_figures(frame, out_dir / "figures", autoscale=autoscale)
+    plot_kind_figures(frame, out_dir / "figures")

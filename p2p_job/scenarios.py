@@ -9,6 +9,11 @@ so the same experiment seed always gives the same shards.
 
 Each client min-max scales with a scaler fitted on its own training rows only, and applies it
 to its validation rows and to its copy of the global test set.
+
+Every split also keeps each row's attack kind (the value of ``evaluation.kindColumn``, e.g.
+``gafgyt/udp``), so the evaluation can report the false negative rate per kind and tell which
+kinds a client had in training. ``scenario.globalTest.maliciousKinds`` / ``benignGroups`` fix
+the global test set's make-up instead of letting it follow availability.
 """
 
 from __future__ import annotations
@@ -20,20 +25,31 @@ import numpy as np
 
 from p2p_job.datasets import DataError, LoadReport, Table, load_dataset, select_groups
 from p2p_job.seeding import rng
-from p2p_job.spec import CLASS_NAMES, ClassCounts, ClientSpec, P2PExperiment
+from p2p_job.datasets.table import within
+from p2p_job.spec import CLASS_NAMES, ClassCounts, ClientSpec, DatasetSpec, EvaluationSpec, GlobalTestSpec, P2PExperiment
 
 
 @dataclass(frozen=True)
 class Split:
-    """Rows of one split: features already min-max scaled with the client's scaler."""
+    """Rows of one split: features already min-max scaled with the client's scaler, and each
+    row's kind (its value in the kind column; None when the data has no kind column)."""
 
     X: np.ndarray  # float32 (n, d)
     y: np.ndarray  # int8 0/1, 1 = malicious
+    kinds: np.ndarray | None = None  # str (n,), e.g. "gafgyt/udp"; benign rows keep their own value
 
     @property
     def counts(self) -> dict[str, int]:
         """Rows per class, e.g. ``{"benign": 11821, "malicious": 23}``."""
         return {name: int(np.count_nonzero(self.y == label)) for label, name in CLASS_NAMES.items()}
+
+    @property
+    def attack_kinds(self) -> dict[str, int]:
+        """Malicious rows per attack kind, sorted by kind (empty without a kind column)."""
+        if self.kinds is None:
+            return {}
+        values, counts = np.unique(self.kinds[self.y == 1], return_counts=True)
+        return {str(v): int(c) for v, c in zip(values, counts)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,19 @@ class Shards:
     clients: dict[str, ClientShard]  # in spec order
     feature_names: list[str]
     load_report: LoadReport = LoadReport()  # what the dataset loader read and dropped
+    kind_column: str | None = None  # the group column the splits' kinds come from
+
+
+def kind_column(dataset: DatasetSpec, evaluation: EvaluationSpec, table: Table) -> str | None:
+    """The group column naming attack kinds: ``evaluation.kindColumn``, else ``family`` where
+    the loader makes one (builtin, nbaiot, botiot), else the tabular label column."""
+    if evaluation.kind_column is not None:
+        if evaluation.kind_column not in table.groups:
+            raise DataError(f"evaluation.kindColumn: no group column {evaluation.kind_column!r} in the data (have {sorted(table.groups)})")
+        return evaluation.kind_column
+    if "family" in table.groups:
+        return "family"
+    return dataset.label_column if dataset.label_column in table.groups else None
 
 
 def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
@@ -85,6 +114,7 @@ def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
     naming the client, split, class and the count available."""
     scenario = exp.spec.scenario
     table = load_dataset(exp.spec.dataset, base_dir)
+    kinds_from = kind_column(exp.spec.dataset, exp.spec.evaluation, table)
     sampler = RowSampler(table, exp.spec.seed)
     pools = {c.name: _pools(table, c) for c in scenario.clients}
     rows = {
@@ -94,14 +124,15 @@ def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
     global_rows = None
     if scenario.global_test is not None:
         union = tuple(np.logical_or.reduce([p[label] for p in pools.values()]) for label in CLASS_NAMES)
-        global_rows = sampler.take(union, scenario.global_test, "globalTest (from the clients' groups)")
+        global_rows = _global_rows(table, sampler, union, scenario.global_test, kinds_from)
+    kinds = None if kinds_from is None else table.groups[kinds_from].astype(str)
 
     clients = {}
     for name, split_rows in rows.items():
         scaler = Scaler.fit(table.features[split_rows["train"]])
 
         def split(index: np.ndarray) -> Split:
-            return Split(scaler.transform(table.features[index]), table.labels[index])
+            return Split(scaler.transform(table.features[index]), table.labels[index], None if kinds is None else kinds[index])
 
         clients[name] = ClientShard(
             name=name,
@@ -110,7 +141,35 @@ def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
             global_test=None if global_rows is None else split(global_rows),
             scaler=scaler,
         )
-    return Shards(clients, list(table.feature_names), table.report)
+    return Shards(clients, list(table.feature_names), table.report, kinds_from)
+
+
+def _global_rows(table: Table, sampler: "RowSampler", union: tuple[np.ndarray, np.ndarray], spec: GlobalTestSpec, kinds_from: str | None) -> np.ndarray:
+    """The global test set's rows: by class from the union of the clients' pools, or part by
+    part as ``maliciousKinds`` / ``benignGroups`` ask (a plain kind value is matched against
+    the kind column, ``column=value`` against that column)."""
+    who = "globalTest (from the clients' groups)"
+    if spec.malicious_kinds is None and spec.benign_groups is None:
+        return sampler.take(union, spec, who)
+    parts = []
+    for label, name, make_up, field in ((0, "benign", spec.benign_groups, "benignGroups"), (1, "malicious", spec.malicious_kinds, "maliciousKinds")):
+        if make_up is None:
+            parts.append(sampler.take_class(union[label], getattr(spec, name), who, name))
+            continue
+        for selector, count in make_up.items():
+            where = f"scenario.globalTest.{field}[{selector!r}]"
+            try:
+                if label == 1 and "=" not in selector and kinds_from is not None:
+                    in_group = within(table.groups[kinds_from], selector)
+                    if not (in_group & (table.labels == 1)).any():
+                        known = sorted(set(table.groups[kinds_from][table.labels == 1].tolist()))
+                        raise DataError(f"no attack of kind {selector!r} in the data; the kinds ({kinds_from}) are {known}")
+                else:
+                    in_group = select_groups(table, [selector])
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
+            parts.append(sampler.take_class(union[label] & in_group, count, f"{where} (in the clients' groups)", name))
+    return sampler.sorted(np.concatenate(parts))
 
 
 class RowSampler:
@@ -126,19 +185,24 @@ class RowSampler:
     def take(self, pools: tuple[np.ndarray, np.ndarray], counts: ClassCounts, who: str) -> np.ndarray:
         """Row indices: ``counts.benign`` rows of ``pools[0]`` and ``counts.malicious`` of
         ``pools[1]``, interleaved in the random order."""
-        chosen = []
-        for label, name in CLASS_NAMES.items():
-            wanted = getattr(counts, name)
-            candidates = self.order[(pools[label] & self.free)[self.order]]
-            if len(candidates) < wanted:
-                raise DataError(
-                    f"{who}: needs {wanted} {name} rows but only {len(candidates)} are available "
-                    "(in its groups, not taken by an earlier client or split)"
-                )
-            chosen.append(candidates[:wanted])
-        picked = np.concatenate(chosen)
+        picked = [self.take_class(pools[label], getattr(counts, name), who, name) for label, name in CLASS_NAMES.items()]
+        return self.sorted(np.concatenate(picked))
+
+    def take_class(self, pool: np.ndarray, wanted: int, who: str, name: str = "") -> np.ndarray:
+        """The first ``wanted`` free rows of ``pool`` in the random order (then taken)."""
+        candidates = self.order[(pool & self.free)[self.order]]
+        if len(candidates) < wanted:
+            raise DataError(
+                f"{who}: needs {wanted} {name} rows but only {len(candidates)} are available "
+                "(in its groups, not taken by an earlier client or split)"
+            )
+        picked = candidates[:wanted]
         self.free[picked] = False
-        return picked[np.argsort(self.rank[picked])]
+        return picked
+
+    def sorted(self, rows: np.ndarray) -> np.ndarray:
+        """Row indices in the random order (how every split is laid out)."""
+        return rows[np.argsort(self.rank[rows])]
 
 
 def _pools(table: Table, client: ClientSpec) -> tuple[np.ndarray, np.ndarray]:

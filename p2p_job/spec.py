@@ -134,6 +134,42 @@ class ClassCounts(SpecModel):
         return self.benign + self.malicious
 
 
+#: Selector -> row count (``scenario.globalTest.maliciousKinds`` / ``benignGroups``).
+GroupCounts = dict[str, Annotated[int, Field(ge=0)]]
+
+
+class GlobalTestSpec(ClassCounts):
+    """The global test set: rows per class and, optionally, its make-up. ``maliciousKinds``
+    maps an attack-kind selector (a value of ``evaluation.kindColumn`` such as ``gafgyt/udp``,
+    or any ``column=value`` group selector) to the malicious rows taken from it, ``benignGroups``
+    a group selector (e.g. ``device-0``) to benign rows; each must add up to its class count,
+    which may then be left out. Without them the set follows availability in the clients'
+    groups. Selectors are checked against the data when the shards are built."""
+
+    malicious_kinds: GroupCounts | None = Field(None, min_length=1, description="Malicious rows per attack kind, e.g. {'gafgyt/udp': 50, 'gafgyt/scan': 50}; adds up to malicious.")
+    benign_groups: GroupCounts | None = Field(None, min_length=1, description="Benign rows per group, e.g. {'device=Danmini_Doorbell': 500}; adds up to benign.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _totals_from_make_up(cls, data: Any) -> Any:
+        """A class count left out is the sum of its make-up."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for total, parts in (("benign", ("benignGroups", "benign_groups")), ("malicious", ("maliciousKinds", "malicious_kinds"))):
+            given = next((out[k] for k in parts if k in out), None)
+            if total not in out and isinstance(given, dict) and all(isinstance(v, int) for v in given.values()):
+                out[total] = sum(given.values())
+        return out
+
+    @model_validator(mode="after")
+    def _make_up_adds_up(self) -> "GlobalTestSpec":
+        for total, parts, field in (("benign", self.benign_groups, "benignGroups"), ("malicious", self.malicious_kinds, "maliciousKinds")):
+            if parts is not None and sum(parts.values()) != getattr(self, total):
+                raise ValueError(f"{field} adds up to {sum(parts.values())} rows, but {total} is {getattr(self, total)}")
+        return self
+
+
 class ClientSpec(SpecModel):
     """One peer: its name, which groups its rows come from, and its per-class counts
     (the rows of the paper's Tables 1–3).
@@ -169,9 +205,9 @@ class ScenarioSpec(SpecModel):
     preset: str | None = Field(None, description="Built-in client layout, e.g. 'nbaiot-5.2.4' (see `p2pk data presets`); fills kind, clients and globalTest.")
     scale: float = Field(1.0, gt=0, le=1, description="With a preset: multiply its counts by this factor to fit a smaller copy of the dataset.")
     clients: list[ClientSpec] = Field(default_factory=list)
-    global_test: ClassCounts | None = Field(
+    global_test: GlobalTestSpec | None = Field(
         None,
-        description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups.",
+        description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups (optionally with its make-up per attack kind and benign group).",
     )
 
     @model_validator(mode="before")
@@ -186,7 +222,7 @@ class ScenarioSpec(SpecModel):
             scale = 1.0  # the scale field's own check reports it
         expanded = presets.expand(data["preset"], scale)
         out = dict(data)
-        for alias, name, model in (("kind", "kind", None), ("clients", "clients", ClientSpec), ("globalTest", "global_test", ClassCounts)):
+        for alias, name, model in (("kind", "kind", None), ("clients", "clients", ClientSpec), ("globalTest", "global_test", GlobalTestSpec)):
             given = out.pop(name, None) if name in out else out.pop(alias, None)
             if given not in (None, []) and _comparable(given, model) != _comparable(expanded.get(alias), model):
                 raise ValueError(f"scenario.{alias} conflicts with preset {data['preset']!r}; give one or the other")
@@ -303,6 +339,24 @@ class MethodSpec(SpecModel):
     rebalancing: RebalancingMethod = "ksmote"
     aggregation: AggregationRule | None = Field(None, description="Overrides aggregation.rule for this method (e.g. fedavg for experiment 5.2.1).")
     share: bool | None = Field(None, description="Publish an α-fraction of synthetic points (default: only for ksmote).")
+    share_real_rows: bool = Field(
+        False,
+        description="Allow a method whose 'synthetic' points are copies of real rows (random-over with share: true) to publish them to neighbours; refused unless set.",
+    )
+
+    @model_validator(mode="after")
+    def _real_rows(self) -> "MethodSpec":
+        """Sharing real rows is an explicit choice: random over-sampling duplicates real minority
+        rows, so sharing its D_syn publishes exact copies of a client's data."""
+        copies = self.rebalancing == "random-over" and self.share is True
+        if copies and not self.share_real_rows:
+            raise ValueError(
+                "rebalancing random-over with share: true publishes exact copies of real rows to neighbours; "
+                "set shareRealRows: true to allow it"
+            )
+        if self.share_real_rows and not copies:
+            raise ValueError("shareRealRows applies only to rebalancing random-over with share: true")
+        return self
 
 
 class AggregationSpec(SpecModel):
@@ -333,6 +387,23 @@ class TrainingSpec(SpecModel):
         if any(h < 1 for h in v):
             raise ValueError("every hidden layer needs at least one unit")
         return v
+
+
+class EvaluationSpec(SpecModel):
+    """What is measured beyond the metrics of §5.1.2: the false negative rate per attack kind,
+    and the scores and final models kept for later analysis (ROC curves, thresholds)."""
+
+    kind_column: str | None = Field(
+        None,
+        description="Group column naming each malicious row's attack kind, for the FNR per kind. Default: 'family' (builtin, nbaiot, botiot), the label column (tabular).",
+    )
+    scores_every: int = Field(
+        10, ge=0, le=100_000, description="Keep each client's scores on its evaluation sets every this many rounds and at the last round (0: the last round only)."
+    )
+
+    def saves_scores(self, r: int, rounds: int) -> bool:
+        """Whether round ``r`` of ``rounds`` keeps its scores."""
+        return r == rounds or (self.scores_every > 0 and r % self.scores_every == 0)
 
 
 class RuntimeSpec(SpecModel):
@@ -464,6 +535,7 @@ class ExperimentSpec(SpecModel):
     rebalancing: RebalancingSpec = Field(default_factory=RebalancingSpec)
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
 

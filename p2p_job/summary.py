@@ -9,6 +9,10 @@ and ``seed`` (when one experiment was repeated over seeds, ``--seeds``). A *line
 - **Final round**: the mean over clients of each metric at the line's last round.
 - **Last rounds**: the mean over clients and over the last ``last`` rounds (default 5): the
   curves of §5.2 are jagged from round to round, so one round alone says little.
+- **FNR per attack kind**: where the rows carry ``fnr_by_kind``, a table per evaluation set at
+  the last round: a row per (line, client), a column per attack kind, the kinds absent from
+  the client's own training rows (``train_kinds``) marked with :data:`UNSEEN` — "does a client
+  detect what it never saw?" as a table. With several seeds, the mean across seeds.
 - **Spread**: with several seeds, each seed's value is computed as above and the table gives
   their mean ± the sample standard deviation across seeds; the figures' band spans the lowest
   to the highest seed. With one seed the band spans the lowest to the highest client.
@@ -127,12 +131,64 @@ def _tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+#: Mark of an attack kind absent from a client's own training rows in the per-kind tables.
+UNSEEN = "†"
+UNSEEN_NOTE = f"{UNSEEN}: no row of this attack kind in the client's own training data."
+
+
+def kind_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """FNR per attack kind at each line's last round: one row per (line, eval, client, kind)
+    with ``round``, ``fnr`` (mean across seeds) and ``seen`` (the kind was in the client's own
+    training rows). Empty when the rows carry no per-kind rates."""
+    from p2p_job.results import kind_rates
+
+    keys = line_keys(frame)
+    columns = [*keys, "eval", "client", "round", "kind", "fnr", "seen"]
+    if "fnr_by_kind" not in frame.columns or frame.empty:
+        return pd.DataFrame(columns=columns)
+    rows = _seeded(frame)
+    last = rows.groupby(keys + ["seed"], sort=False)["round"].transform("max")
+    long = pd.DataFrame(
+        [
+            {**{k: getattr(row, k) for k in keys}, "eval": row.eval, "client": row.client, "round": int(row.round),
+             "kind": kind, "fnr": rate, "seen": kind in set(() if row.train_kinds is None else row.train_kinds)}
+            for row in rows[rows["round"] == last].itertuples()
+            for kind, rate in kind_rates(row.fnr_by_kind).items()
+        ],
+        columns=columns,
+    )
+    group = [*keys, "eval", "client", "kind"]
+    return long.groupby(group, sort=False).agg(round=("round", "max"), fnr=("fnr", "mean"), seen=("seen", "any")).reset_index()[columns]
+
+
+def _kind_grids(frame: pd.DataFrame) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per evaluation set: (title, header, rows) of the FNR-per-kind table — a row per
+    (line, client), a column per attack kind, unseen kinds marked."""
+    kinds = kind_summary(frame)
+    keys = line_keys(frame)
+    grids = []
+    for eval_set, rows in kinds.groupby("eval", sort=False):
+        names = sorted(rows["kind"].unique())
+        header = [*keys, "client", "trained on", *names]
+        body = []
+        for key, cell in rows.groupby([*keys, "client"], sort=False):
+            rates = {r.kind: (r.fnr, r.seen) for r in cell.itertuples()}
+            trained = sorted(k for k, (_, seen) in rates.items() if seen) or ["none"]
+            marks = ("" if k not in rates else _cell(rates[k][0], np.nan) + ("" if rates[k][1] else f" {UNSEEN}") for k in names)
+            body.append([*(str(k) for k in key), ", ".join(trained), *marks])
+        grids.append((f"FNR per attack kind, {eval_set} set, last round", header, body))
+    return grids
+
+
 def summary_markdown(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> str:
-    """The summary as Markdown (``summary.md``): the final-round table, then the last-rounds one."""
+    """The summary as Markdown (``summary.md``): the final-round table, the last-rounds one,
+    then the FNR per attack kind where the data names kinds."""
     parts = []
-    for title, header, body in _tables(summarize(frame, last)):
+    for title, header, body in _tables(summarize(frame, last)) + _kind_grids(frame):
         lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        if title.startswith("FNR per attack kind"):
+            lines += ["", UNSEEN_NOTE]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -143,11 +199,12 @@ def summary_tables(frame: pd.DataFrame, title: str = "", last: int = DEFAULT_LAS
     from rich.table import Table
 
     tables = []
-    for name, header, body in _tables(summarize(frame, last)):
+    for name, header, body in _tables(summarize(frame, last)) + _kind_grids(frame):
+        per_kind = name.startswith("FNR per attack kind")
         table = Table(title=f"{title}: {name}" if title else name, box=box.SIMPLE_HEAD, pad_edge=False,
-                      collapse_padding=True)
+                      collapse_padding=True, caption=UNSEEN_NOTE if per_kind else None)
         for column in header:
-            table.add_column(column, justify="left" if column in ("run", "method", "eval") else "right")
+            table.add_column(column, justify="left" if column in ("run", "method", "eval", "client", "trained on") else "right")
         for cells in body:
             table.add_row(*cells)
         tables.append(table)

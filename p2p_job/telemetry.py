@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 
 from p2p_job.metrics import METRIC_NAMES
+from p2p_job.results import kind_rates
 
 #: Prometheus gauge of each metric of ``p2p_job.metrics`` (§5.1.2), labelled with ``eval``.
 METRIC_GAUGES = {
@@ -65,6 +66,10 @@ class Telemetry:
             name: Gauge(gauge, f"{name} of the last completed round (§5.1.2)", (*LABELS, "eval"), registry=reg)
             for name, gauge in METRIC_GAUGES.items()
         }
+        self.fnr_by_kind = Gauge(
+            "p2pk_false_negative_rate_by_kind", "False negative rate of one attack kind in the last completed round",
+            (*LABELS, "eval", "kind"), registry=reg,
+        )
         self.train_loss = Gauge("p2pk_train_loss", "Mean training loss of the last local epoch", LABELS, registry=reg)
         self.round_duration = Histogram(
             "p2pk_round_duration_seconds", "Wall time of one round (train, publish, gather, merge, evaluate)",
@@ -137,6 +142,8 @@ class Telemetry:
             self.train_loss.labels(**self.labels).set(row["train_loss"])
             for name in METRIC_NAMES:
                 self.metric[name].labels(**self.labels, eval=row["eval"]).set(row[name])
+            for kind, rate in kind_rates(row.get("fnr_by_kind")).items():
+                self.fnr_by_kind.labels(**self.labels, eval=row["eval"], kind=kind).set(rate)
 
     def store_waiting(self, wait) -> None:
         """A store call failed and will be tried again (a :class:`p2p_job.store.StoreWait`): the

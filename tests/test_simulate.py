@@ -106,7 +106,7 @@ def test_cli_writes_results_summary_and_figures(tmp_path, capsys):
     assert set(frame["round"]) == {1} and set(frame["method"]) == {"ksmote"} and len(frame) == 3 * 2
     assert "ksmote" in (out / "summary.md").read_text()
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "ksmote-global.png", "ksmote-local.png", "methods-global.png", "methods-local.png",
+        "kinds-global.png", "kinds-local.png", "ksmote-global.png", "ksmote-local.png", "methods-global.png", "methods-local.png",
     ]
     assert "Final round, mean over clients" in capsys.readouterr().out
 

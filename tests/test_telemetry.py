@@ -25,6 +25,7 @@ DESIGN_NAMES = {
     "p2pk_f1", "p2pk_auc", "p2pk_precision_at_recall_75", "p2pk_recall_at_precision_75", "p2pk_train_loss",
     "p2pk_round_duration_seconds", "p2pk_exchange_wait_seconds", "p2pk_exchange_bytes_total",
     "p2pk_synthetic_points_total", "p2pk_neighbours_missing_total", "p2pk_payloads_rejected_total",
+    "p2pk_false_negative_rate_by_kind",
 }
 
 
@@ -32,7 +33,9 @@ def record(r: int, fnr: float) -> RoundRecord:
     metrics = {e: {m: (fnr if m == "fnr" else 0.5) for m in METRIC_NAMES} for e in ("local", "global")}
     return RoundRecord("exp", "ksmote", "client-a", r, metrics, train_loss=0.3, n_train=100, n_synthetic=40,
                        n_received=8, neighbours_used=1, neighbours_missing=1, payloads_rejected=1,
-                       aggregated=True, round_seconds=1.5)
+                       aggregated=True, round_seconds=1.5,
+                       fnr_by_kind={"global": {"gafgyt/udp": fnr / 2, "gafgyt/scan": 1.0}, "local": {"gafgyt/udp": fnr}},
+                       train_kinds=("gafgyt/udp",))
 
 
 def samples(telemetry: Telemetry) -> dict[tuple, float]:
@@ -67,6 +70,10 @@ def test_every_design_metric_with_its_labels():
     assert value("p2pk_false_negative_rate", eval="global") == 0.1  # the last round's value
     assert value("p2pk_false_negative_rate", eval="local") == 0.1
     assert value("p2pk_auc", eval="local") == 0.5
+    assert value("p2pk_false_negative_rate_by_kind", eval="global", kind="gafgyt/udp") == 0.05
+    assert value("p2pk_false_negative_rate_by_kind", eval="global", kind="gafgyt/scan") == 1.0
+    assert value("p2pk_false_negative_rate_by_kind", eval="local", kind="gafgyt/udp") == 0.1
+    assert ("p2pk_false_negative_rate_by_kind", tuple(sorted({**LABELS, "eval": "local", "kind": "gafgyt/scan"}.items()))) not in got
     assert value("p2pk_train_loss") == 0.3
     assert value("p2pk_synthetic_points_total", kind="generated") == 80
     assert value("p2pk_synthetic_points_total", kind="shared") == 8

@@ -42,7 +42,7 @@ SHORT_NAMES = ["p2px"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 
 #: Keys copied as they are (OpenAPI v3.0 and JSON Schema agree on them).
-_SAME = ("type", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "format")
+_SAME = ("type", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties", "format")
 #: Keys consumed by the translation below.
 _HANDLED = {"description", "$ref", "anyOf", "const", "default", "title", "properties", "required", "items", "additionalProperties", "exclusiveMinimum", "exclusiveMaximum"}
 

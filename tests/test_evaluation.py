@@ -1,0 +1,182 @@
+"""Evaluation a researcher can trust: the FNR per attack kind (metrics, shards, results,
+summary), the global test set's make-up from the spec, and sharing real rows only by choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from data_helpers import SMALL_BUILTIN, client, experiment
+
+from p2p_job.datasets import DataError
+from p2p_job.metrics import fnr_by_kind
+from p2p_job.results import read_parquet, write_results
+from p2p_job.scenarios import build_shards
+from p2p_job.shards import kind_counts, read_shards, write_shards
+from p2p_job.simulate import simulate
+from p2p_job.spec import InvalidSpec, parse_experiment
+from p2p_job.summary import UNSEEN, kind_summary, summary_markdown
+
+# --------------------------------------------------------------------------- metric
+
+
+def test_fnr_by_kind_by_hand():
+    y = np.array([0, 1, 1, 1, 1, 1, 0])
+    scores = np.array([0.9, 0.1, 0.6, 0.5, 0.2, 0.7, 0.1])
+    kinds = np.array(["benign", "udp", "udp", "scan", "scan", "scan", "benign"])
+    # udp: one of two missed; scan: 0.5 is caught at threshold 0.5, 0.2 missed, 0.7 caught.
+    assert fnr_by_kind(y, scores, kinds, 0.5) == {"scan": pytest.approx(1 / 3), "udp": 0.5}
+    assert fnr_by_kind(y, scores, kinds, 0.65) == {"scan": pytest.approx(2 / 3), "udp": 1.0}
+
+
+def test_fnr_by_kind_weighted_mean_is_the_overall_fnr():
+    gen = np.random.default_rng(3)
+    y = gen.integers(0, 2, 500)
+    scores = gen.uniform(size=500)
+    kinds = gen.choice(["a", "b", "c"], 500)
+    rates = fnr_by_kind(y, scores, kinds)
+    sizes = {k: int(np.sum((kinds == k) & (y == 1))) for k in rates}
+    overall = np.mean(scores[y == 1] < 0.5)
+    assert sum(rates[k] * sizes[k] for k in rates) / sum(sizes.values()) == pytest.approx(overall)
+
+
+def test_fnr_by_kind_without_attacks_is_empty():
+    assert fnr_by_kind(np.zeros(3), np.ones(3), np.array(["x"] * 3)) == {}
+
+
+# --------------------------------------------------------------------------- global test make-up
+
+#: Non-IID by attack kind on the small built-in data: each client sees one family only.
+def by_kind_scenario(global_test: dict) -> dict:
+    return {
+        "kind": "non-iid",
+        "clients": [
+            client("client-a", (200, 20), (50, 10), benign=["device-0"], malicious=["family-0"]),
+            client("client-b", (200, 20), (50, 10), benign=["device-1"], malicious=["family-1"]),
+        ],
+        "globalTest": global_test,
+    }
+
+
+def test_global_test_make_up_is_taken_as_asked():
+    scenario = by_kind_scenario({"benign": 60, "maliciousKinds": {"family-0": 7, "family-1": 23}, "benignGroups": {"device-0": 10, "device-1": 50}})
+    exp = parse_experiment(experiment(scenario, SMALL_BUILTIN))
+    assert exp.spec.scenario.global_test.malicious == 30  # filled from the make-up
+    shards = build_shards(exp)
+    for shard in shards.clients.values():
+        assert shard.global_test.attack_kinds == {"family-0": 7, "family-1": 23}
+        assert shard.global_test.counts == {"benign": 60, "malicious": 30}
+    assert shards.clients["client-a"].train.attack_kinds == {"family-0": 20}
+    assert shards.clients["client-b"].validation.attack_kinds == {"family-1": 10}
+    table = kind_counts(shards)
+    assert table["Global_family-1"] == {"client-a": 23, "client-b": 23}
+    assert table["Training_family-0"] == {"client-a": 20, "client-b": 0}
+
+
+def test_global_test_rows_are_disjoint_from_training_and_deterministic():
+    scenario = by_kind_scenario({"maliciousKinds": {"family-0": 10, "family-1": 10}, "benign": 40})
+    exp = parse_experiment(experiment(scenario, SMALL_BUILTIN))
+    a, b = build_shards(exp), build_shards(exp)
+    test = a.clients["client-a"].global_test
+    assert np.array_equal(test.X, b.clients["client-a"].global_test.X)
+    raw_test = a.clients["client-a"].scaler.inverse_transform(test.X)
+    raw_train = a.clients["client-a"].scaler.inverse_transform(a.clients["client-a"].train.X)
+    assert not (np.abs(raw_test[:, None, :] - raw_train[None, :, :]).max(axis=2) < 1e-3).any()
+
+
+def test_global_test_make_up_must_add_up_with_the_field_path():
+    scenario = by_kind_scenario({"benign": 40, "malicious": 25, "maliciousKinds": {"family-0": 10, "family-1": 10}})
+    with pytest.raises(InvalidSpec) as err:
+        parse_experiment(experiment(scenario, SMALL_BUILTIN))
+    assert err.value.errors == [("spec.scenario.globalTest", "maliciousKinds adds up to 20 rows, but malicious is 25")]
+
+
+def test_a_kind_the_data_lacks_is_a_data_error_naming_the_field_and_the_kinds():
+    scenario = by_kind_scenario({"benign": 40, "maliciousKinds": {"family-7": 10}})
+    with pytest.raises(DataError, match=r"scenario.globalTest.maliciousKinds\['family-7'\]: no attack of kind 'family-7'.*'family-0', 'family-1'"):
+        build_shards(parse_experiment(experiment(scenario, SMALL_BUILTIN)))
+
+
+def test_more_rows_of_a_kind_than_left_is_a_data_error_naming_the_field():
+    # 3 devices × 60 rows of family-0; the clients take 20 + 10 of them.
+    scenario = by_kind_scenario({"benign": 40, "maliciousKinds": {"family-0": 151}})
+    with pytest.raises(DataError, match=r"scenario.globalTest.maliciousKinds\['family-0'\] \(in the clients' groups\): needs 151 malicious rows but only 150"):
+        build_shards(parse_experiment(experiment(scenario, SMALL_BUILTIN)))
+
+
+def test_an_unknown_kind_column_is_a_data_error():
+    doc = experiment(by_kind_scenario({"benign": 10, "malicious": 10}), SMALL_BUILTIN)
+    doc["spec"]["evaluation"] = {"kindColumn": "attack"}
+    with pytest.raises(DataError, match=r"evaluation.kindColumn: no group column 'attack' in the data \(have \['device', 'family'\]\)"):
+        build_shards(parse_experiment(doc))
+
+
+def test_shards_keep_kinds_on_disk(tmp_path):
+    exp = parse_experiment(experiment(by_kind_scenario({"benign": 40, "maliciousKinds": {"family-0": 5, "family-1": 5}}), SMALL_BUILTIN))
+    shards = build_shards(exp)
+    write_shards(shards, tmp_path)
+    back = read_shards(tmp_path)
+    assert back.kind_column == "family"
+    for name, shard in shards.clients.items():
+        for split in ("train", "validation", "global_test"):
+            assert np.array_equal(getattr(back.clients[name], split).kinds, getattr(shard, split).kinds)
+
+
+# --------------------------------------------------------------------------- sharing real rows
+
+
+@pytest.mark.parametrize(
+    ("method", "error"),
+    [
+        ({"rebalancing": "random-over", "share": True}, "rebalancing random-over with share: true publishes exact copies of real rows to neighbours; set shareRealRows: true to allow it"),
+        ({"rebalancing": "ksmote", "shareRealRows": True}, "shareRealRows applies only to rebalancing random-over with share: true"),
+        ({"rebalancing": "random-over", "shareRealRows": True}, "shareRealRows applies only to rebalancing random-over with share: true"),
+    ],
+)
+def test_sharing_real_rows_needs_an_explicit_choice(method, error):
+    doc = experiment(by_kind_scenario({"benign": 10, "malicious": 10}), SMALL_BUILTIN)
+    doc["spec"]["methods"] = [{"rebalancing": "none"}, method]
+    with pytest.raises(InvalidSpec) as err:
+        parse_experiment(doc)
+    assert err.value.errors == [("spec.methods[1]", error)]
+
+
+def test_sharing_real_rows_when_asked():
+    doc = experiment(by_kind_scenario({"benign": 10, "malicious": 10}), SMALL_BUILTIN)
+    doc["spec"]["methods"] = [{"rebalancing": "random-over", "share": True, "shareRealRows": True}]
+    assert parse_experiment(doc).spec.methods[0].share_real_rows
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_non_iid_summary_has_fnr_per_kind_for_every_method_and_client(tmp_path):
+    """The paper's claim as a table: each client trains on one attack family, the global test
+    holds both; the summary marks the family each client never saw."""
+    doc = experiment(by_kind_scenario({"benign": 60, "maliciousKinds": {"family-0": 20, "family-1": 20}}), SMALL_BUILTIN)
+    doc["spec"].update(rounds=2, methods=[{"rebalancing": "none"}, {"rebalancing": "ksmote"}],
+                       training={"learningRate": 0.01, "hiddenLayers": [8]}, rebalancing={"k": 5, "neighbours": 5})
+    frame = simulate(parse_experiment(doc), device="cpu")
+    final = frame[frame["round"] == 2]
+    for row in final.itertuples():
+        own = "family-0" if row.client == "client-a" else "family-1"
+        assert dict(row.fnr_by_kind).keys() == ({"family-0", "family-1"} if row.eval == "global" else {own})
+        assert list(row.train_kinds) == [own]
+    kinds = kind_summary(frame)
+    assert len(kinds) == 2 * 2 * (2 + 1)  # method × client × (global: both kinds, local: its own)
+    unseen = kinds[(kinds["eval"] == "global") & ~kinds["seen"]]
+    assert sorted(zip(unseen["method"], unseen["client"], unseen["kind"])) == [
+        ("ksmote", "client-a", "family-1"), ("ksmote", "client-b", "family-0"),
+        ("none", "client-a", "family-1"), ("none", "client-b", "family-0"),
+    ]
+    write_results(frame, tmp_path)
+    back = read_parquet(tmp_path / "results.parquet")
+    assert [dict(v) for v in back["fnr_by_kind"]] == [dict(v) for v in frame["fnr_by_kind"]]
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "## FNR per attack kind, global set, last round" in markdown
+    assert "| method | client | trained on | family-0 | family-1 |" in markdown
+    global_part = markdown.split("global set")[1]
+    for method in ("none", "ksmote"):
+        row_a = next(line for line in global_part.splitlines() if line.startswith(f"| {method} | client-a | family-0 |"))
+        assert row_a.count(UNSEEN) == 1 and row_a.rstrip(" |").endswith(UNSEEN)
+    assert markdown == summary_markdown(frame)
+    assert (tmp_path / "figures" / "kinds-global.png").stat().st_size > 0
