@@ -29,7 +29,8 @@ def test_prepare_writes_shards_and_prints_table_1_then_describe_repeats_it(tmp_p
     spec = write_spec(tmp_path / "exp.yaml", {"preset": "builtin-5.2.4", "scale": 0.1}, SMALL_BUILTIN)
     assert main(["data", "prepare", str(spec), "--out", str(tmp_path / "shards")]) == 0
     prepared = capsys.readouterr().out
-    assert printed_table(prepared) == {
+    table = printed_table(prepared)
+    expected = {
         "": ["client-a", "client-b", "client-c"],
         "Training_benign": ["150", "120", "180"],  # builtin-5.2.4's counts × 0.1
         "Training_anomaly": ["3", "4", "5"],
@@ -38,6 +39,12 @@ def test_prepare_writes_shards_and_prints_table_1_then_describe_repeats_it(tmp_p
         "Global_benign": ["90", "90", "90"],
         "Global_anomaly": ["9", "9", "9"],
     }
+    assert {row: table[row] for row in expected} == expected
+    # The second table: malicious rows per attack kind (the built-in families), adding up per split.
+    for split, anomaly in (("Training", ["3", "4", "5"]), ("Global", ["9", "9", "9"])):
+        per_kind = [table.get(f"{split}_family-{f}", ["0"] * 3) for f in range(2)]
+        assert [str(int(a) + int(b)) for a, b in zip(*per_kind)] == anomaly
+    assert "malicious rows per attack kind (family)" in " ".join(prepared.split())
     assert "12 features; dataset rows read: 1260, bad rows dropped: 0" in prepared  # 3 × (300 + 2 × 60)
     assert list(read_shards(tmp_path / "shards").clients) == ["client-a", "client-b", "client-c"]
     assert main(["data", "describe", str(tmp_path / "shards")]) == 0

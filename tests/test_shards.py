@@ -57,7 +57,9 @@ def test_manifest_counts_features_and_scalers(shards, tmp_path):
     a = manifest["clients"]["client-a"]
     assert (a["train"], a["validation"], a["global_test"]) == ({"benign": 120, "malicious": 12}, {"benign": 40, "malicious": 6}, {"benign": 50, "malicious": 7})
     assert a["scaler"]["data_min"] == shards.clients["client-a"].scaler.data_min.tolist()
-    assert pq.read_schema(tmp_path / "client-b" / "train.parquet").names == [*shards.feature_names, "label"]
+    assert pq.read_schema(tmp_path / "client-b" / "train.parquet").names == [*shards.feature_names, "label", "kind"]
+    assert manifest["kind_column"] == "family"
+    assert sum(a["global_test_kinds"].values()) == 7 and set(a["global_test_kinds"]) <= {"family-0", "family-1"}
 
 
 def test_class_counts_follow_the_papers_tables(shards):
@@ -92,7 +94,7 @@ def test_damaged_or_foreign_folders_are_named(shards, tmp_path):
         read_client_shard(tmp_path, "client-a")
     train = tmp_path / "client-b" / "train.parquet"
     pq.write_table(pq.read_table(train).drop_columns(["f003"]), train)
-    with pytest.raises(DataError, match=r"train\.parquet: columns are not the manifest's 12 features followed by 'label'"):
+    with pytest.raises(DataError, match=r"train\.parquet: columns are not the manifest's 12 features followed by \['label', 'kind'\]"):
         read_client_shard(tmp_path, "client-b")
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something/v9"}))
     with pytest.raises(DataError, match="not a p2pk.shards/v1 manifest"):

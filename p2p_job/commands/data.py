@@ -87,16 +87,21 @@ def _print(shards, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from p2p_job.shards import class_counts
+    from p2p_job.shards import class_counts, kind_counts
 
-    table = Table(title=title)
-    table.add_column("")
-    for name in shards.clients:
-        table.add_column(name, justify="right")
-    for row, counts in class_counts(shards).items():
-        table.add_row(row, *(str(counts[name]) for name in shards.clients))
     console = Console()
-    console.print(table)
+    kinds = kind_counts(shards)
+    titles = (title, f"malicious rows per attack kind ({shards.kind_column})")
+    for caption, rows in zip(titles, (class_counts(shards), kinds)):
+        if not rows:
+            continue
+        table = Table(title=caption)
+        table.add_column("")
+        for name in shards.clients:
+            table.add_column(name, justify="right")
+        for row, counts in rows.items():
+            table.add_row(row, *(str(counts.get(name, "")) for name in shards.clients))
+        console.print(table)
     report = shards.load_report
     console.print(f"{len(shards.feature_names)} features; dataset rows read: {report.rows_read}, bad rows dropped: {report.rows_dropped}")
     for problem in report.problems:
