@@ -18,6 +18,9 @@ exchange through a directory store (``<out>/store`` by default) or S3 (``--store
 - **Stopping**: Ctrl-C or SIGTERM sends SIGTERM to every worker, then SIGKILL after a grace
   period. Workers run in their own session (the terminal's Ctrl-C reaches only the runner) and,
   on Linux, die with the runner if it is killed outright (``PR_SET_PDEATHSIG``): no orphans.
+- **Shards** are cut once per experiment, before any worker starts, into the run's store
+  (``<experiment>/shards/``, reused while the spec's seed, dataset and scenario stay the same);
+  every worker of every method reads only its own (``P2PK_SHARDS=store``).
 - **Results**: every client's ``metrics/<client>.parquet`` from the store, written as
   ``results.parquet``, summary and figures by ``p2p_job.results``, as ``p2pk simulate`` does.
 """
@@ -150,6 +153,7 @@ def worker_env(exp_path: Path, method: str, client: str, index: int, settings: R
         "P2PK_METHOD": method,
         "P2PK_STORE": settings.store_url(),
         "P2PK_METRICS_PORT": str(settings.metrics_port + index if settings.metrics_port else 0),
+        "P2PK_SHARDS": "store",  # cut once by run_local
     })
     optional = {"P2PK_S3_ENDPOINT": settings.s3_endpoint, "P2PK_PUSHGATEWAY": settings.pushgateway,
                 "P2PK_DEVICE": settings.device}
@@ -210,9 +214,11 @@ def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods
     """Run the spec's methods (all, or those named) one after the other; return the results
     rows and write them with summary and figures to ``settings.out``."""
     from p2p_job.results import write_results
+    from p2p_job.shards import ensure_shards
 
     names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
-    open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
+    store = open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
+    ensure_shards(exp, store, exp_path.resolve().parent)
     for name in names:
         run_method(exp, exp_path, name, settings, on_tick)
     frame = collect_results(exp, names, settings)

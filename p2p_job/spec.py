@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from p2p_job import presets
+from p2p_job.store import SHARDS
 
 API_GROUP = "p2pk.io"
 API_VERSION = "v1alpha1"
@@ -87,6 +88,13 @@ class DatasetSpec(SpecModel):
     benign_values: list[str] | None = Field(None, description="Tabular: label values that mean benign; every other value is malicious.")
     group_column: str | None = Field(None, description="Tabular: column that drives the partition (device, attack category, site).")
     drop_bad_rows: bool = Field(False, description="Drop rows with non-numeric or non-finite features (the count is reported) instead of failing.")
+    shards: str | None = Field(
+        None,
+        min_length=1,
+        description="Where each worker reads its prepared shard instead of cutting it from the dataset: 'store' (the experiment's "
+        "store, under <experiment>/shards/, written by `p2pk data prepare --out s3://…` or by `p2pk run`) or a folder written by "
+        "`p2pk data prepare --out DIR` (relative to the spec file; on Kubernetes an absolute path, e.g. on kubernetes.dataVolume).",
+    )
     builtin: BuiltinDataSpec = Field(default_factory=BuiltinDataSpec)
 
     @model_validator(mode="after")
@@ -109,10 +117,10 @@ class DatasetSpec(SpecModel):
 
 #: The DatasetSpec fields each dataset kind reads.
 _DATASET_FIELDS = {
-    "builtin": {"kind", "builtin"},
-    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows"},
-    "botiot": {"kind", "path", "families", "drop_bad_rows"},
-    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows"},
+    "builtin": {"kind", "builtin", "shards"},
+    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards"},
+    "botiot": {"kind", "path", "families", "drop_bad_rows", "shards"},
+    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows", "shards"},
 }
 
 
@@ -504,6 +512,19 @@ class Toleration(SpecModel):
     toleration_seconds: int | None = None
 
 
+#: An absolute path in a container.
+ABSOLUTE_PATH = r"^/.*$"
+
+
+class DataVolume(SpecModel):
+    """A PersistentVolumeClaim holding the dataset (or prepared shards), mounted read-only in
+    every client pod: the other way in besides shards in the store."""
+
+    claim_name: str = Field(..., pattern=DNS_SUBDOMAIN, max_length=253, description="PersistentVolumeClaim in the experiment's namespace.")
+    mount_path: str = Field("/data", pattern=ABSOLUTE_PATH, description="Where it is mounted (read-only) in the worker.")
+    sub_path: str | None = Field(None, pattern=r"^[^/].*$", description="Mount only this path inside the volume.")
+
+
 class KubernetesSpec(SpecModel):
     """How the operator runs the experiment: one Job (one pod) per method and client."""
 
@@ -520,6 +541,7 @@ class KubernetesSpec(SpecModel):
     active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of each client's Job.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete each finished Job (and its pod) this long after it ends.")
     s3: S3Spec = Field(default_factory=S3Spec)
+    data_volume: DataVolume | None = Field(None, description="A PersistentVolumeClaim with the dataset or prepared shards, mounted read-only.")
     purge_on_delete: bool = Field(False, description="Delete the experiment's store prefix when the resource is deleted.")
 
 
@@ -527,7 +549,7 @@ class ExperimentSpec(SpecModel):
     """``spec`` of a P2PExperiment."""
 
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    rounds: int = Field(..., ge=1, le=100_000, description="Communication rounds (global epochs).")
+    rounds: int = Field(..., ge=1, le=99_999, description="Communication rounds (global epochs); the store numbers them with five digits.")
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     scenario: ScenarioSpec
     topology: TopologySpec = Field(default_factory=TopologySpec)
@@ -545,6 +567,8 @@ class ExperimentSpec(SpecModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"methods: duplicate method names {dup}; give each a distinct name")
+        if SHARDS in names:
+            raise ValueError(f"methods: {SHARDS!r} is reserved (the store keeps the clients' shards under <experiment>/{SHARDS}/); name the method otherwise")
         if self.scenario.preset:
             wanted = presets.available()[self.scenario.preset].dataset
             if wanted != self.dataset.kind:

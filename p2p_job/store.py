@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 #: Prefix of the directory store's temporary files (never listed, never read).
 _TMP_PREFIX = ".tmp-"
+#: The name under ``<experiment>/`` that holds the shards instead of a method's run.
+SHARDS = "shards"
 #: Marks "no default" in :meth:`S3Store._call` (``None`` is a valid default there).
 _RAISE = object()
 
@@ -93,6 +95,12 @@ def checkpoint_key(experiment: str, method: str, client: str, name: str) -> str:
 
 def metrics_key(experiment: str, method: str, client: str) -> str:
     return f"{run_prefix(experiment, method)}metrics/{client}.parquet"
+
+
+def shards_prefix(experiment: str) -> str:
+    """``<experiment>/shards/``: the clients' prepared shards (``p2p_job.shards``), cut once
+    per experiment and read by every method's workers (so no method may be named ``shards``)."""
+    return f"{experiment}/{SHARDS}/"
 
 
 def check_key(key: str) -> str:

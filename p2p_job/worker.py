@@ -45,7 +45,7 @@ class WorkerConfig:
     metrics_port: int | None = None     # 0: do not serve /metrics; default spec.runtime.metricsPort (9400)
     pushgateway: str | None = None
     device: str | None = None           # overrides spec.runtime.device
-    shards: Path | None = None          # prepared shards (``p2pk`` shards folder) instead of building them
+    shards: str | None = None           # "store" or a shards folder (default spec.dataset.shards): see _client_shard
     linger_seconds: float = 0.0         # keep serving /metrics this long after the last round
 
 
@@ -61,6 +61,7 @@ ENVIRONMENT = {
     "P2PK_METRICS_PORT": "metrics_port",
     "P2PK_PUSHGATEWAY": "pushgateway",
     "P2PK_DEVICE": "device",
+    "P2PK_SHARDS": "shards",
 }
 
 
@@ -85,8 +86,6 @@ def config_from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Work
         if not 0 <= values["metrics_port"] <= 65535:
             raise ConfigError(f"P2PK_METRICS_PORT must be 0..65535, got {values['metrics_port']}")
     values["spec"] = Path(values["spec"])
-    if values.get("shards") is not None:
-        values["shards"] = Path(values["shards"])
     return WorkerConfig(**values)
 
 
@@ -155,11 +154,9 @@ def run_worker(cfg: WorkerConfig) -> int:
     except ValueError as exc:
         raise ConfigError(f"{cfg.spec}: P2PK_METHOD / --method: {exc}") from None
     method_name = resolved_method_name(method, spec.aggregation.rule)
-    shards = _shards(exp, cfg)
-    clients = list(shards.clients)
-    if cfg.client not in shards.clients:
+    clients = [c.name for c in spec.scenario.clients]
+    if cfg.client not in clients:
         raise ConfigError(f"{cfg.spec}: no client {cfg.client!r} in the scenario (clients: {clients})")
-    shard, feature_names = shards.clients[cfg.client], shards.feature_names
     neighbours = neighbourhoods(exp, method, clients)[cfg.client]
     device = resolve_device(cfg.device or spec.runtime.device)
 
@@ -167,6 +164,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     store = RetryingStore(open_store(cfg.store, endpoint=cfg.s3_endpoint, access_key=cfg.access_key,
                                      secret_key=cfg.secret_key),
                           budget_seconds=spec.runtime.store_retry_seconds, on_wait=telemetry.store_waiting)
+    shard, feature_names = _client_shard(exp, cfg, store)
     port = spec.runtime.metrics_port if cfg.metrics_port is None else cfg.metrics_port
     if port:
         telemetry.serve(port)
@@ -210,16 +208,24 @@ def run_worker(cfg: WorkerConfig) -> int:
     return 0
 
 
-def _shards(exp, cfg: WorkerConfig):
-    """Prepared shards (``--shards``), else built from the spec like every other runner does
+def _client_shard(exp, cfg: WorkerConfig, store: Store):
+    """This client's shard and the feature names. From ``P2PK_SHARDS``/``--shards``, else
+    ``spec.dataset.shards``: ``store`` reads only ``<experiment>/shards/<client>/`` of the
+    run's store, a folder only ``<client>/`` of it (both checked against this spec's
+    fingerprint); unset, the shards are cut from the dataset like every other runner does
     (``build_shards`` is deterministic in the seed; the spec's folder resolves dataset paths)."""
-    if cfg.shards is not None:
-        from p2p_job.shards import read_shards
+    from p2p_job.shards import fingerprint, read_client_shard
+    from p2p_job.store import shards_prefix
 
-        return read_shards(cfg.shards)
+    source = cfg.shards or exp.spec.dataset.shards
+    if source == "store":
+        return read_client_shard(store, cfg.client, shards_prefix(exp.name), fingerprint=fingerprint(exp))
+    if source:
+        return read_client_shard(cfg.spec.resolve().parent / source, cfg.client, fingerprint=fingerprint(exp))
     from p2p_job.scenarios import build_shards
 
-    return build_shards(exp, cfg.spec.resolve().parent)
+    shards = build_shards(exp, cfg.spec.resolve().parent)
+    return shards.clients[cfg.client], shards.feature_names
 
 
 def _check_spec(store: Store, experiment: str, method: str, text: str) -> None:

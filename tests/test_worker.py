@@ -369,20 +369,23 @@ def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing
     format gives the rows the built shards give; running the worker again resumes after its
     last round and changes nothing."""
     from p2p_job.scenarios import build_shards
-    from p2p_job.shards import write_shards
+    from p2p_job.shards import fingerprint, write_shards
     from p2p_job.spec import load_experiment
+    from p2p_job.store import shards_prefix
     from p2p_job.worker import WorkerConfig, run_worker
 
     spec = tiny_spec("alone", n_clients=2, methods=[{"rebalancing": "smote", "aggregation": "local"}])
-    write_shards(build_shards(load_experiment(spec), spec.parent), tmp_path / "shards")
+    exp = load_experiment(spec)
+    write_shards(build_shards(exp, spec.parent), tmp_path / "shards", fingerprint=fingerprint(exp))
+    write_shards(build_shards(exp, spec.parent), DirectoryStore(tmp_path / "in-store"), shards_prefix("alone"), fingerprint=fingerprint(exp))
     results = {}
-    for source, shards in (("built", None), ("prepared", tmp_path / "shards")):
+    for source, shards in (("built", None), ("prepared", str(tmp_path / "shards")), ("in-store", "store")):
         store = tmp_path / source
         cfg = WorkerConfig(spec=spec, client="client-b", store=store.as_uri(), metrics_port=0, shards=shards)
         assert run_worker(cfg) == 0
         results[source] = [{k: v for k, v in row.items() if k != "round_seconds"}
                            for row in read_metrics(DirectoryStore(store), "alone", "smote-local", "client-b")]
-    assert results["built"] == results["prepared"]
+    assert results["built"] == results["prepared"] == results["in-store"]
     assert [(r["round"], r["aggregated"], r["neighbours_used"]) for r in results["built"][::2]] == [(1, False, 0), (2, False, 0)]
     store = DirectoryStore(tmp_path / "built")
     before = {k: store.get_bytes(k) for k in store.list("")}

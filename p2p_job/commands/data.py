@@ -1,7 +1,9 @@
 """``p2pk data``: cut an experiment's dataset into client shards and show them.
 
 - ``p2pk data prepare exp.yaml --out DIR``: write the shards (``p2p_job.shards``) and print
-  the rows per class per client, laid out like the paper's Table 1.
+  the rows per class per client, laid out like the paper's Table 1. ``--out s3://bucket/prefix``
+  (or ``file:///path``) writes them into that store under ``<experiment>/shards/``, where
+  workers with ``dataset.shards: store`` each read their own.
 - ``p2pk data describe DIR``: read shards back and print the same table.
 - ``p2pk data presets``: list the built-in scenario layouts (``scenario.preset``).
 """
@@ -22,7 +24,10 @@ def register(sub) -> None:
     data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     prepare = data.add_parser("prepare", help="write each client's train / validation / global test Parquet and a manifest")
     prepare.add_argument("spec", help="P2PExperiment YAML file (a relative dataset.path is read from its folder)")
-    prepare.add_argument("--out", required=True, type=Path, help="folder for the shards")
+    prepare.add_argument("--out", required=True, help="folder for the shards, or a store (s3://bucket/prefix, file:///path): "
+                         "the shards go under <experiment>/shards/ there, for workers with dataset.shards: store")
+    prepare.add_argument("--s3-endpoint", help="S3/MinIO endpoint host:port or URL for --out s3://… "
+                         "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
     prepare.set_defaults(func=run_prepare)
     describe = data.add_parser("describe", help="print the rows per class per client of a shards folder")
     describe.add_argument("dir", type=Path, help="folder written by `p2pk data prepare`")
@@ -32,15 +37,17 @@ def register(sub) -> None:
 
 
 def data_errors(command):
-    """Run ``command(args)``; data that does not fit the spec is one line on stderr and exit 1."""
+    """Run ``command(args)``; data that does not fit the spec, or a store that fails, is one
+    line on stderr and exit 1."""
 
     @functools.wraps(command)
     def run(args) -> int:
         from p2p_job.datasets import DataError
+        from p2p_job.store import StoreError
 
         try:
             return command(args)
-        except DataError as exc:
+        except (DataError, StoreError) as exc:
             print(f"p2pk data {args.data_command}: {exc}", file=sys.stderr)
             return EXIT_DATA
 
@@ -49,14 +56,29 @@ def data_errors(command):
 
 @data_errors
 def run_prepare(args) -> int:
+    from p2p_job.datasets import DataError
     from p2p_job.scenarios import build_shards
-    from p2p_job.shards import write_shards
+    from p2p_job.shards import fingerprint, write_shards
     from p2p_job.spec import load_experiment
 
     exp = load_experiment(args.spec)
     shards = build_shards(exp, Path(args.spec).resolve().parent)
-    write_shards(shards, args.out)
-    _print(shards, f"{exp.name}: {exp.spec.scenario.kind} on {exp.spec.dataset.kind} data, shards in {args.out}")
+    if "://" in args.out:
+        import os
+
+        from p2p_job.store import open_store, shards_prefix
+
+        try:
+            store = open_store(args.out, endpoint=args.s3_endpoint, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+                               secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), create_bucket=True)
+        except ValueError as exc:
+            raise DataError(f"--out: {exc}") from None
+        where = f"{args.out.rstrip('/')}/{shards_prefix(exp.name)}"
+        write_shards(shards, store, shards_prefix(exp.name), fingerprint=fingerprint(exp))
+    else:
+        where = args.out
+        write_shards(shards, Path(args.out), fingerprint=fingerprint(exp))
+    _print(shards, f"{exp.name}: {exp.spec.scenario.kind} on {exp.spec.dataset.kind} data, shards in {where}")
     return 0
 
 

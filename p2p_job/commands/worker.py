@@ -2,7 +2,8 @@
 
 Configured by the worker environment of DESIGN.md (``P2PK_SPEC``, ``P2PK_CLIENT``,
 ``P2PK_STORE``, ``P2PK_METHOD``, ``P2PK_S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``P2PK_METRICS_PORT``, ``P2PK_PUSHGATEWAY``, ``P2PK_DEVICE``);
+``AWS_SECRET_ACCESS_KEY``, ``P2PK_METRICS_PORT``, ``P2PK_PUSHGATEWAY``, ``P2PK_DEVICE``,
+``P2PK_SHARDS``);
 the flags below override them.
 """
 
@@ -23,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--metrics-port", type=int, help="port of /metrics, 0 = do not serve (default: spec.runtime.metricsPort, 9400) [P2PK_METRICS_PORT]")
     p.add_argument("--pushgateway", help="host:port of a Prometheus Pushgateway [P2PK_PUSHGATEWAY]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override spec.runtime.device [P2PK_DEVICE]")
-    p.add_argument("--shards", type=Path, help="read prepared shards from this folder instead of building them")
+    p.add_argument("--shards", help="read this client's prepared shard instead of cutting it: 'store' (<experiment>/shards/ "
+                   "in the store) or a folder written by `p2pk data prepare` (default: spec.dataset.shards) [P2PK_SHARDS]")
     p.add_argument("--linger", type=float, dest="linger_seconds",
                    help="keep serving /metrics this many seconds after the last round (for a final scrape)")
     p.set_defaults(func=run)

@@ -114,8 +114,8 @@ def test_schema_is_structural():
 def test_schema_keeps_descriptions_constraints_and_defaults_of_the_model():
     fields = dict(walk(SCHEMA))
     rounds = fields[".spec.rounds"]
-    assert (rounds["type"], rounds["minimum"], rounds["maximum"]) == ("integer", 1, 100_000)
-    assert rounds["description"] == "Communication rounds (global epochs)."
+    assert (rounds["type"], rounds["minimum"], rounds["maximum"]) == ("integer", 1, 99_999)
+    assert rounds["description"] == "Communication rounds (global epochs); the store numbers them with five digits."
     assert "rounds" in fields[".spec"]["required"] and "scenario" in fields[".spec"]["required"]
     lam = fields[".spec.aggregation.lambda"]
     assert (lam["minimum"], lam["maximum"]) == (0, 1) and lam["description"].endswith("Default: 0.8.")
