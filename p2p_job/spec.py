@@ -22,7 +22,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -46,17 +45,40 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 class SpecModel(BaseModel):
-    """Base for every section: camelCase aliases, unknown fields rejected."""
+    """Base for every section: camelCase aliases, unknown fields rejected, types strict (a
+    quoted ``"5"`` is not a number, as the CRD's schema says) and numbers finite (no ``.inf``
+    or ``.nan``)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
+        allow_inf_nan=False,
     )
 
 
+class FieldError(ValueError):
+    """A cross-field rule broken at ``loc`` (field names relative to the model whose validator
+    raises it, camelCase, list indices as ints): :func:`parse_experiment` reports it at that
+    path instead of at the model's."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
+        self.loc = tuple(loc)
+        self.message = message
+        super().__init__(f"{_error_path(self.loc)}: {message}")
+
+
 # --------------------------------------------------------------------------- dataset
+
+
+#: Upper bound on the built-in generator's table (rows × features, float32: 1.6 GB).
+MAX_BUILTIN_VALUES = 400_000_000
+#: Upper bound on rows per class in one count (a client's split or the global test set).
+MAX_ROWS = 100_000_000
+#: Upper bound on the number of clients (each is a process, or a Job per method).
+MAX_CLIENTS = 256
 
 
 class BuiltinDataSpec(SpecModel):
@@ -66,10 +88,20 @@ class BuiltinDataSpec(SpecModel):
     devices: int = Field(3, ge=1, le=64, description="Number of simulated devices (group values device-0, device-1, …).")
     families: int = Field(3, ge=1, le=16, description="Number of attack families (family-0, …), each its own cluster per device.")
     features: int = Field(115, ge=2, le=4096, description="Feature count (N-BaIoT has 115).")
-    benign_per_device: int = Field(4000, ge=10, description="Benign rows generated per device.")
-    malicious_per_family: int = Field(400, ge=10, description="Malicious rows generated per device and family.")
-    separation: float = Field(6.0, gt=0, description="Distance between cluster centres in units of their spread (attacks lie this far from their device's benign centre).")
+    benign_per_device: int = Field(4000, ge=10, le=10_000_000, description="Benign rows generated per device.")
+    malicious_per_family: int = Field(400, ge=10, le=10_000_000, description="Malicious rows generated per device and family.")
+    separation: float = Field(6.0, gt=0, le=1000, description="Distance between cluster centres in units of their spread (attacks lie this far from their device's benign centre).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the generated rows; the experiment seed only picks which rows each client gets.")
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "BuiltinDataSpec":
+        rows = self.devices * (self.benign_per_device + self.families * self.malicious_per_family)
+        if rows * self.features > MAX_BUILTIN_VALUES:
+            raise ValueError(
+                f"devices × (benignPerDevice + families × maliciousPerFamily) × features = {rows} rows × "
+                f"{self.features} features is more than {MAX_BUILTIN_VALUES:,} values; generate fewer"
+            )
+        return self
 
 
 class DatasetSpec(SpecModel):
@@ -134,8 +166,8 @@ CLASS_NAMES = {0: "benign", 1: "malicious"}
 class ClassCounts(SpecModel):
     """Rows per class (benign = label 0, malicious = label 1)."""
 
-    benign: int = Field(..., ge=0)
-    malicious: int = Field(..., ge=0)
+    benign: int = Field(..., ge=0, le=MAX_ROWS)
+    malicious: int = Field(..., ge=0, le=MAX_ROWS)
 
     @property
     def total(self) -> int:
@@ -143,7 +175,7 @@ class ClassCounts(SpecModel):
 
 
 #: Selector -> row count (``scenario.globalTest.maliciousKinds`` / ``benignGroups``).
-GroupCounts = dict[str, Annotated[int, Field(ge=0)]]
+GroupCounts = dict[str, Annotated[int, Field(ge=0, le=MAX_ROWS)]]
 
 
 class GlobalTestSpec(ClassCounts):
@@ -212,7 +244,7 @@ class ScenarioSpec(SpecModel):
     kind: ScenarioKind = "non-iid"
     preset: str | None = Field(None, description="Built-in client layout, e.g. 'nbaiot-5.2.4' (see `p2pk data presets`); fills kind, clients and globalTest.")
     scale: float = Field(1.0, gt=0, le=1, description="With a preset: multiply its counts by this factor to fit a smaller copy of the dataset.")
-    clients: list[ClientSpec] = Field(default_factory=list)
+    clients: list[ClientSpec] = Field(default_factory=list, max_length=MAX_CLIENTS)
     global_test: GlobalTestSpec | None = Field(
         None,
         description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups (optionally with its make-up per attack kind and benign group).",
@@ -294,18 +326,21 @@ class TopologySpec(SpecModel):
     neighbours (C_sub in equation 5)."""
 
     kind: TopologyKind = "full"
-    degree: int | None = Field(None, ge=1, description="k-regular: neighbours per peer.")
+    degree: int | None = Field(None, ge=1, le=MAX_CLIENTS - 1, description="k-regular: neighbours per peer.")
     p: float | None = Field(None, gt=0, le=1, description="erdos-renyi: edge probability (re-drawn until connected).")
     adjacency: dict[str, list[str]] | None = Field(None, description="explicit: client -> neighbours (made symmetric).")
 
     @model_validator(mode="after")
     def _params(self) -> "TopologySpec":
         if self.kind == "k-regular" and self.degree is None:
-            raise ValueError("topology.degree is required for kind 'k-regular'")
+            raise FieldError(("degree",), "required for kind 'k-regular'")
         if self.kind == "erdos-renyi" and self.p is None:
-            raise ValueError("topology.p is required for kind 'erdos-renyi'")
+            raise FieldError(("p",), "required for kind 'erdos-renyi'")
         if self.kind == "explicit" and not self.adjacency:
-            raise ValueError("topology.adjacency is required for kind 'explicit'")
+            raise FieldError(("adjacency",), "required for kind 'explicit'")
+        for name, kind in (("degree", "k-regular"), ("p", "erdos-renyi"), ("adjacency", "explicit")):
+            if getattr(self, name) is not None and self.kind != kind:
+                raise FieldError((name,), f"applies to kind {kind!r} only, not {self.kind!r}")
         return self
 
 
@@ -315,8 +350,8 @@ class TopologySpec(SpecModel):
 class RebalancingSpec(SpecModel):
     """Parameters of the rebalancing methods (Algorithm 1 for K-SMOTE)."""
 
-    k: int = Field(15, ge=1, description="K-SMOTE: base minority points picked at random.")
-    neighbours: int = Field(20, ge=1, description="K-SMOTE: nearest minority neighbours N of each base point (SMOTE: k_neighbors).")
+    k: int = Field(15, ge=1, le=1_000_000, description="K-SMOTE: base minority points picked at random.")
+    neighbours: int = Field(20, ge=1, le=10_000, description="K-SMOTE: nearest minority neighbours N of each base point (SMOTE: k_neighbors).")
     ratio: float = Field(1.0, gt=0, le=10, description="r: generate N_s = r·|D_maj| − |D_min| points (Algorithm 1, line 1).")
     share_fraction: float = Field(0.1, ge=0, le=1, description="α: fraction of D_syn published to neighbours (equation 7).")
     received: Literal["balanced", "unbounded"] = Field(
@@ -336,6 +371,7 @@ class RebalancingSpec(SpecModel):
     max_received: int | None = Field(
         None,
         ge=0,
+        le=MAX_ROWS,
         description="Cap on the size of D_o_syn, keeping the newest points (either policy). Default: no cap of its own.",
     )
 
@@ -384,17 +420,10 @@ class TrainingSpec(SpecModel):
     batch_size: int = Field(128, ge=1, le=1_000_000)
     learning_rate: float = Field(1e-5, gt=0, le=10)
     weight_decay: float = Field(1e-3, ge=0, le=10)
-    hidden_layers: list[int] = Field(default_factory=lambda: [80, 50, 10], min_length=1)
+    hidden_layers: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [80, 50, 10], min_length=1, max_length=32)
     dropout: float = Field(0.2, ge=0, lt=1)
     leaky_relu_slope: float = Field(0.01, ge=0, lt=1)
     threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on the sigmoid output.")
-
-    @field_validator("hidden_layers")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(h < 1 for h in v):
-            raise ValueError("every hidden layer needs at least one unit")
-        return v
 
 
 class EvaluationSpec(SpecModel):
@@ -418,11 +447,11 @@ class RuntimeSpec(SpecModel):
     """How peers run and exchange; runners and flags may override."""
 
     device: Device = "auto"
-    round_timeout_seconds: float = Field(600, gt=0)
-    store: str | None = Field(None, description="s3://bucket/prefix or file:///path (default: runner's choice).")
+    round_timeout_seconds: float = Field(600, gt=0, le=7 * 86_400, description="How long a peer waits for its neighbours' publications of a round (at most a week).")
+    store: str | None = Field(None, max_length=4096, description="s3://bucket/prefix or file:///path (default: runner's choice).")
     metrics_port: int = Field(9400, ge=1, le=65535)
-    pushgateway: str | None = Field(None, description="host:port of a Prometheus Pushgateway.")
-    max_payload_mb: float = Field(256, gt=0, description="Reject any neighbour payload larger than this.")
+    pushgateway: str | None = Field(None, max_length=1024, description="host:port of a Prometheus Pushgateway.")
+    max_payload_mb: float = Field(256, gt=0, le=16_384, description="Reject any neighbour payload larger than this (at most 16 GiB).")
     store_retry_seconds: float = Field(
         120, ge=0, le=3600,
         description="How long each store call keeps retrying (exponential backoff with jitter) before the worker gives up and exits for a restart.")
@@ -509,7 +538,7 @@ class Toleration(SpecModel):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 #: An absolute path in a container.
@@ -538,8 +567,8 @@ class KubernetesSpec(SpecModel):
     backoff_limit: int = Field(
         20, ge=0, le=1000,
         description="Pod failures before a client's Job fails (each new pod resumes from the checkpoint; runtime.maxFailuresPerRound stops a crash loop sooner).")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of each client's Job.")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete each finished Job (and its pod) this long after it ends.")
+    active_deadline_seconds: int | None = Field(None, ge=1, le=2**31 - 1, description="Wall-clock limit of each client's Job.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=2**31 - 1, description="Delete each finished Job (and its pod) this long after it ends.")
     s3: S3Spec = Field(default_factory=S3Spec)
     data_volume: DataVolume | None = Field(None, description="A PersistentVolumeClaim with the dataset or prepared shards, mounted read-only.")
     purge_on_delete: bool = Field(False, description="Delete the experiment's store prefix when the resource is deleted.")
@@ -573,14 +602,55 @@ class ExperimentSpec(SpecModel):
             wanted = presets.available()[self.scenario.preset].dataset
             if wanted != self.dataset.kind:
                 raise ValueError(f"scenario.preset {self.scenario.preset!r} is written for dataset kind {wanted!r}, not {self.dataset.kind!r}")
-        if self.topology.kind == "explicit" and self.scenario.clients:
-            known = {c.name for c in self.scenario.clients}
-            unknown = sorted(
-                {n for k, vs in (self.topology.adjacency or {}).items() for n in [k, *vs]} - known
-            )
-            if unknown:
-                raise ValueError(f"topology.adjacency names unknown clients {unknown}")
+        from p2p_job.topology import build_topology  # imports this module
+
+        build_topology(self.topology, [c.name for c in self.scenario.clients], self.seed)  # raises FieldError
+        if self.dataset.kind == "builtin":
+            _check_builtin_supply(self.dataset.builtin, self.scenario)
         return self
+
+
+def _check_builtin_supply(builtin: BuiltinDataSpec, scenario: ScenarioSpec) -> None:
+    """The built-in generator's rows are known from the spec, so asking for more rows than it
+    makes is refused here rather than by ``build_shards``: every group selector must name one
+    of its groups, each client's pool must hold its train + validation rows, and each class
+    must hold what all clients and the global test set ask for together (necessary conditions;
+    ``build_shards`` still checks the rows left after earlier clients took theirs)."""
+    from p2p_job.datasets.builtin import group_table  # numpy; imports this module
+
+    cells, sizes = group_table(builtin)
+    demand = {label: 0 for label in CLASS_NAMES}
+    for i, client in enumerate(scenario.clients):
+        for label, name in CLASS_NAMES.items():
+            field = f"{name}Groups"
+            selectors = getattr(client, f"{name}_groups")
+            try:
+                pool = sizes[(cells.labels == label) & _select(cells, selectors)].sum()
+            except ValueError as exc:
+                raise FieldError(("scenario", "clients", i, field), str(exc)) from None
+            wanted = getattr(client.train, name) + getattr(client.validation, name)
+            if wanted > pool:
+                raise FieldError(
+                    ("scenario", "clients", i),
+                    f"client {client.name!r} needs {wanted} {name} rows (train + validation) but its groups hold "
+                    f"{pool} in the built-in dataset (dataset.builtin)",
+                )
+            demand[label] += wanted
+    for label, name in CLASS_NAMES.items():
+        total = int(sizes[cells.labels == label].sum())
+        wanted = demand[label] + (getattr(scenario.global_test, name) if scenario.global_test else 0)
+        if wanted > total:
+            raise FieldError(
+                ("scenario",),
+                f"the clients and globalTest need {wanted} {name} rows together but the built-in dataset makes {total} (dataset.builtin)",
+            )
+
+
+def _select(table: Any, selectors: list[str] | None) -> Any:
+    """``select_groups`` over the built-in dataset's group table (all rows when no selectors)."""
+    from p2p_job.datasets.table import select_groups
+
+    return select_groups(table, selectors) if selectors else True
 
 
 class Metadata(SpecModel):
@@ -604,6 +674,19 @@ class P2PExperiment(SpecModel):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def kubernetes_errors(exp: P2PExperiment) -> list[tuple[str, str]]:
+    """What only a Kubernetes run needs besides a valid spec: an S3 endpoint and store
+    credentials, as ``(field path, message)``. The operator refuses the experiment with these
+    (``p2pk_operator.manifests.plan``); ``p2pk validate --kubernetes`` reports the same."""
+    s3 = exp.spec.kubernetes.s3
+    errors = []
+    if not s3.endpoint:
+        errors.append(("spec.kubernetes.s3.endpoint", "required on Kubernetes: the workers exchange through this S3 (MinIO) endpoint"))
+    if not (s3.admin_secret or s3.credentials_secret):
+        errors.append(("spec.kubernetes.s3", "give adminSecret (one scoped MinIO user per client) or credentialsSecret (one shared user): the workers need store credentials"))
+    return errors
 
 
 def resolved_method_name(method: MethodSpec, default_rule: AggregationRule) -> str:
@@ -646,24 +729,96 @@ def parse_experiment(document: Any, source: str = "<spec>") -> P2PExperiment:
     try:
         return P2PExperiment.model_validate(document)
     except ValidationError as exc:
-        errors = [(_error_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        errors = []
+        for e in exc.errors():
+            loc, msg = e["loc"], e["msg"].removeprefix("Value error, ")
+            cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldError):
+                loc, msg = (*loc, *cause.loc), cause.message
+            errors.append((_error_path(loc), msg))
         raise InvalidSpec(source, errors) from None
 
 
-def load_experiment(path: str | Path) -> P2PExperiment:
-    """Read and validate an experiment file. YAML syntax errors name the line."""
-    path = Path(path)
+#: Largest experiment file read (Kubernetes objects are capped at about 1.5 MB too).
+MAX_SPEC_BYTES = 1 << 20
+#: Largest YAML document, counted in nodes with every alias expanded (a "billion laughs"
+#: document is a few hundred bytes that expand to 10^9 nodes).
+MAX_YAML_NODES = 100_000
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 (and kubectl) do: ``1e-5`` is a number,
+    not the string YAML 1.1 makes of it (the model's types are strict)."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789"),
+)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes in the document with aliases expanded, computed on the composed graph (each node
+    once), stopping as soon as the count passes :data:`MAX_YAML_NODES`."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), MAX_YAML_NODES + 1)
+    return sizes[id(root)]
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """One YAML document from ``text``, safely: at most :data:`MAX_YAML_NODES` nodes with
+    aliases expanded (checked before anything is built from it), a single document, no
+    arbitrary tags. Problems raise :class:`InvalidSpec` naming the line."""
+    loader = _SpecLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidSpec(str(path), [("(file)", exc.strerror or str(exc))]) from None
-    try:
-        document = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise InvalidSpec(source, [("(document)", "empty file: expected a P2PExperiment mapping")])
+        if _expanded_size(node) > MAX_YAML_NODES:
+            raise InvalidSpec(source, [("(document)", f"more than {MAX_YAML_NODES} YAML nodes once aliases are expanded; refused (an alias bomb?)")])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise InvalidSpec(str(path), [(where, f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_experiment(document, str(path))
+        raise InvalidSpec(source, [(where, f"YAML syntax error: {getattr(exc, 'problem', None) or exc}")]) from None
+    except RecursionError:
+        raise InvalidSpec(source, [("(document)", "YAML nested too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_experiment(path: str | Path) -> P2PExperiment:
+    """Read and validate an experiment file: at most :data:`MAX_SPEC_BYTES`, UTF-8, one YAML
+    document (:func:`load_yaml`), then the model. Every problem is an :class:`InvalidSpec`."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise InvalidSpec(str(path), [("(file)", exc.strerror or str(exc))]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise InvalidSpec(str(path), [("(file)", f"larger than {MAX_SPEC_BYTES} bytes; an experiment file is a few kilobytes")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSpec(str(path), [("(file)", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
+    return parse_experiment(load_yaml(text, str(path)), str(path))
 
 
 def dump_experiment(exp: P2PExperiment) -> str:

@@ -13,6 +13,9 @@ Kinds (``spec.topology.kind``):
 Random graphs are drawn from ``p2p_job.seeding.rng(seed, "topology")`` and drawn again from the
 same stream until connected, at most :data:`MAX_DRAWS` times; so every peer derives the same
 graph from the seed. A graph that is not connected is an error: every peer must be reachable.
+Errors are :class:`p2p_job.spec.FieldError` naming the spec field (``topology.degree``, …): the
+spec model builds the graph once while validating, so ``p2pk validate`` refuses what no runner
+could build.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from collections.abc import Callable
 import networkx as nx
 
 from p2p_job.seeding import rng as seeded_rng
-from p2p_job.spec import TopologySpec
+from p2p_job.spec import FieldError, TopologySpec
 
 #: Draws of a random graph before giving up on a connected one.
 MAX_DRAWS = 1000
 
 
-def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str) -> nx.Graph:
+def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str, field: str) -> nx.Graph:
     """``draw(networkx_seed)`` again and again, seeds taken from the experiment's topology
     stream, until the graph is connected."""
     stream = seeded_rng(seed, "topology")
@@ -36,7 +39,7 @@ def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str) -> nx
         graph = draw(int(stream.integers(2**32)))
         if nx.is_connected(graph):
             return graph
-    raise ValueError(f"topology: no connected {what} in {MAX_DRAWS} draws; raise the edge count")
+    raise FieldError(("topology", field), f"no connected {what} in {MAX_DRAWS} draws; raise the edge count")
 
 
 def _explicit(adjacency: dict[str, list[str]], clients: list[str]) -> nx.Graph:
@@ -46,9 +49,9 @@ def _explicit(adjacency: dict[str, list[str]], clients: list[str]) -> nx.Graph:
     for name, neighbours in adjacency.items():
         for other in [name, *neighbours]:
             if other not in index:
-                raise ValueError(f"topology.adjacency[{name!r}]: unknown client {other!r}")
+                raise FieldError(("topology", "adjacency", name), f"unknown client {other!r}")
         if name in neighbours:
-            raise ValueError(f"topology.adjacency[{name!r}]: a client cannot be its own neighbour")
+            raise FieldError(("topology", "adjacency", name), "a client cannot be its own neighbour")
         graph.add_edges_from((index[name], index[other]) for other in neighbours)
     return graph
 
@@ -58,7 +61,7 @@ def build_topology(spec: TopologySpec, clients: list[str], seed: int) -> dict[st
     Symmetric, connected and deterministic in ``seed``."""
     n = len(clients)
     if len(set(clients)) != n:
-        raise ValueError(f"topology: duplicate client names in {clients}")
+        raise FieldError(("scenario", "clients"), f"duplicate client names in {clients}")
     if n == 0:
         return {}
     if spec.kind == "full":
@@ -68,17 +71,17 @@ def build_topology(spec: TopologySpec, clients: list[str], seed: int) -> dict[st
     elif spec.kind == "k-regular":
         degree = spec.degree
         if degree is None or degree >= n or (n * degree) % 2:
-            raise ValueError(
-                f"topology.degree: a {degree}-regular graph on {n} clients needs degree < {n} and an even n·degree"
+            raise FieldError(
+                ("topology", "degree"), f"a {degree}-regular graph on {n} clients needs degree < {n} and an even n·degree"
             )
-        graph = _connected_draw(lambda s: nx.random_regular_graph(degree, n, seed=s), seed, f"{degree}-regular graph on {n} clients")
+        graph = _connected_draw(lambda s: nx.random_regular_graph(degree, n, seed=s), seed, f"{degree}-regular graph on {n} clients", "degree")
     elif spec.kind == "erdos-renyi":
-        graph = _connected_draw(lambda s: nx.gnp_random_graph(n, spec.p, seed=s), seed, f"Erdős–Rényi graph with p={spec.p} on {n} clients")
+        graph = _connected_draw(lambda s: nx.gnp_random_graph(n, spec.p, seed=s), seed, f"Erdős–Rényi graph with p={spec.p} on {n} clients", "p")
     elif spec.kind == "explicit":
         graph = _explicit(spec.adjacency or {}, clients)
         if not nx.is_connected(graph):
             parts = [sorted(clients[i] for i in part) for part in nx.connected_components(graph)]
-            raise ValueError(f"topology.adjacency is not connected; its parts are {parts}")
+            raise FieldError(("topology", "adjacency"), f"not connected; its parts are {parts}")
     else:
-        raise ValueError(f"topology.kind: unknown kind {spec.kind!r}")
+        raise FieldError(("topology", "kind"), f"unknown kind {spec.kind!r}")
     return {name: sorted(clients[j] for j in graph.neighbors(i)) for i, name in enumerate(clients)}

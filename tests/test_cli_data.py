@@ -76,10 +76,12 @@ def test_bad_spec_exits_2_with_the_errors(tmp_path, capsys):
 
 
 def test_data_that_does_not_fit_exits_1_naming_the_client(tmp_path, capsys):
-    spec = write_spec(tmp_path / "exp.yaml", {"kind": "imbalanced-iid", "clients": [client("a", (10, 500), (1, 1))]}, SMALL_BUILTIN)
+    family_0 = ["family-0"]  # 3 devices × 60 rows: enough for a or b, not for both
+    clients = [client(name, (10, 100), (1, 1), malicious=family_0, benign=["benign"]) for name in ("a", "b")]
+    spec = write_spec(tmp_path / "exp.yaml", {"kind": "imbalanced-iid", "clients": clients}, SMALL_BUILTIN)
     assert main(["data", "prepare", str(spec), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert "client 'a', train: needs 500 malicious rows but only 360 are available" in err  # 3 devices × 2 families × 60
+    assert "client 'b', train: needs 100 malicious rows but only 79 are available" in err
     assert main(["data", "describe", str(tmp_path / "nothing")]) == 1
     assert "manifest.json: not found" in capsys.readouterr().err
 

@@ -134,10 +134,12 @@ def test_cli_exits_2_on_an_invalid_spec(tmp_path, capsys):
 
 
 def test_cli_reports_unusable_data_with_exit_1(tmp_path, capsys):
+    """Counts that each fit the built-in data (so the spec is valid) but not one after the other:
+    client-b's device-0 rows were taken by client-a."""
     document = _document()
-    document["spec"]["scenario"]["clients"][0]["train"]["benign"] = 10_000
+    document["spec"]["scenario"]["clients"][1]["benignGroups"] = ["device-0"]
     assert main(["simulate", str(_spec_file(tmp_path, document)), "--out", str(tmp_path / "out")]) == 1
-    assert "client 'client-a', train: needs 10000 benign rows" in capsys.readouterr().err
+    assert "client 'client-b', train: needs 120 benign rows but only 90 are available" in capsys.readouterr().err
 
 
 @pytest.mark.slow

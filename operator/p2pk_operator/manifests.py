@@ -30,7 +30,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from p2p_job.spec import GPU_RESOURCE, InvalidSpec, P2PExperiment, dump_experiment, resolved_method_name
+from p2p_job.spec import GPU_RESOURCE, InvalidSpec, P2PExperiment, dump_experiment, kubernetes_errors, resolved_method_name
 from p2p_job.topology import build_topology
 from p2p_job.worker import FATAL_EXIT_CODES
 from p2pk_operator.status import ExpectedJob
@@ -74,23 +74,15 @@ class Plan:
 
 def plan(exp: P2PExperiment) -> Plan:
     """The experiment's methods (resolved names), clients and neighbour sets, after the checks
-    only a Kubernetes run needs: an S3 endpoint, store credentials, a peer graph that can be
-    built (e.g. no 3-regular graph on 5 clients). Failures are an :class:`InvalidSpec` naming
-    the fields."""
+    only a Kubernetes run needs (:func:`p2p_job.spec.kubernetes_errors`, which ``p2pk validate
+    --kubernetes`` runs too). Failures are an :class:`InvalidSpec` naming the fields; the peer
+    graph was already built once by the spec model, so it can be built."""
     s = exp.spec
-    s3 = s.kubernetes.s3
-    errors = []
-    if not s3.endpoint:
-        errors.append(("spec.kubernetes.s3.endpoint", "required on Kubernetes: the workers exchange through this S3 (MinIO) endpoint"))
-    if not (s3.admin_secret or s3.credentials_secret):
-        errors.append(("spec.kubernetes.s3", "give adminSecret (one scoped MinIO user per client) or credentialsSecret (one shared user): the workers need store credentials"))
-    clients = [c.name for c in s.scenario.clients]
-    try:
-        neighbours = build_topology(s.topology, clients, s.seed)
-    except ValueError as exc:
-        errors.append(("spec.topology", str(exc)))
+    errors = kubernetes_errors(exp)
     if errors:
         raise InvalidSpec(exp.name, errors)
+    clients = [c.name for c in s.scenario.clients]
+    neighbours = build_topology(s.topology, clients, s.seed)
     methods = [resolved_method_name(m, s.aggregation.rule) for m in s.methods]
     return Plan(exp=exp, methods=methods, clients=clients, neighbours=neighbours)
 

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import kopf
-import yaml
 
-from p2p_job.spec import InvalidSpec, dump_experiment, parse_experiment
+from p2p_job.spec import InvalidSpec, dump_experiment, load_yaml, parse_experiment
 from p2p_job.store import RetryingStore, StoreError, metrics_key, open_store, spec_key
 from p2pk_operator import manifests, policies
 from p2pk_operator.cluster import Cluster, Rejected
@@ -166,7 +165,8 @@ def _stored_plan(owner: Any, cluster: Cluster) -> Plan | None:
     stored = cluster.read("ConfigMap", meta["namespace"], manifests.config_map_name(meta["name"]))
     if stored is None or not _owned_by(stored, owner):
         return None
-    return manifests.plan(parse_experiment(yaml.safe_load(stored["data"][SPEC_FILE]), f"ConfigMap {meta['namespace']}/{stored['metadata']['name']}"))
+    source = f"ConfigMap {meta['namespace']}/{stored['metadata']['name']}"
+    return manifests.plan(parse_experiment(load_yaml(stored["data"][SPEC_FILE], source), source))
 
 
 def _owned_by(obj: dict, owner: Any) -> bool:

@@ -42,18 +42,17 @@ def generate(spec: BuiltinDataSpec) -> Table:
     shared = _unit(gen.standard_normal((spec.families, latent_dim)))
 
     centres, sizes, devices, families = [], [], [], []
-    for d in range(spec.devices):
-        benign_centre = spec.separation * _unit(gen.standard_normal(latent_dim))
-        centres.append(benign_centre)
-        sizes.append(spec.benign_per_device)
-        devices.append(f"device-{d}")
-        families.append(BENIGN_FAMILY)
-        for f in range(spec.families):
+    for device, family, size in _cells(spec):
+        if family == BENIGN_FAMILY:
+            benign_centre = spec.separation * _unit(gen.standard_normal(latent_dim))
+            centres.append(benign_centre)
+        else:
+            f = int(family.removeprefix("family-"))
             direction = _unit(SHARED_DIRECTION * shared[f] + _unit(gen.standard_normal(latent_dim)))
             centres.append(benign_centre + spec.separation * direction)
-            sizes.append(spec.malicious_per_family)
-            devices.append(f"device-{d}")
-            families.append(f"family-{f}")
+        sizes.append(size)
+        devices.append(device)
+        families.append(family)
 
     latent = np.repeat(np.array(centres), sizes, axis=0) + gen.standard_normal((sum(sizes), latent_dim))
     X = latent @ embedding.T + FEATURE_NOISE * gen.standard_normal((sum(sizes), spec.features))
@@ -65,6 +64,30 @@ def generate(spec: BuiltinDataSpec) -> Table:
         feature_names=[f"f{j:03d}" for j in range(spec.features)],
         report=LoadReport(rows_read=sum(sizes)),
     )
+
+
+def _cells(spec: BuiltinDataSpec) -> list[tuple[str, str, int]]:
+    """The generated clusters in order: (device, family, rows), each device's benign cluster
+    followed by its attack families."""
+    return [
+        (f"device-{d}", family, size)
+        for d in range(spec.devices)
+        for family, size in [(BENIGN_FAMILY, spec.benign_per_device), *((f"family-{f}", spec.malicious_per_family) for f in range(spec.families))]
+    ]
+
+
+def group_table(spec: BuiltinDataSpec) -> tuple[Table, np.ndarray]:
+    """One row per generated cluster (no features) with its groups and label, and the rows
+    each cluster has: what the spec checks scenario counts and group selectors against
+    without generating the data."""
+    cells = _cells(spec)
+    table = Table(
+        features=np.zeros((len(cells), 0), dtype=np.float32),
+        labels=np.array([family != BENIGN_FAMILY for _, family, _ in cells], dtype=np.int8),
+        groups={"device": np.array([c[0] for c in cells]), "family": np.array([c[1] for c in cells])},
+        feature_names=[],
+    )
+    return table, np.array([size for _, _, size in cells], dtype=np.int64)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

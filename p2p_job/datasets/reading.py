@@ -78,9 +78,8 @@ def _sniff(path: Path) -> tuple[str, str]:
         sample = sample[: sample.rindex("\n")]  # whole lines only
     try:
         return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter, sample
-    except csv.Error:
-        first = sample.splitlines()[0]
-        raise DataError(f"{path}: cannot tell the delimiter (comma, semicolon or tab) from line 1: {first[:80]!r}") from None
+    except csv.Error:  # the line is not quoted: dataset.path may name a file that is not data (a key, a token)
+        raise DataError(f"{path}: cannot tell the delimiter (comma, semicolon or tab) from its first lines; not a CSV/TSV file?") from None
 
 
 @dataclass(frozen=True)

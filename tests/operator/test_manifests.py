@@ -193,7 +193,6 @@ def test_client_secret_values_decode_from_the_api_form():
 @pytest.mark.parametrize(
     "kubernetes, topology, path, words",
     [
-        ({"s3": {"adminSecret": "x", "endpoint": "m:9000"}}, {"kind": "k-regular", "degree": 3}, "spec.topology", "degree"),
         ({"s3": {"credentialsSecret": "x"}}, {"kind": "ring"}, "spec.kubernetes.s3.endpoint", "required on Kubernetes"),
         ({"s3": {"endpoint": "m:9000"}}, {"kind": "ring"}, "spec.kubernetes.s3", "adminSecret"),
     ],
