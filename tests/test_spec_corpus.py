@@ -324,8 +324,8 @@ def test_every_command_refuses_a_hostile_file_quickly_without_a_traceback(tmp_pa
         assert "Traceback" not in done.stderr + done.stdout
         assert seconds < 30, (args, seconds)
         if args[0] == "worker":
-            (line,) = [json.loads(x) for x in done.stdout.splitlines() if "bad_configuration" in x]
-            assert "aliases are expanded" in line["error"]
+            (line,) = [json.loads(x) for x in done.stdout.splitlines() if "worker_failed" in x]
+            assert line["cause"] == "spec" and "aliases are expanded" in line["error"]
         else:
             assert "aliases are expanded" in done.stderr or case != "alias-bomb"
 
