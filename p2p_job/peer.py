@@ -120,7 +120,8 @@ class PeerObserver(Protocol):
 class PeerState:
     """Everything a peer needs to resume after round ``scalars["round"]``: arrays (for
     safetensors) and JSON-able scalars. Array names: ``model.<tensor>``, ``optimizer.<i>.<key>``
-    (Adam's per-parameter state), ``received.X`` and ``received.y`` (D_o_syn, scaled)."""
+    (Adam's per-parameter state), ``received.X``, ``received.y`` (D_o_syn, scaled) and
+    ``received.ids`` (each row's arrival number)."""
 
     arrays: dict[str, np.ndarray]
     scalars: dict[str, Any]
@@ -174,6 +175,10 @@ class Peer:
         self.received_policy = ReceivedPolicy(spec.rebalancing, shard.train.y)
         self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own scaling
         self.received_y = np.empty(0, dtype=np.int8)
+        # Arrival numbers of the D_o_syn rows (0, 1, … over the whole run): incremental
+        # checkpoints write each received point once (p2p_job.checkpoints).
+        self.received_ids = np.empty(0, dtype=np.int64)
+        self.next_received_id = 0
         self.last_metrics: dict[str, float] = {}
         #: Scores of the last evaluation per evaluation set (``local``, ``global``), for runners that keep them.
         self.last_scores: dict[str, np.ndarray] = {}
@@ -339,9 +344,13 @@ class Peer:
             return 0
         new_X = np.concatenate([X for X, _ in points]).astype(np.float32)
         new_y = np.concatenate([y for _, y in points]).astype(np.int8)
-        self.received_X, self.received_y = self.received_policy.bound(
-            np.concatenate([self.received_X, new_X]), np.concatenate([self.received_y, new_y])
-        )
+        new_ids = np.arange(self.next_received_id, self.next_received_id + len(new_y), dtype=np.int64)
+        self.next_received_id += len(new_y)
+        y = np.concatenate([self.received_y, new_y])
+        keep = self.received_policy.keep(y)
+        self.received_X = np.concatenate([self.received_X, new_X])[keep]
+        self.received_y = y[keep]
+        self.received_ids = np.concatenate([self.received_ids, new_ids])[keep]
         return len(new_y)
 
     def evaluation_sets(self) -> dict:
@@ -375,10 +384,12 @@ class Peer:
                 arrays[f"optimizer.{index}.{key}"] = value.detach().cpu().numpy().copy()
         arrays["received.X"] = self.received_X.copy()
         arrays["received.y"] = self.received_y.copy()
+        arrays["received.ids"] = self.received_ids.copy()
         scalars = {
             "client": self.client,
             "method": self.method_name,
             "round": self.completed_round,
+            "next_received_id": self.next_received_id,
             "last_metrics": dict(self.last_metrics),
         }
         return PeerState(arrays=arrays, scalars=scalars)
@@ -398,7 +409,9 @@ class Peer:
         saved = self.optimizer.state_dict()
         saved["state"] = optimizer_state
         self.optimizer.load_state_dict(saved)
-        self.received_X = np.asarray(arrays["received.X"], dtype=np.float32)
+        self.received_X = np.asarray(arrays["received.X"], dtype=np.float32).reshape(-1, self.n_features)
         self.received_y = np.asarray(arrays["received.y"], dtype=np.int8)
+        self.received_ids = np.asarray(arrays["received.ids"], dtype=np.int64)
+        self.next_received_id = int(state.scalars["next_received_id"])
         self.last_metrics = {k: float(v) for k, v in state.scalars["last_metrics"].items()}
         self.completed_round = int(state.scalars["round"])

@@ -45,9 +45,15 @@ class ReceivedPolicy:
         self.caps = {c: int(params.received_fraction * deficits[c]) for c in deficits} if self.balanced else None
 
     def bound(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """D_o_syn after line 16: the rows of ``(X, y)`` (oldest first) to keep — under
-        ``balanced`` the newest ``caps[c]`` of each class c, then (both policies) the newest
-        ``maxReceived`` overall. Order is preserved."""
+        """D_o_syn after line 16: the rows of ``(X, y)`` (oldest first) that :meth:`keep` keeps.
+        Order is preserved."""
+        keep = self.keep(y)
+        return X[keep], y[keep]
+
+    def keep(self, y: np.ndarray) -> np.ndarray:
+        """Which of the received rows with labels ``y`` (oldest first) stay in D_o_syn, as a
+        mask: under ``balanced`` the newest ``caps[c]`` of each class c, then (both policies)
+        the newest ``maxReceived`` overall."""
         keep = np.ones(len(y), dtype=bool)
         if self.caps is not None:
             for c, cap in self.caps.items():
@@ -56,7 +62,7 @@ class ReceivedPolicy:
         if self.max_received is not None:
             rows = np.flatnonzero(keep)
             keep[rows[: max(0, len(rows) - self.max_received)]] = False
-        return X[keep], y[keep]
+        return keep
 
     def own_synthetic(self, synthetic_y: np.ndarray, received_y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Indices of the client's own D_syn rows to train on this round (sorted): all of them

@@ -135,7 +135,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     """Run the peer's remaining rounds; 0 when the experiment's last round is done."""
     import torch
 
-    from p2p_job.checkpoints import load_checkpoint, save_checkpoint
+    from p2p_job.checkpoints import Checkpoints
     from p2p_job.payloads import state_layout
     from p2p_job.peer import Peer, neighbourhoods
     from p2p_job.restarts import record_start
@@ -177,7 +177,8 @@ def run_worker(cfg: WorkerConfig) -> int:
         timeout=spec.runtime.round_timeout_seconds, on_bytes=telemetry.moved_bytes,
     )
     done = 0
-    checkpoint = load_checkpoint(store, exp.name, method_name, cfg.client)
+    checkpoints = Checkpoints(store, exp.name, method_name, cfg.client)
+    checkpoint = checkpoints.load()
     if checkpoint is not None:
         done, state = checkpoint
         peer.restore(state)
@@ -198,7 +199,7 @@ def run_worker(cfg: WorkerConfig) -> int:
             record = peer.merge_and_evaluate(r, exchange)
             rows += record.rows()
             store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_rows(rows))
-            save_checkpoint(store, exp.name, method_name, cfg.client, r, peer.state())
+            checkpoints.save(r, peer.state())
             telemetry.push()
             log.info("round_end", extra={"fields": _round_fields(record, store)})
         log.info("worker_done", extra={"fields": {"rounds": spec.rounds, "store_seconds": round(store.seconds, 3)}})

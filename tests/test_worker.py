@@ -15,7 +15,6 @@ import pytest
 import services
 from prometheus_client.parser import text_string_to_metric_families
 
-from p2p_job.checkpoints import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from p2p_job.exchange import Publication
 from p2p_job.payloads import MANIFEST_FILE, MODEL_FILE, decode_manifest, encode_state, state_layout
 from p2p_job.peer import PeerState
@@ -207,50 +206,6 @@ def test_store_errors_while_gathering_are_retried_at_the_next_poll(tmp_path):
     assert list(gathered.publications) == ["b"]
     gathered = exchange(FailingReads(store, "b", failures=10**6), "a", timeout=3).gather(1, ["b"])
     assert gathered.missing == ["b"]
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def peer_state(round):
-    return PeerState(arrays={"model.w": np.full((2, 2), round, np.float32), "received.y": np.zeros(0, np.int8)},
-                     scalars={"client": "a", "round": round, "last_metrics": {"local_fnr": 0.5}})
-
-
-def test_checkpoint_round_trip_keeps_only_the_latest_arrays(tmp_path):
-    store = DirectoryStore(tmp_path)
-    assert load_checkpoint(store, "exp", "m", "a") is None
-    save_checkpoint(store, "exp", "m", "a", 1, peer_state(1))
-    save_checkpoint(store, "exp", "m", "a", 2, peer_state(2))
-    round, state = load_checkpoint(store, "exp", "m", "a")
-    assert round == 2 and state.scalars == peer_state(2).scalars
-    np.testing.assert_array_equal(state.arrays["model.w"], np.full((2, 2), 2, np.float32))
-    assert state.arrays["received.y"].shape == (0,)
-    assert store.list("exp/m/checkpoints/") == ["exp/m/checkpoints/a/00002.safetensors", "exp/m/checkpoints/a/latest.json"]
-
-
-def test_a_checkpoint_torn_before_its_record_resumes_from_the_previous_round(tmp_path):
-    """Killed between writing round 3's arrays and its latest.json: round 2 is what counts."""
-    store = DirectoryStore(tmp_path)
-    save_checkpoint(store, "exp", "m", "a", 2, peer_state(2))
-    store.put_bytes(checkpoint_key("exp", "m", "a", "00003.safetensors"), b"half-written")
-    assert load_checkpoint(store, "exp", "m", "a")[0] == 2
-
-
-def test_a_corrupt_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
-    store = DirectoryStore(tmp_path)
-    save_checkpoint(store, "exp", "m", "a", 1, peer_state(1))
-    store.put_bytes(checkpoint_key("exp", "m", "a", "00001.safetensors"), b"garbage")
-    with pytest.raises(CorruptCheckpoint, match="does not match its sha256"):
-        load_checkpoint(store, "exp", "m", "a")
-    store.put_bytes(checkpoint_key("exp", "m", "a", "latest.json"), b"{")
-    with pytest.raises(CorruptCheckpoint, match="unreadable checkpoint record"):
-        load_checkpoint(store, "exp", "m", "a")
-    for arrays in ({}, [], "x"):  # a record without the arrays' key and sha256
-        record = {"format": "p2pk.checkpoint/v1", "round": 1, "arrays": arrays, "scalars": {}}
-        store.put_bytes(checkpoint_key("exp", "m", "a", "latest.json"), json.dumps(record).encode())
-        with pytest.raises(CorruptCheckpoint, match="unreadable checkpoint record"):
-            load_checkpoint(store, "exp", "m", "a")
 
 
 # --------------------------------------------------------------------------- configuration
