@@ -37,25 +37,54 @@ def _shares(values, name: str) -> np.ndarray:
     return values / total if total > 0 else np.full(values.size, 1.0 / values.size)
 
 
-def mixing_weights(variances, sizes, lam: float) -> np.ndarray:
+def capped_shares(values, max_share: float = 1.0, name: str = "values") -> np.ndarray:
+    """``values / Σ values`` with no share above ``max_share``: the largest values are clipped
+    to the one threshold t at which the largest share ``t / Σ min(v, t)`` is ``max_share``
+    (water-filling), so self-reported weight inputs cannot buy more than that share of an
+    average. ``max_share`` 1 leaves the shares as they are (the paper); below 1/n no share can
+    be that small and every peer gets 1/n."""
+    shares = _shares(values, name)
+    if not 0.0 < max_share <= 1.0:
+        raise ValueError(f"max_share must be in (0, 1]; got {max_share}")
+    if max_share >= 1.0 or shares.max() <= max_share:
+        return shares
+    if max_share * shares.size <= 1.0:
+        return np.full(shares.size, 1.0 / shares.size)
+    capped = np.zeros(shares.size, dtype=bool)
+    while True:
+        free = ~capped
+        rest = 1.0 - max_share * capped.sum()
+        out = np.where(capped, max_share, 0.0)
+        total = shares[free].sum()
+        out[free] = rest * shares[free] / total if total > 0 else rest / free.sum()
+        over = free & (out > max_share)
+        if not over.any():
+            return out
+        capped |= over
+
+
+def mixing_weights(variances, sizes, lam: float, max_share: float = 1.0) -> np.ndarray:
     """Equation 6: ``p_k = λ·Var_k/ΣVar + (1−λ)·|D_k|/Σ|D|`` over the peer and its neighbours.
 
     Sums to 1. When every variance is 0 (or every size is 0) that term gives each peer an
-    equal share, since no peer differs from another in it.
+    equal share, since no peer differs from another in it. ``max_share`` < 1 (a deviation,
+    ``aggregation.maxWeightShare``) caps each term's shares with :func:`capped_shares`, so that
+    no peer's p_k exceeds it whatever |D_k| or Var_k it claims.
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1]; got {lam}")
-    variance_shares = _shares(variances, "variances")
-    size_shares = _shares(sizes, "sizes")
+    variance_shares = capped_shares(variances, max_share, "variances")
+    size_shares = capped_shares(sizes, max_share, "sizes")
     if variance_shares.size != size_shares.size:
         raise ValueError(f"{variance_shares.size} variances but {size_shares.size} sizes")
     weights = lam * variance_shares + (1.0 - lam) * size_shares
     return weights / weights.sum()
 
 
-def fedavg_weights(sizes) -> np.ndarray:
-    """FedAvg's weights ``|D_k| / Σ|D|`` (equation 6 with λ = 0; the ``fedavg`` rule)."""
-    return _shares(sizes, "sizes")
+def fedavg_weights(sizes, max_share: float = 1.0) -> np.ndarray:
+    """FedAvg's weights ``|D_k| / Σ|D|`` (equation 6 with λ = 0; the ``fedavg`` rule), capped
+    at ``max_share`` like :func:`mixing_weights`."""
+    return capped_shares(sizes, max_share, "sizes")
 
 
 def weighted_average(states: list[dict[str, np.ndarray]], weights) -> dict[str, np.ndarray]:

@@ -43,6 +43,12 @@ REJECT_REASONS = (
     "model-mismatch",   # tensor names, shapes or dtypes differ from the model's state
     "non-finite",       # NaN or infinity in weights or points
     "bad-synthetic",    # wrong columns, non-numeric values or labels outside {0, 1}
+    # the values checked against what the receiver knows (p2p_job.screening):
+    "bad-weights",      # |D_base| above the spec's count for that client, variance outside [0, 1/4]
+    "too-many-points",  # more shared points than α·r·|D_base| (0 when the method does not share)
+    "wrong-label",      # a shared point not of the sender's minority class
+    "out-of-range",     # a shared point beyond rebalancing.pointTolerance of the receiver's feature ranges
+    "degenerate",       # a model with non-finite values or outputs, or a BatchNorm variance <= 0
 )
 
 

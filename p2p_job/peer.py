@@ -40,16 +40,23 @@ from p2p_job.model import State, build_model, initial_state, load_model_state, m
 from p2p_job.rebalancing import rebalance
 from p2p_job.received import ReceivedPolicy
 from p2p_job.results import RoundRecord
+from p2p_job.robust import robust_merge
 from p2p_job.scenarios import ClientShard
+from p2p_job.screening import degenerate_state, minority_of, point_cap, screen_points, screen_weights
 from p2p_job.seeding import rng, torch_seed
-from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, resolved_method_name
+from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, RobustRule, resolved_method_name
 from p2p_job.topology import build_topology
-from p2p_job.training import make_optimizer, predict_scores, train_local
+from p2p_job.training import make_optimizer, predict_logits, predict_scores, train_local
 
 
 def method_rule(exp: P2PExperiment, method: MethodSpec) -> AggregationRule:
     """The method's aggregation rule: its own, else ``spec.aggregation.rule``."""
     return method.aggregation or exp.spec.aggregation.rule
+
+
+def method_robust_rule(exp: P2PExperiment, method: MethodSpec) -> RobustRule:
+    """How the method combines contributors: its own ``robustRule``, else ``spec.aggregation.robustRule``."""
+    return method.robust_rule or exp.spec.aggregation.robust_rule
 
 
 def method_shares(method: MethodSpec) -> bool:
@@ -66,6 +73,11 @@ def neighbourhoods(exp: P2PExperiment, method: MethodSpec, clients: list[str]) -
     if rule == "local":
         return {c: [] for c in clients}
     return build_topology(exp.spec.topology, clients, exp.spec.seed)
+
+
+def _distance(a: State, b: State) -> float:
+    """L2 distance between two model states over every entry (float64)."""
+    return float(np.sqrt(sum(np.sum((a[n].astype(np.float64) - b[n].astype(np.float64)) ** 2) for n in a)))
 
 
 # --------------------------------------------------------------------------- observer
@@ -160,6 +172,8 @@ class Peer:
         self.client = shard.name
         self.method_name = resolved_method_name(method, spec.aggregation.rule)
         self.rule = method_rule(exp, method)
+        self.robust_rule = method_robust_rule(exp, method)
+        self._client_specs = {c.name: c for c in spec.scenario.clients}  # what every peer knows of the others
         self.shares = method_shares(method)
         self.neighbours = list(neighbours)
         self.device = torch.device(device)
@@ -169,6 +183,8 @@ class Peer:
         self.w0: State = initial_state(exp, n_features)
         self.model = build_model(n_features, spec.training).to(self.device)
         load_model_state(self.model, self.w0)
+        self._probe = build_model(n_features, spec.training).to(self.device)  # screens neighbours' models
+        self._probe_X = np.concatenate([split.X for split in self.evaluation_sets().values()])
         self.optimizer = make_optimizer(self.model, spec.training)
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
@@ -302,39 +318,91 @@ class Peer:
         start = time.perf_counter()
         gathered = exchange.gather(r, self.neighbours)
         wait = time.perf_counter() - start
-        rejected, arrived, points = list(gathered.rejected), [], []
+        rejected, arrived, points = list(gathered.rejected), [], {}
         for name in self.neighbours:
             pub = gathered.publications.get(name)
             if pub is None:
                 continue
-            reason = self.incompatibility(pub)
-            if reason is None:
-                with np.errstate(over="ignore"):
-                    X = self.shard.scaler.transform(pub.synthetic_X)
-                if not np.isfinite(X).all():  # finite in raw units, overflowing in this peer's
-                    reason = "non-finite: synthetic points overflow this peer's scaling"
+            reason, X = self._screen(pub)
             if reason:
                 rejected.append((name, reason))
             else:
                 arrived.append(pub)
-                points.append((X, pub.synthetic_y))
-        self._average([own, *arrived])
-        n_received = self._receive(points)
+                points[name] = (X, pub.synthetic_y)
+        for name, reason in self._average(own, arrived):
+            rejected.append((name, reason))
+            arrived = [pub for pub in arrived if pub.client != name]
+            del points[name]
+        n_received = self._receive(list(points.values()))
         used = [pub.client for pub in arrived]
         return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received)
 
-    def _average(self, contributors: list[Publication]) -> None:
-        """Eq. 5: w = Σ p_k w_k over the peer itself (first) and the neighbours that arrived,
-        each w_k rebuilt as w0 + delta_k (the same arithmetic for its own model as for theirs).
-        p_k from eq. 6 (rule ``p2p``) or |D_k|/Σ|D| (``fedavg``); missing ones are left out,
-        so the weights renormalise over those present."""
-        sizes = [pub.n_base for pub in contributors]
-        if self.rule == "fedavg":
-            weights = fedavg_weights(sizes)
-        else:
-            weights = mixing_weights([pub.variance for pub in contributors], sizes, self.exp.spec.aggregation.lambda_)
+    def _screen(self, pub: Publication) -> tuple[str | None, np.ndarray | None]:
+        """Why a neighbour's publication is not used (``"<reason>: <detail>"``, see
+        :mod:`p2p_job.screening`), else None and its shared points in this peer's scaling.
+        Judged on that publication and this peer's own facts only (spec, scaler, model)."""
+        reason = self.incompatibility(pub)
+        if reason:
+            return reason, None
+        spec = self.exp.spec
+        counts = self._client_specs[pub.client].train
+        reason = screen_weights(pub.n_base, pub.variance, counts.total)
+        if reason:
+            return reason, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            X = self.shard.scaler.transform(pub.synthetic_X)
+        reason = screen_points(
+            X, pub.synthetic_y, label=minority_of(counts.benign, counts.malicious),
+            cap=point_cap(pub.n_base, spec.rebalancing.share_fraction, spec.rebalancing.ratio, self.shares),
+            tolerance=spec.rebalancing.point_tolerance,
+        )
+        if reason:
+            return reason, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            state = {name: self.w0[name] + pub.delta[name] for name in self.w0}
+        return self._degenerate(state), X
+
+    def _degenerate(self, state: State) -> str | None:
+        """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ 0, or
+        non-finite logits on its own evaluation rows), or None."""
+        reason = degenerate_state(state)
+        if reason is None:
+            load_model_state(self._probe, state)
+            if not np.isfinite(predict_logits(self._probe, self._probe_X, self.device)).all():
+                reason = "degenerate: non-finite outputs on this peer's evaluation rows"
+        return reason
+
+    def _average(self, own: Publication, arrived: list[Publication]) -> list[tuple[str, str]]:
+        """Eq. 5 (or ``robustRule``, :mod:`p2p_job.robust`): combine the peer itself (first)
+        with the neighbours that arrived, each w_k rebuilt as w0 + delta_k (the same arithmetic
+        for its own model as for theirs). p_k from eq. 6 (rule ``p2p``) or |D_k|/Σ|D|
+        (``fedavg``), each term capped at ``maxWeightShare``; missing ones are left out, so the
+        weights renormalise over those present. A combination that would leave the model
+        degenerate is not applied: the neighbour farthest from this peer's model is left out
+        (and returned with reason ``degenerate``) until the result is sound."""
+        aggregation = self.exp.spec.aggregation
+        dropped: list[tuple[str, str]] = []
+        contributors = [own, *arrived]
         states = [{name: self.w0[name] + pub.delta[name] for name in self.w0} for pub in contributors]
-        load_model_state(self.model, weighted_average(states, weights))
+        while True:
+            sizes = [pub.n_base for pub in contributors]
+            if self.rule == "fedavg":
+                weights = fedavg_weights(sizes, aggregation.max_weight_share)
+            else:
+                weights = mixing_weights([pub.variance for pub in contributors], sizes, aggregation.lambda_,
+                                         aggregation.max_weight_share)
+            with np.errstate(over="ignore", invalid="ignore"):
+                merged = robust_merge(self.robust_rule, states, weights, byzantine=aggregation.byzantine,
+                                      clip_norm=aggregation.clip_norm)
+            reason = self._degenerate(merged)
+            if reason is None or len(contributors) == 1:
+                break
+            farthest = 1 + int(np.argmax([_distance(states[0], s) for s in states[1:]]))
+            dropped.append((contributors[farthest].client, f"{reason} (after combining; left out as the farthest model)"))
+            del contributors[farthest], states[farthest]
+        if reason is None:
+            load_model_state(self.model, merged)
+        return dropped
 
     def _receive(self, points: list[tuple[np.ndarray, np.ndarray]]) -> int:
         """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already

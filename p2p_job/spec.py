@@ -38,6 +38,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 RebalancingMethod = Literal["none", "random-over", "random-under", "smote", "ksmote"]
 AggregationRule = Literal["p2p", "fedavg", "local"]
+#: How contributors are combined (``p2p_job.robust.RULES``): ``mean`` is the paper's equation 5.
+RobustRule = Literal["mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum"]
 ScenarioKind = Literal["balanced-iid", "imbalanced-iid", "mixed-iid", "non-iid"]
 TopologyKind = Literal["full", "ring", "k-regular", "erdos-renyi", "explicit"]
 DatasetKind = Literal["builtin", "nbaiot", "botiot", "tabular"]
@@ -368,6 +370,10 @@ class RebalancingSpec(SpecModel):
         le=1,
         description="balanced: D_o_syn keeps at most this fraction of each class's deficit r·|D_maj| − |D_c| (the newest points).",
     )
+    point_tolerance: float = Field(
+        10.0, ge=0, le=1e6, allow_inf_nan=False,
+        description="Reject a neighbour's shared points lying farther than this many of the receiver's own feature ranges outside them.",
+    )
     max_received: int | None = Field(
         None,
         ge=0,
@@ -382,6 +388,7 @@ class MethodSpec(SpecModel):
     name: str | None = Field(None, pattern=DNS_LABEL, max_length=30, description="Default: the rebalancing name (plus the aggregation rule when it differs from aggregation.rule).")
     rebalancing: RebalancingMethod = "ksmote"
     aggregation: AggregationRule | None = Field(None, description="Overrides aggregation.rule for this method (e.g. fedavg for experiment 5.2.1).")
+    robust_rule: RobustRule | None = Field(None, description="Overrides aggregation.robustRule for this method; the default method name then ends in -<robustRule>.")
     share: bool | None = Field(None, description="Publish an α-fraction of synthetic points (default: only for ksmote).")
     share_real_rows: bool = Field(
         False,
@@ -411,6 +418,20 @@ class AggregationSpec(SpecModel):
     rule: AggregationRule = "p2p"
     lambda_: float = Field(0.8, ge=0, le=1, alias="lambda", description="λ: trade-off between data variance and data size.")
     update_probability: float = Field(1.0, gt=0, le=1, description="Probability that a peer is picked to aggregate in a round (Algorithm 2, line 12).")
+    robust_rule: RobustRule = Field(
+        "mean",
+        description="How the peer and its neighbours are combined: mean (equation 5, the paper), median, trimmed-mean, "
+        "clipped-mean, krum or multi-krum (p2p_job.robust; deviations from the paper against hostile neighbours).",
+    )
+    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), krum and multi-krum withstand.")
+    clip_norm: float | None = Field(
+        None, gt=0, le=1e6, allow_inf_nan=False,
+        description="clipped-mean: bound on the L2 norm of a neighbour's model minus the peer's own (default: the median of the neighbours' distances).",
+    )
+    max_weight_share: float = Field(
+        1.0, gt=0, le=1, allow_inf_nan=False,
+        description="Largest share of equation 6's size and variance terms any one contributor may get, whatever |D_k| or Var_k it reports (1: no cap, the paper).",
+    )
 
 
 class TrainingSpec(SpecModel):
@@ -691,12 +712,16 @@ def kubernetes_errors(exp: P2PExperiment) -> list[tuple[str, str]]:
 
 def resolved_method_name(method: MethodSpec, default_rule: AggregationRule) -> str:
     """The method's name: explicit, else the rebalancing name, suffixed with the
-    aggregation rule when it differs from the experiment's default."""
+    aggregation rule when it differs from the experiment's default, then with the method's own
+    ``robustRule`` when it gives one (e.g. ``ksmote-median``)."""
     if method.name:
         return method.name
+    name = method.rebalancing
     if method.aggregation and method.aggregation != default_rule:
-        return f"{method.rebalancing}-{method.aggregation}"
-    return method.rebalancing
+        name = f"{name}-{method.aggregation}"
+    if method.robust_rule:
+        name = f"{name}-{method.robust_rule}"
+    return name
 
 
 class InvalidSpec(ValueError):

@@ -88,12 +88,18 @@ def train_local(
     return float(total) / seen
 
 
-def predict_scores(model: nn.Module, X: np.ndarray, device: torch.device) -> np.ndarray:
-    """P(malicious) for each row: the sigmoid of the model's logit, in evaluation mode."""
+def predict_logits(model: nn.Module, X: np.ndarray, device: torch.device) -> np.ndarray:
+    """The model's logit for each row (float32), in evaluation mode."""
     model.eval()
     out = np.empty(len(X), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(X), SCORE_BATCH):
             chunk = torch.as_tensor(X[start : start + SCORE_BATCH], dtype=torch.float32).to(device)
-            out[start : start + SCORE_BATCH] = torch.sigmoid(model(chunk)).squeeze(1).cpu().numpy()
+            out[start : start + SCORE_BATCH] = model(chunk).squeeze(1).cpu().numpy()
     return out
+
+
+def predict_scores(model: nn.Module, X: np.ndarray, device: torch.device) -> np.ndarray:
+    """P(malicious) for each row: the sigmoid of the model's logit, in evaluation mode."""
+    logits = torch.from_numpy(predict_logits(model, X, device))
+    return torch.sigmoid(logits).numpy()

@@ -29,7 +29,11 @@ def _experiment(seed=0, methods=({"rebalancing": "ksmote"},), **spec):
         "spec": {
             "seed": seed,
             "rounds": 3,
-            "scenario": {"preset": "builtin-5.2.2"},  # the shards below are hand-made
+            "scenario": {  # the counts of the hand-made shards below (every peer screens its neighbours with them)
+                "kind": "imbalanced-iid",
+                "clients": [{"name": c, "train": {"benign": 60, "malicious": 8}, "validation": {"benign": 30, "malicious": 6}}
+                            for c in CLIENTS],
+            },
             "methods": list(methods),
             "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
             "training": {"hiddenLayers": [8, 4], "localEpochs": 1, "batchSize": 16, "learningRate": 1e-3},
@@ -229,10 +233,10 @@ def test_methods_that_do_not_share_publish_no_points():
     assert all(r.n_received == 0 and r.n_synthetic == 52 for r in records)
 
 
-def _round_one_with_a_bad_c(synthetic_X: np.ndarray):
+def _round_one_with_a_bad_c(synthetic_X: np.ndarray, **spec):
     """Round 1 of peers a and b, plus a publication from c: b's, with ``synthetic_X`` as its
     shared points. Returns the peers, the exchange and b's publication."""
-    peers = _peers(_experiment())
+    peers = _peers(_experiment(**spec))
     exchange = Recording()
     for c in ("a", "b"):
         peers[c].train_and_publish(1, exchange)
@@ -276,6 +280,21 @@ def test_fedavg_averages_over_every_client_by_size():
         mean = sum(w0[name].astype(np.float64) + p.delta[name] for p in pubs) / 3
         np.testing.assert_allclose(_state(peers["b"])[name], mean, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(_state(peers["a"])[name], _state(peers["c"])[name])
+
+
+def test_a_methods_robust_rule_replaces_equation_5():
+    """``methods[].robustRule: median``: each peer's model is the coordinate-wise median of its
+    own and its neighbours' models (parameters and BatchNorm statistics alike)."""
+    exp = _experiment(methods=[{"rebalancing": "none", "robustRule": "median"}])
+    assert exp.spec.methods[0].robust_rule == "median"
+    peers = _peers(exp)
+    assert peers["a"].method_name == "none-median" and peers["a"].robust_rule == "median"
+    exchange = Recording()
+    _run_rounds(peers, [1], exchange)
+    w0 = peers["a"].w0
+    for name in w0:
+        stacked = np.stack([w0[name] + exchange.published[(1, c)].delta[name] for c in CLIENTS]).astype(np.float64)
+        np.testing.assert_allclose(_state(peers["b"])[name], np.median(stacked, axis=0), rtol=1e-6, atol=1e-7)
 
 
 def test_published_metrics_are_the_last_evaluation():
@@ -373,7 +392,8 @@ def test_gathered_rejections_from_the_exchange_are_counted():
 def test_points_that_overflow_the_receivers_scaling_are_rejected():
     """Finite in raw units (so the exchange passes them), infinite once this peer scales them:
     taking them would make every later loss NaN."""
-    peers, exchange, good = _round_one_with_a_bad_c(np.full((2, D), np.finfo(np.float32).max, np.float32))
+    tolerant = {"k": 3, "neighbours": 4, "shareFraction": 0.5, "pointTolerance": 1e6}  # b's points are far in the narrow scaling
+    peers, exchange, good = _round_one_with_a_bad_c(np.full((2, D), np.finfo(np.float32).max, np.float32), rebalancing=tolerant)
     narrow = Scaler(data_min=np.zeros(D), data_max=np.full(D, 1e-3))  # a receiver whose features vary little
     peers["a"].shard = dataclasses.replace(SHARDS["a"], scaler=narrow)
     record = peers["a"].merge_and_evaluate(1, exchange)

@@ -1,0 +1,158 @@
+"""Robust aggregation: how a peer combines its own model with its neighbours' when some of
+them may be hostile (an option; the paper's equation 5 weighted mean is the default).
+
+The paper (§6) leaves robustness to poisoning as future work. Each rule here replaces the
+weighted mean ``Σ_k p_k w_k`` of equation 5 over the same contributors — the peer itself first,
+then the neighbours whose publications arrived — and sees their full model states (parameters
+and BatchNorm running statistics alike: a hostile ``running_var`` is as harmful as a hostile
+weight, and the coordinate-wise rules keep a statistic inside the range the contributors span, so
+a variance stays positive when every contributor's is). ``num_batches_tracked`` is never
+exchanged (``p2p_job.model``), so there is no counter to combine.
+
+* ``mean`` — equation 5 itself, with the p_k of equation 6 (:func:`p2p_job.aggregation.weighted_average`).
+* ``median`` — the coordinate-wise median (Yin, Chen, Ramchandran, Bartlett, "Byzantine-robust
+  distributed learning: towards optimal statistical rates", ICML 2018): :func:`coordinate_median`.
+* ``trimmed-mean`` — the coordinate-wise mean after dropping the ``f`` largest and ``f`` smallest
+  values (Yin et al. 2018, β = f/n): :func:`trimmed_mean`.
+* ``clipped-mean`` — equation 5 after clipping each neighbour's difference to the peer's own
+  model to a norm bound (Sun, Kairouz, Suresh, McMahan, "Can you really backdoor federated
+  learning?", 2019): :func:`clip_to_reference`.
+* ``krum`` / ``multi-krum`` — the contributor(s) whose ``n − f − 2`` nearest others are closest
+  (Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine learning with adversaries: Byzantine
+  tolerant gradient descent", NeurIPS 2017): :func:`krum_scores`, :func:`krum_select`; multi-Krum
+  averages the ``n − f`` best with the p_k of equation 6, renormalised over them.
+
+The median, trimmed mean and Krum treat contributors alike (they ignore p_k: a self-reported
+|D_k| or Var_k must not buy influence against them). Everything is pure numpy, in float64, and
+returns each entry in its own dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from p2p_job.aggregation import weighted_average
+
+State = dict[str, np.ndarray]
+
+#: The rules of ``spec.aggregation.robustRule`` (and ``methods[].robustRule``).
+RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum")
+
+
+def _check(states: list[State]) -> list[str]:
+    if not states:
+        raise ValueError("robust aggregation needs at least one state")
+    names = list(states[0])
+    for i, state in enumerate(states):
+        if state.keys() != states[0].keys():
+            raise ValueError(f"state {i} has entries {sorted(state)}; state 0 has {sorted(names)}")
+        for name in names:
+            if np.shape(state[name]) != np.shape(states[0][name]):
+                raise ValueError(f"entry {name!r}: state {i} has shape {np.shape(state[name])}, state 0 {np.shape(states[0][name])}")
+    return names
+
+
+def _restore(name: str, values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    like = np.asarray(like)
+    if np.issubdtype(like.dtype, np.integer):
+        values = np.rint(values)
+    return values.astype(like.dtype)
+
+
+def _coordinate_wise(states: list[State], combine) -> State:
+    names = _check(states)
+    out = {}
+    for name in names:
+        stacked = np.stack([np.asarray(s[name], dtype=np.float64) for s in states])
+        out[name] = _restore(name, combine(stacked), states[0][name])
+    return out
+
+
+def coordinate_median(states: list[State]) -> State:
+    """Coordinate-wise median over the contributors (Yin et al. 2018, "median-based"); with an
+    even count, the mean of the two middle values (numpy's median)."""
+    return _coordinate_wise(states, lambda stacked: np.median(stacked, axis=0))
+
+
+def trimmed_mean(states: list[State], trim: int) -> State:
+    """Coordinate-wise β-trimmed mean (Yin et al. 2018): per coordinate, drop the ``trim``
+    largest and ``trim`` smallest values and average the rest. When fewer than ``2·trim + 1``
+    contributors are there (neighbours missing), trim ``(n − 1) // 2`` per side: the median."""
+    if trim < 0:
+        raise ValueError(f"trim must be >= 0; got {trim}")
+    n = len(states)
+    cut = min(trim, (n - 1) // 2)
+    return _coordinate_wise(states, lambda stacked: np.sort(stacked, axis=0)[cut:n - cut].mean(axis=0))
+
+
+def _flat(states: list[State]) -> np.ndarray:
+    names = _check(states)
+    return np.stack([np.concatenate([np.asarray(s[name], dtype=np.float64).ravel() for name in names]) for s in states])
+
+
+def clip_to_reference(states: list[State], max_norm: float | None = None, reference: int = 0) -> list[State]:
+    """Norm clipping (Sun et al. 2019): every contributor's difference to ``states[reference]``
+    (the peer's own model) is scaled down to at most ``max_norm`` in L2 norm over all entries:
+    ``w_ref + (w_k − w_ref) · min(1, τ / ‖w_k − w_ref‖)``. ``max_norm`` None: τ is the median of
+    the other contributors' distances, so a bound needs no tuning and a minority of far-away
+    contributors cannot raise it. Each clipped state lies on the segment between the reference
+    and the contributor, so BatchNorm variances stay positive when both ends' are."""
+    if max_norm is not None and not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0; got {max_norm}")
+    names = _check(states)
+    flat = _flat(states)
+    distances = np.linalg.norm(flat - flat[reference], axis=1)
+    others = np.delete(distances, reference)
+    tau = max_norm if max_norm is not None else (float(np.median(others)) if others.size else 0.0)
+    clipped = []
+    for k, state in enumerate(states):
+        scale = 1.0 if k == reference or distances[k] <= tau else tau / distances[k]
+        clipped.append({
+            name: _restore(name, np.asarray(states[reference][name], np.float64)
+                           + scale * (np.asarray(state[name], np.float64) - np.asarray(states[reference][name], np.float64)),
+                           state[name])
+            for name in names
+        })
+    return clipped
+
+
+def krum_scores(states: list[State], byzantine: int) -> np.ndarray:
+    """Krum's score of each contributor (Blanchard et al. 2017): the sum of squared distances to
+    its ``n − f − 2`` nearest other contributors (at least 1, at most ``n − 1``). Lower is more
+    central. The guarantee of the paper needs ``n > 2f + 2``; below it the score still ranks."""
+    flat = _flat(states)
+    n = len(flat)
+    if n == 1:
+        return np.zeros(1)
+    squared = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(axis=2)
+    closest = min(n - 1, max(1, n - byzantine - 2))
+    return np.array([np.sort(np.delete(squared[k], k))[:closest].sum() for k in range(n)])
+
+
+def krum_select(states: list[State], byzantine: int, keep: int) -> list[int]:
+    """Indices of the ``keep`` contributors with the lowest Krum scores (ties: the lower index,
+    so the peer itself wins a tie), in ascending index order."""
+    scores = krum_scores(states, byzantine)
+    order = np.argsort(scores, kind="stable")
+    return sorted(int(i) for i in order[:max(1, keep)])
+
+
+def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1, clip_norm: float | None = None) -> State:
+    """Combine ``states`` (the peer's own first) with ``rule`` of :data:`RULES`; ``weights``
+    are equation 6's p_k (used by ``mean``, ``clipped-mean`` and ``multi-krum``), ``byzantine``
+    the number f of hostile contributors the rule should withstand."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if rule == "mean":
+        return weighted_average(states, weights)
+    if rule == "median":
+        return coordinate_median(states)
+    if rule == "trimmed-mean":
+        return trimmed_mean(states, byzantine)
+    if rule == "clipped-mean":
+        return weighted_average(clip_to_reference(states, clip_norm), weights)
+    if rule == "krum":
+        return dict(states[krum_select(states, byzantine, 1)[0]])
+    if rule == "multi-krum":
+        chosen = krum_select(states, byzantine, len(states) - byzantine)
+        return weighted_average([states[i] for i in chosen], weights[chosen])
+    raise ValueError(f"unknown robust rule {rule!r}; expected one of {', '.join(RULES)}")

@@ -1,0 +1,88 @@
+"""Screening a neighbour's publication against what the receiver knows, before any of it is used.
+
+``p2p_job.payloads`` checks that the bytes are well formed (hashes, dtypes, finiteness, sizes);
+this module checks that the *values* are believable for that neighbour, from facts every peer
+holds without trusting the sender: the spec (each client's training counts, hence |D_base|, the
+minority class its synthetic points belong to, and how many points α lets it share), the
+receiver's own feature ranges, and the model's own invariants. Each check returns ``None`` or
+``"<reason>: <detail>"`` with a reason of :data:`p2p_job.payloads.REJECT_REASONS`:
+
+* ``bad-weights`` — |D_k| above the training rows the spec gives client k, or a variance summary
+  outside [0, 1/4] (Var(D_base) is a mean of per-feature variances of min-max scaled rows, each in
+  [0, 1], so by Popoviciu's inequality at most 1/4) or not finite. The weight inputs of
+  equation 6 are self-reported; these are their hard bounds (``aggregation.maxWeightShare``
+  caps their influence further).
+* ``too-many-points`` — more shared points than equation 7 lets the sender publish:
+  ``⌈α · r · |D_k|⌉`` (|D_syn| = r·|D_maj| − |D_min| ≤ r·|D_k|, Algorithm 1 line 1), 0 when
+  the method does not share.
+* ``wrong-label`` — a shared point whose label is not the sender's minority class (D_syn holds
+  only minority points, and the spec's counts say which class that is on the sender).
+* ``out-of-range`` — a shared point farther than ``rebalancing.pointTolerance`` of the
+  receiver's own feature ranges outside them (in its min-max scaled units: outside
+  ``[−t, 1 + t]``).
+* ``degenerate`` — a model that is not a model: a non-finite weight, a BatchNorm running variance
+  ≤ 0, or non-finite outputs (checked by the peer with a forward pass).
+
+Every check looks at one publication and the receiver's own facts only, so a hostile neighbour
+never makes an honest one fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Var(D_base) of min-max scaled rows is at most 1/4 (Popoviciu); a hair above for rounding.
+MAX_VARIANCE = 0.25 * (1 + 1e-9)
+
+
+def minority_of(benign: int, malicious: int) -> int:
+    """The class a client's synthetic points have: its training minority (fewer rows; 1 on a
+    tie), as ``p2p_job.rebalancing.minority_label`` decides it from the same counts."""
+    return 0 if benign < malicious else 1
+
+
+def point_cap(n_base: int, share_fraction: float, ratio: float, shares: bool) -> int:
+    """Most shared points a sender with |D_base| = ``n_base`` may publish in a round (eq. 7:
+    ``round(α·|D_syn|)`` with |D_syn| ≤ r·|D_base|), 0 when the method does not share."""
+    return math.ceil(share_fraction * ratio * n_base) if shares else 0
+
+
+def screen_weights(n_base: int, variance: float, spec_n_base: int) -> str | None:
+    """Equation 6's inputs: ``n_base`` in [1, the spec's training rows of that client],
+    ``variance`` finite and in [0, 1/4]."""
+    if not 1 <= n_base <= spec_n_base:
+        return f"bad-weights: n_base {n_base} is outside [1, {spec_n_base}] (the spec's training rows of that client)"
+    if not (math.isfinite(variance) and 0.0 <= variance <= MAX_VARIANCE):
+        return f"bad-weights: variance {variance} is outside [0, 0.25] (min-max scaled features)"
+    return None
+
+
+def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, tolerance: float) -> str | None:
+    """A neighbour's shared points, already in the receiver's scaled units: at most ``cap`` of
+    them, every label ``label``, every value finite and inside ``[−tolerance, 1 + tolerance]``."""
+    if len(y) > cap:
+        return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)"
+    wrong = np.flatnonzero(np.asarray(y) != label)
+    if wrong.size:
+        return f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, the sender's minority class is {label} (row {wrong[0]})"
+    if not np.isfinite(X_scaled).all():
+        return "non-finite: synthetic points overflow this peer's scaling"
+    outside = (X_scaled < -tolerance) | (X_scaled > 1 + tolerance)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        return (f"out-of-range: {int(outside.any(axis=1).sum())} point(s) beyond {tolerance} of this peer's feature ranges "
+                f"(row {row}, feature {col} at {float(X_scaled[row, col]):.4g} in its scaled units)")
+    return None
+
+
+def degenerate_state(state: dict[str, np.ndarray]) -> str | None:
+    """A model state that cannot be used: non-finite entries, or a BatchNorm ``running_var``
+    entry ≤ 0 (BatchNorm divides by its square root)."""
+    for name, value in state.items():
+        if not np.isfinite(value).all():
+            return f"degenerate: {name} holds NaN or infinite values"
+        if name.endswith("running_var") and not (value > 0).all():
+            return f"degenerate: {name} has {int((value <= 0).sum())} value(s) <= 0"
+    return None

@@ -1,0 +1,112 @@
+"""Robust aggregation rules (p2p_job.robust) and the weight-share cap, against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p2p_job.aggregation import capped_shares, fedavg_weights, mixing_weights
+from p2p_job.robust import (
+    RULES,
+    clip_to_reference,
+    coordinate_median,
+    krum_scores,
+    krum_select,
+    robust_merge,
+    trimmed_mean,
+)
+from p2p_job.spec import RobustRule
+
+
+def states(*rows):
+    """One state per row: entry "w" holds the row, "bn.running_var" its absolute value + 1."""
+    return [{"w": np.array(r, np.float32), "bn.running_var": np.abs(np.array(r, np.float32)) + 1} for r in rows]
+
+
+def test_the_spec_offers_exactly_the_implemented_rules():
+    assert RobustRule.__args__ == RULES
+
+
+def test_coordinate_median_by_hand():
+    merged = coordinate_median(states([1, 10], [2, -5], [100, 0], [3, 1]))
+    # per coordinate: sorted (1, 2, 3, 100) -> (2+3)/2; sorted (-5, 0, 1, 10) -> (0+1)/2
+    assert merged["w"].tolist() == [2.5, 0.5]
+    assert merged["w"].dtype == np.float32
+    assert coordinate_median(states([1], [7], [1000]))["w"].tolist() == [7.0]
+
+
+def test_trimmed_mean_by_hand():
+    rows = ([1, 10], [2, -5], [100, 0], [3, 1], [4, 2])
+    # trim 1 per side: coordinate 0 sorted (1, 2, 3, 4, 100) -> mean(2, 3, 4) = 3; coordinate 1 (-5, 0, 1, 2, 10) -> 1
+    assert trimmed_mean(states(*rows), 1)["w"].tolist() == [3.0, 1.0]
+    assert trimmed_mean(states(*rows), 0)["w"].tolist() == pytest.approx([22.0, 1.6])
+    # too few contributors for 2 per side: trims (n - 1) // 2 = 1, the median of three
+    assert trimmed_mean(states([1], [5], [9]), 2)["w"].tolist() == [5.0]
+
+
+def test_clipping_pulls_far_contributors_to_the_bound_along_their_direction():
+    w = lambda *rows: [{"w": np.array(r, np.float32)} for r in rows]  # noqa: E731
+    own, near, far = [0, 0], [3, 4], [30, 40]  # distances 5 and 50 from own
+    clipped = clip_to_reference(w(own, near, far), max_norm=10)
+    assert clipped[0]["w"].tolist() == [0, 0]
+    assert clipped[1]["w"].tolist() == [3, 4]  # within the bound: unchanged
+    assert clipped[2]["w"].tolist() == pytest.approx([6, 8])  # scaled by 10 / 50
+    # default bound: the median of the neighbours' distances (√50, √5000, √20000): the middle one
+    auto = clip_to_reference(w(own, [5, 5], [50, 50], [100, 100]))
+    assert auto[3]["w"].tolist() == pytest.approx([50, 50])
+    assert auto[2]["w"].tolist() == pytest.approx([50, 50]) and auto[1]["w"].tolist() == [5, 5]
+
+
+def test_batchnorm_variances_stay_positive_under_every_rule():
+    """Parameters and BatchNorm buffers go through the rule alike; with every contributor's
+    running_var positive, the combination's is too (coordinate-wise rules stay inside the
+    contributors' range, clipping lies on a segment, Krum picks a contributor)."""
+    s = states([1, 10], [2, -5], [100, 0], [3, 1])
+    for rule in RULES:
+        merged = robust_merge(rule, s, [0.25] * 4, byzantine=1)
+        assert (merged["bn.running_var"] > 0).all(), rule
+
+
+def test_robust_merge_dispatches_every_rule():
+    s = [{"w": np.array([x], np.float32)} for x in (0.0, 1.0, 2.0, 10.0)]
+    weights = [0.25, 0.25, 0.25, 0.25]
+    expected = {
+        "mean": 3.25,
+        "median": 1.5,
+        "trimmed-mean": 1.5,                    # drops 0 and 10
+        "clipped-mean": (0 + 1 + 2 + 2) / 4,    # bound = median distance 2: 10 -> 2
+        "krum": 0.0,                            # scores (1, 1, 1, 64): the lowest index of the tie, the peer itself
+        "multi-krum": 1.0,                      # the n - f = 3 best: 0, 1, 2
+    }
+    for rule in RULES:
+        assert robust_merge(rule, s, weights, byzantine=1)["w"].tolist() == pytest.approx([expected[rule]]), rule
+    with pytest.raises(ValueError, match="unknown robust rule"):
+        robust_merge("mode", s, weights)
+
+
+def test_one_hostile_contributor_of_four_cannot_drag_the_robust_rules():
+    honest = [np.array([1.0, -1.0, 0.5]) + 0.01 * i for i in range(3)]
+    for attack in (honest[0] * -10, honest[0] * 1e6, np.full(3, np.finfo(np.float32).max / 4)):
+        s = [{"w": h.astype(np.float32)} for h in honest] + [{"w": attack.astype(np.float32)}]
+        for rule in ("median", "trimmed-mean", "clipped-mean", "krum", "multi-krum"):
+            merged = robust_merge(rule, s, [0.25] * 4, byzantine=1)["w"]
+            assert np.abs(merged - honest[1]).max() < 0.05, (rule, merged)
+
+
+def test_capped_shares_clip_the_largest_values_to_one_threshold():
+    assert capped_shares([1, 1, 8], 0.5).tolist() == pytest.approx([0.25, 0.25, 0.5])  # 8 clipped to 2
+    # 10 and 7 both clipped to t = 6: (1, 2, 6, 6) / 15
+    assert capped_shares([1, 2, 7, 10], 0.4).tolist() == pytest.approx([1 / 15, 2 / 15, 0.4, 0.4])
+    assert capped_shares([1, 2, 7, 10], 1.0).tolist() == pytest.approx([0.05, 0.1, 0.35, 0.5])
+    assert capped_shares([1, 1e12, 1], 0.2).tolist() == pytest.approx([1 / 3] * 3)  # 0.2 < 1/n: equal
+    with pytest.raises(ValueError, match="max_share"):
+        capped_shares([1, 2], 0.0)
+
+
+def test_an_inflated_size_buys_at_most_the_share_cap_in_equation_6():
+    sizes, variances = [1000, 1200, 900, 10**12], [0.05, 0.06, 0.04, 0.05]
+    uncapped = mixing_weights(variances, sizes, 0.8)
+    assert uncapped[3] == pytest.approx(0.8 * 0.25 + 0.2 * 1.0, rel=1e-6)  # the attacker's size share is all of it
+    capped = mixing_weights(variances, sizes, 0.8, max_share=0.3)
+    assert capped.max() <= 0.3 + 1e-12 and capped.sum() == pytest.approx(1.0)
+    assert fedavg_weights(sizes, 0.3)[3] == pytest.approx(0.3)
