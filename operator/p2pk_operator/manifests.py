@@ -64,6 +64,23 @@ class Plan:
         return self.exp.name
 
     @property
+    def namespace(self) -> str:
+        return self.exp.metadata.namespace or "default"
+
+    @property
+    def store_url(self) -> str:
+        """``s3://<bucket>/<prefix>/<namespace>``: the store root of the namespace's experiments
+        (``P2PK_STORE``); the namespace keeps experiments of one name in two namespaces apart,
+        and is part of every per-client policy (``p2pk_operator.policies``)."""
+        return f"{self.exp.spec.kubernetes.s3.store_url}/{self.namespace}"
+
+    @property
+    def object_prefix(self) -> str:
+        """``<prefix>/<namespace>/``: the object-name prefix of :attr:`store_url` in the bucket."""
+        s3 = self.exp.spec.kubernetes.s3
+        return f"{s3.prefix}/{self.namespace}/" if s3.prefix else f"{self.namespace}/"
+
+    @property
     def scoped(self) -> bool:
         """One MinIO user per client (``adminSecret``), else one shared user (``credentialsSecret``)."""
         return bool(self.exp.spec.kubernetes.s3.admin_secret)
@@ -167,7 +184,7 @@ def worker_env(plan: Plan, method: str, client: str, default_pushgateway: str | 
         {"name": "P2PK_SPEC", "value": f"{SPEC_DIR}/{SPEC_FILE}"},
         {"name": "P2PK_CLIENT", "value": client},
         {"name": "P2PK_METHOD", "value": method},
-        {"name": "P2PK_STORE", "value": s3.store_url},
+        {"name": "P2PK_STORE", "value": plan.store_url},
         {"name": "P2PK_S3_ENDPOINT", "value": s3.endpoint_url},
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": secret, "key": ACCESS_KEY}}},
         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": SECRET_KEY}}},

@@ -2,18 +2,35 @@
 
 DESIGN, "Store layout": a client writes only under its own names and reads only its
 neighbours'. With ``spec.kubernetes.s3.adminSecret`` the operator turns that rule into one IAM
-policy per client, for every method's run ``<exp>/<method>/`` under the bucket's prefix:
+policy per client. Its store root is ``<bucket>/<prefix>/<namespace>/`` (two experiments of one
+name in two namespaces never share a key; :attr:`p2pk_operator.manifests.Plan.store_url`), and the
+policy names **exact objects**, for every method's run ``<exp>/<method>/``:
 
-- write (``PutObject``, ``DeleteObject``, ``AbortMultipartUpload``) its own
-  ``rounds/*/<client>/*``, ``checkpoints/<client>/*`` and ``metrics/<client>.parquet``;
-- read (``GetObject``) those, each neighbour's ``rounds/*/<n>/*`` (the publications it
-  averages over, equation 5, and the shared points it takes in, equation 7) and ``spec.yaml``;
-- list (``ListBucket``) only under prefixes it may read, and locate the bucket.
+- write (``PutObject``, ``DeleteObject``, ``AbortMultipartUpload``): its own
+  ``rounds/?????/<client>/{model.safetensors,synthetic.parquet,manifest.json}``,
+  ``checkpoints/<client>/{?????.safetensors,received-?????.safetensors,latest.json,starts.json}`` and
+  ``metrics/<client>.parquet``;
+- read (``GetObject``): those, each neighbour's ``rounds/?????/<n>/…`` objects (the
+  publications it averages over, equation 5, and the shared points it takes in, equation 7),
+  ``spec.yaml``, and its own shard ``<exp>/shards/<client>/{manifest.json,train.parquet,
+  validation.parquet,global_test.parquet}`` (no other client's shard, not the shards' top manifest);
+- list (``ListBucket``) exactly its own ``checkpoints/<client>/`` (``StringEquals`` on
+  ``s3:prefix``: the checkpoint clean-up lists it), and locate the bucket.
 
-Nothing else: not other clients' checkpoints or metrics, not non-neighbours' rounds, not other
-experiments. The policy documents are pure functions (:func:`client_policy`); :func:`grant` and
+Why ``?????`` and no ``*``: in IAM (AWS and MinIO alike) ``*`` matches any run of characters,
+``/`` included, so ``rounds/*/a/*`` also matches ``rounds/00003/b/a/x`` — inside client b's
+prefix. ``?`` matches exactly one character; round directories are always five digits
+(``spec.rounds`` ≤ 99,999) and every pattern ends in a fixed object name, so a pattern of client
+``a`` matches only a key whose client segment is exactly ``a`` (``?`` may also match a ``/``,
+as in ``rounds/0/b/a/manifest.json``, a key inside no client's prefix that no worker reads; MinIO's
+engine refuses even that). Nothing else: not other clients'
+checkpoints, metrics or shards, not non-neighbours' rounds, not other experiments or namespaces.
+
+The policy documents are pure functions (:func:`client_policy`); :func:`grant` and
 :func:`revoke` apply them through the ``minio`` package's ``MinioAdmin`` client and are
-idempotent (granting twice updates, revoking what is gone succeeds).
+idempotent (granting twice updates, revoking what is gone succeeds). The object names below are
+the ones ``p2p_job.payloads``, ``p2p_job.checkpoints``, ``p2p_job.restarts`` and
+``p2p_job.shards`` write (a test keeps them equal; the operator does not import those modules).
 """
 
 from __future__ import annotations
@@ -22,12 +39,20 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from p2p_job.spec import S3Spec
-from p2p_job.store import checkpoint_key, metrics_key, run_prefix, spec_key
+from p2p_job.store import checkpoint_key, metrics_key, round_key, shards_prefix, spec_key
 from p2pk_operator.manifests import Plan
 
 WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
 READ_ACTIONS = ["s3:GetObject"]
+#: A round directory: five characters (``rounds/<r:05d>/``).
+ROUND = "?????"
+#: What a client publishes each round (``p2p_job.payloads``).
+ROUND_FILES = ("model.safetensors", "synthetic.parquet", "manifest.json")
+#: Its checkpoint objects (``p2p_job.checkpoints``: a round's state, the points received in a
+#: round, latest.json; ``p2p_job.restarts``: starts.json).
+CHECKPOINT_FILES = (f"{ROUND}.safetensors", f"received-{ROUND}.safetensors", "latest.json", "starts.json")
+#: Its shard (``p2p_job.shards``).
+SHARD_FILES = ("manifest.json", "train.parquet", "validation.parquet", "global_test.parquet")
 #: MinIO admin API error codes meaning "already done".
 _ALREADY = ("XMinioAdminPolicyChangeAlreadyApplied", "XMinioAdminNoSuchUser", "XMinioAdminNoSuchPolicy")
 
@@ -39,44 +64,49 @@ def user_name(namespace: str, experiment: str, client: str) -> str:
     return "p2pk" + hashlib.sha256(f"{namespace}/{experiment}/{client}".encode()).hexdigest()[:16]
 
 
+def _round_objects(plan: Plan, method: str, client: str) -> list[str]:
+    return [round_key(plan.name, method, 0, client, name).replace("/00000/", f"/{ROUND}/") for name in ROUND_FILES]
+
+
 def writable_keys(plan: Plan, client: str) -> list[str]:
-    """Key patterns (relative to the store root) the client writes, for every method."""
+    """Keys and key patterns (relative to the experiment's store root) the client writes."""
     out = []
     for method in plan.methods:
-        out += [
-            f"{run_prefix(plan.name, method)}rounds/*/{client}/*",
-            checkpoint_key(plan.name, method, client, "*"),
-            metrics_key(plan.name, method, client),
-        ]
+        out += _round_objects(plan, method, client)
+        out += [checkpoint_key(plan.name, method, client, name) for name in CHECKPOINT_FILES]
+        out.append(metrics_key(plan.name, method, client))
     return out
 
 
 def readable_keys(plan: Plan, client: str) -> list[str]:
-    """Its own keys, its neighbours' publications and the stored spec, for every method."""
+    """Its own keys, its neighbours' publications, the stored spec and its own shard."""
     out = writable_keys(plan, client)
     for method in plan.methods:
-        out += [f"{run_prefix(plan.name, method)}rounds/*/{n}/*" for n in plan.neighbours[client]]
+        out += [key for n in plan.neighbours[client] for key in _round_objects(plan, method, n)]
         out.append(spec_key(plan.name, method))
+    out += [f"{shards_prefix(plan.name)}{client}/{name}" for name in SHARD_FILES]
     return out
 
 
-def _object_name(s3: S3Spec, key: str) -> str:
-    return f"{s3.prefix}/{key}" if s3.prefix else key
+def listable_prefixes(plan: Plan, client: str) -> list[str]:
+    """Exact prefixes the client lists: its own checkpoints (the clean-up of old arrays)."""
+    return [checkpoint_key(plan.name, method, client, "") for method in plan.methods]
 
 
 def client_policy(plan: Plan, client: str) -> dict:
     """The IAM policy document of one client's MinIO user."""
     s3 = plan.exp.spec.kubernetes.s3
     bucket = f"arn:aws:s3:::{s3.bucket}"
-    readable = [_object_name(s3, k) for k in readable_keys(plan, client)]
+    root = plan.object_prefix
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "WriteOwn", "Effect": "Allow", "Action": WRITE_ACTIONS,
-             "Resource": [f"{bucket}/{_object_name(s3, k)}" for k in writable_keys(plan, client)]},
-            {"Sid": "ReadOwnNeighboursSpec", "Effect": "Allow", "Action": READ_ACTIONS, "Resource": [f"{bucket}/{k}" for k in readable]},
-            {"Sid": "ListReadable", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket],
-             "Condition": {"StringLike": {"s3:prefix": readable}}},
+             "Resource": [f"{bucket}/{root}{k}" for k in writable_keys(plan, client)]},
+            {"Sid": "ReadOwnNeighboursSpecShard", "Effect": "Allow", "Action": READ_ACTIONS,
+             "Resource": [f"{bucket}/{root}{k}" for k in readable_keys(plan, client)]},
+            {"Sid": "ListOwnCheckpoints", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket],
+             "Condition": {"StringEquals": {"s3:prefix": [f"{root}{p}" for p in listable_prefixes(plan, client)]}}},
             {"Sid": "LocateBucket", "Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": [bucket]},
         ],
     }

@@ -129,8 +129,7 @@ def cleanup(body: Any, services: Services) -> None:
         except CredentialsUnavailable as exc:
             services.cluster.event(body, "Warning", "StoreKept", f"cannot purge the store: {exc}")
         else:
-            s3 = running.exp.spec.kubernetes.s3
-            services.cluster.event(body, "Normal", "StorePurged", f"deleted {deleted} objects under {s3.store_url}/{name}/")
+            services.cluster.event(body, "Normal", "StorePurged", f"deleted {deleted} objects under {running.store_url}/{name}/")
 
     if running.scoped:
         previous = ExperimentStatus.model_validate(body.get("status") or {})
@@ -188,7 +187,7 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
             values = manifests.secret_values(_ensure(services.cluster, fresh, owner))
             policies.grant(admin, policies.ClientUser(values[ACCESS_KEY], values[SECRET_KEY], policies.client_policy(plan, client)))
     _ensure(services.cluster, manifests.config_map(plan), owner)
-    store = services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=keys[0], secret_key=keys[1], create_bucket=True)
+    store = services.open_store(plan.store_url, endpoint=s3.endpoint_url, access_key=keys[0], secret_key=keys[1], create_bucket=True)
     text = dump_experiment(plan.exp).encode()
     for method in plan.methods:
         store.put_bytes(spec_key(plan.name, method), text)
@@ -236,7 +235,7 @@ def _operator_store(plan: Plan, namespace: str, services: Services) -> RetryingS
     """The store with the operator's keys; a passing hiccup is retried rather than reported."""
     s3 = plan.exp.spec.kubernetes.s3
     access_key, secret_key = _operator_keys(plan, namespace, services.cluster)
-    store = services.open_store(s3.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
+    store = services.open_store(plan.store_url, endpoint=s3.endpoint_url, access_key=access_key, secret_key=secret_key)
     return RetryingStore(store, budget_seconds=STORE_RETRY_SECONDS)
 
 

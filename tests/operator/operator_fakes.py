@@ -26,7 +26,7 @@ def experiment(name: str = "exp", *, clients=("a", "b", "c"), methods=("ksmote",
     return {
         "apiVersion": "p2pk.io/v1alpha1",
         "kind": "P2PExperiment",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "seed": 3,
             "rounds": 4,

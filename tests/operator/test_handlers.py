@@ -63,7 +63,7 @@ def test_create_makes_the_spec_secrets_users_and_one_job_per_method_and_client(w
     # The spec as submitted, in the store for each method and in the ConfigMap.
     assert world.store.list("") == ["exp/ksmote/spec.yaml", "exp/none/spec.yaml"]
     assert parse_experiment(yaml.safe_load(world.store.get_bytes("exp/none/spec.yaml"))).spec == p.exp.spec
-    assert world.store_opened[0] == ("s3://p2pk/experiments", {
+    assert world.store_opened[0] == ("s3://p2pk/experiments/lab", {  # the namespace is part of the store root
         "endpoint": "http://minio.lab.svc:9000", "access_key": "root", "secret_key": "rootsecret", "create_bucket": True})
 
     status = body["status"]
@@ -297,7 +297,7 @@ def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
     assert world.store.list("") == ["exp2/ksmote/spec.yaml"]
     assert world.admin.users == {}
     assert world.cluster.events[-2:] == [
-        ("Normal", "StorePurged", "deleted 3 objects under s3://p2pk/experiments/exp/"),
+        ("Normal", "StorePurged", "deleted 3 objects under s3://p2pk/experiments/lab/exp/"),
         ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients"),
     ]
 

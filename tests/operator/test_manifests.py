@@ -92,7 +92,7 @@ def test_worker_environment_in_scoped_mode():
         "P2PK_SPEC": "/etc/p2pk/spec.yaml",
         "P2PK_CLIENT": "b",
         "P2PK_METHOD": "ksmote",
-        "P2PK_STORE": "s3://p2pk/experiments",
+        "P2PK_STORE": "s3://p2pk/experiments/lab",  # <prefix>/<namespace>
         "P2PK_S3_ENDPOINT": "http://minio.lab.svc:9000",
         "AWS_ACCESS_KEY_ID": {"secretKeyRef": {"name": "exp-b-store", "key": "accessKey"}},
         "AWS_SECRET_ACCESS_KEY": {"secretKeyRef": {"name": "exp-b-store", "key": "secretKey"}},
@@ -109,7 +109,7 @@ def test_shared_mode_reads_the_shared_secret_and_keeps_the_endpoint_scheme():
     assert not p.scoped
     env = env_of(manifests.job(p, "none", "a"))
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": SHARED_SECRET, "key": "accessKey"}}
-    assert (env["P2PK_STORE"], env["P2PK_S3_ENDPOINT"]) == ("s3://lab-runs", "https://s3.example.org")
+    assert (env["P2PK_STORE"], env["P2PK_S3_ENDPOINT"]) == ("s3://lab-runs/lab", "https://s3.example.org")
 
 
 def test_gpu_job_gets_the_gpu_limit_cuda_device_placement_and_deadlines():
