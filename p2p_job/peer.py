@@ -6,6 +6,10 @@ A round r has two phases, so that a runner can let every peer publish before any
   from the peer's own base data with its rebalancing method, train ``localEpochs`` on
   D_base ∪ D_syn ∪ D_o_syn, and publish the model (as a delta against w0), |D_base|,
   Var(D_base) and, when the method shares, a random α-fraction of D_syn in raw feature units.
+  It is :meth:`Peer.training_task` (lines 5–7), the training engine (lines 8–10) and
+  :meth:`Peer.publish_trained`; a runner that trains many peers at once
+  (``p2pk simulate``'s batched engine, :func:`p2p_job.training.train_many`) calls the two
+  halves itself around one engine call for all of them.
 * :meth:`Peer.merge_and_evaluate` (steps 4–5; lines 12–16): when picked this round, set the
   weights to Σ p_k w_k over itself and the neighbours whose publications arrived (eq. 5–6) and
   take their shared points into D_o_syn (eq. 7); then evaluate on the local validation set and
@@ -14,7 +18,8 @@ A round r has two phases, so that a runner can let every peer publish before any
 The peer knows nothing of transport (the :class:`~p2p_job.exchange.Exchange` it is handed),
 files or processes: ``p2pk simulate`` drives peers in one process over a ``MemoryExchange``,
 ``p2pk worker`` drives one peer over the store. Every random choice is keyed by
-(seed, method, client, round), so both give the same numbers.
+(seed, method, client, round), so both give the same numbers (to the bit when each peer
+trains alone, to float rounding when peers train stacked; see p2p_job.training).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from p2p_job.aggregation import (
 from p2p_job.exchange import Exchange, Publication
 from p2p_job.metrics import evaluate, fnr_by_kind
 from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
-from p2p_job.rebalancing import rebalance
+from p2p_job.rebalancing import Rebalanced, rebalance
 from p2p_job.received import ReceivedPolicy
 from p2p_job.results import RoundRecord
 from p2p_job.robust import robust_merge
@@ -46,7 +51,7 @@ from p2p_job.screening import degenerate_state, minority_of, point_cap, screen_p
 from p2p_job.seeding import rng, torch_seed
 from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, RobustRule, resolved_method_name
 from p2p_job.topology import build_topology
-from p2p_job.training import make_optimizer, predict_logits, predict_scores, train_local
+from p2p_job.training import TrainingTask, make_optimizer, predict_logits, predict_scores, train_local
 
 
 def method_rule(exp: P2PExperiment, method: MethodSpec) -> AggregationRule:
@@ -140,6 +145,16 @@ class PeerState:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """What :meth:`Peer.training_task` leaves for :meth:`Peer.publish_trained`."""
+
+    round: int
+    rebalanced: Rebalanced
+    n_train: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class _Phase1:
     """What phase 1 of a round leaves for phase 2."""
 
@@ -201,6 +216,7 @@ class Peer:
         train = shard.train
         self.train_kinds = () if train.kinds is None else tuple(sorted(set(train.kinds[train.y == 1].tolist())))
         self.completed_round = 0
+        self._prepared: _Prepared | None = None
         self._phase1: _Phase1 | None = None
 
     def _rng(self, r: int, purpose: str) -> np.random.Generator:
@@ -208,8 +224,10 @@ class Peer:
 
     # ------------------------------------------------------------------ phase 1
 
-    def train_and_publish(self, r: int, exchange: Exchange) -> None:
-        """Algorithm 2, lines 5–10, then publish (DESIGN step 3)."""
+    def training_task(self, r: int) -> TrainingTask:
+        """Algorithm 2, lines 5–7: regenerate D_syn from D_base with the method and hand back
+        the round's local training (D_base ∪ D_syn ∪ D_o_syn, the model and its Adam) for a
+        training engine to run (lines 8–10); :meth:`publish_trained` completes phase 1."""
         spec = self.exp.spec
         start = time.perf_counter()
         base = self.shard.train
@@ -221,9 +239,20 @@ class Peer:
         own = self.received_policy.own_synthetic(rebalanced.synthetic_y, self.received_y, self._rng(r, "fill"))
         X = np.concatenate([rebalanced.X[:n_own], rebalanced.synthetic_X[own], self.received_X])
         y = np.concatenate([rebalanced.y[:n_own], rebalanced.synthetic_y[own], self.received_y])
-        generator = torch.Generator().manual_seed(torch_seed(spec.seed, self.method_name, self.client, r, "train"))
-        loss = train_local(self.model, self.optimizer, X, y, spec.training, self.device, generator)
+        self._prepared = _Prepared(r, rebalanced, len(y), time.perf_counter() - start)
+        seed = torch_seed(spec.seed, self.method_name, self.client, r, "train")
+        return TrainingTask(self.model, self.optimizer, X, y, seed)
 
+    def publish_trained(self, r: int, exchange: Exchange, loss: float, train_seconds: float) -> None:
+        """After the round's training (``loss``: mean loss of its last epoch; ``train_seconds``:
+        this peer's share of the engine's time), publish (DESIGN step 3): the model as a delta
+        against w0, |D_base|, Var(D_base) and, when the method shares, an α-fraction of D_syn."""
+        if self._prepared is None or self._prepared.round != r:
+            raise RuntimeError(f"{self.client}: publish_trained({r}) before training_task({r})")
+        prepared, self._prepared = self._prepared, None
+        spec = self.exp.spec
+        start = time.perf_counter()
+        rebalanced = prepared.rebalanced
         if self.shares:
             shared_X, shared_y = share_sample(
                 rebalanced.synthetic_X, rebalanced.synthetic_y, spec.rebalancing.share_fraction, self._rng(r, "share")
@@ -242,12 +271,21 @@ class Peer:
             metrics=dict(self.last_metrics),
         )
         exchange.publish(publication)
+        seconds = prepared.seconds + train_seconds + time.perf_counter() - start
         trained_event = Trained(
-            self.method_name, self.client, r, time.perf_counter() - start, loss, len(y), len(rebalanced.synthetic_y), len(shared_y)
+            self.method_name, self.client, r, seconds, loss, prepared.n_train, len(rebalanced.synthetic_y), len(shared_y)
         )
         self._phase1 = _Phase1(publication, trained_event)
         if self.observer:
             self.observer.trained(trained_event)
+
+    def train_and_publish(self, r: int, exchange: Exchange) -> None:
+        """Phase 1 for this peer alone: :meth:`training_task`, :func:`train_local`,
+        :meth:`publish_trained` (Algorithm 2, lines 5–10, then DESIGN step 3)."""
+        task = self.training_task(r)
+        start = time.perf_counter()
+        loss = train_local(task.model, task.optimizer, task.X, task.y, self.exp.spec.training, self.device, task.seed)
+        self.publish_trained(r, exchange, loss, time.perf_counter() - start)
 
     # ------------------------------------------------------------------ phase 2
 

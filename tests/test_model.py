@@ -43,7 +43,7 @@ def _trained_state(seed: int, training: TrainingSpec, X, y) -> dict[str, np.ndar
     load_model_state(model, initial_state(_experiment(0, training.hidden_layers), X.shape[1]))
     optimizer = make_optimizer(model, training)
     before = torch.random.get_rng_state()
-    train_local(model, optimizer, X, y, training, CPU, torch.Generator().manual_seed(seed))
+    train_local(model, optimizer, X, y, training, CPU, seed)
     assert torch.equal(torch.random.get_rng_state(), before)
     return model_state(model)
 
@@ -109,7 +109,7 @@ def test_training_learns_separable_data():
     X, y = _separable(400, 5, 1)
     model = build_model(5, training)
     before = float(nn.BCELoss()(torch.from_numpy(predict_scores(model, X, CPU)), torch.from_numpy(y).float()))
-    loss = train_local(model, make_optimizer(model, training), X, y, training, CPU, torch.Generator().manual_seed(0))
+    loss = train_local(model, make_optimizer(model, training), X, y, training, CPU, 0)
     scores = predict_scores(model, X, CPU)
     assert loss < before
     assert ((scores >= 0.5) == (y == 1)).mean() > 0.95
@@ -120,7 +120,7 @@ def test_a_single_leftover_row_does_not_break_batch_norm():
     training = TrainingSpec(hidden_layers=[4], local_epochs=1, batch_size=8)
     X, y = _separable(17, 3, 2)  # 8 + 8 + 1
     model = build_model(3, training)
-    loss = train_local(model, make_optimizer(model, training), X, y, training, CPU, torch.Generator().manual_seed(0))
+    loss = train_local(model, make_optimizer(model, training), X, y, training, CPU, 0)
     assert np.isfinite(loss)
 
 
@@ -128,7 +128,7 @@ def test_training_needs_two_rows():
     training = TrainingSpec(hidden_layers=[4])
     model = build_model(3, training)
     with pytest.raises(ValueError, match="at least 2 training rows, got 1"):
-        train_local(model, make_optimizer(model, training), np.zeros((1, 3), np.float32), np.zeros(1, np.int8), training, CPU, torch.Generator())
+        train_local(model, make_optimizer(model, training), np.zeros((1, 3), np.float32), np.zeros(1, np.int8), training, CPU, 0)
 
 
 def test_device_resolution():

@@ -5,6 +5,7 @@ Exit status: 0 done, 2 invalid spec or arguments, 1 unusable data or device."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,13 +23,33 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override spec.runtime.device")
     p.add_argument("--methods", help="comma-separated method names to run (default: all in the spec)")
     p.add_argument(
+        "--engine",
+        choices=("batched", "per-peer"),
+        default="batched",
+        help="batched (default): every peer of every method trains in one stacked step per batch; "
+        "per-peer: each peer trains alone, as p2pk worker does (the same bits as p2pk run)",
+    )
+    p.add_argument(
         "--threads",
-        type=int,
-        default=1,
-        help="PyTorch CPU threads (default 1: the network is small, so more threads add mostly "
-        "synchronisation cost, and stall badly when other work shares the cores)",
+        default="1",
+        help="PyTorch CPU threads, a number or 'auto' (the cores this process may use). Default 1: "
+        "more threads help the batched engine only on otherwise idle cores; when other work shares "
+        "them, threads that wait for each other make training many times slower",
     )
     p.set_defaults(func=run)
+
+
+def cpu_threads(value: str) -> int:
+    """``--threads``: a positive number, or ``auto`` for the cores this process may run on."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ValueError(f"--threads must be a number or 'auto', got {value!r}") from None
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    return threads
 
 
 def _round_line(method: str, r: int, records) -> str:
@@ -53,15 +74,14 @@ def run(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     try:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        threads = cpu_threads(args.threads)
         if args.rounds is not None:
             exp = with_rounds(exp, args.rounds)
         n_methods = len(select_methods(exp, methods))
     except ValueError as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     out = args.out or Path("results") / exp.name
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -71,7 +91,8 @@ def run(args) -> int:
             def on_round(method: str, r: int, records) -> None:
                 progress.update(task, advance=1, description=_round_line(method, r, records))
 
-            frame = simulate(exp, methods=methods, device=args.device, base_dir=Path(args.spec).parent, on_round=on_round)
+            frame = simulate(exp, methods=methods, device=args.device, base_dir=Path(args.spec).parent,
+                             on_round=on_round, engine=args.engine)
     except (DataError, RuntimeError) as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_FAILED
