@@ -184,25 +184,16 @@ def test_balanced_received_points_count_towards_the_target_and_are_bounded():
     assert len(exchange.published[(3, "a")].synthetic_y) == 26
 
 
-def test_balanced_training_set_uses_a_random_subset_of_own_synthetic_points(monkeypatch):
+def test_balanced_training_set_uses_a_random_subset_of_own_synthetic_points():
     """The rows trained on in round 2 are exactly base ∪ (own D_syn minus |D_o_syn| rows) ∪ D_o_syn."""
-    import p2p_job.peer as peer_module
-
-    seen = {}
-    real = peer_module.train_local
-
-    def spy(model, optimizer, X, y, training, device, generator):
-        seen["X"], seen["y"] = X.copy(), y.copy()
-        return real(model, optimizer, X, y, training, device, generator)
-
-    monkeypatch.setattr(peer_module, "train_local", spy)
     exp = _experiment()
     peers = _peers(exp)
     exchange = Recording()
     _run_rounds(peers, [1], exchange)
     a = peers["a"]
     received = a.received_X.copy()
-    a.train_and_publish(2, exchange)
+    task = a.training_task(2)  # the round's training set, as the training engine gets it
+    seen = {"X": task.X, "y": task.y}
     shard = SHARDS["a"]
     rebalanced = rebalance("ksmote", shard.train.X, shard.train.y, exp.spec.rebalancing, rng(0, "ksmote", "a", 2, "rebalance"))
     X = seen["X"]
