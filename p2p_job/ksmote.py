@@ -35,6 +35,7 @@ Choices the paper leaves open, fixed here:
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 
 import numpy as np
@@ -73,8 +74,33 @@ def interpolate(
     return out
 
 
+class NeighbourCache:
+    """The fitted nearest-neighbour search of the last minority rows seen (Algorithm 1, line 6).
+
+    A peer rebalances the same D_base every round, so its minority rows do not change and the
+    search is fitted once: pass one cache per peer to :class:`KSMOTE` (``neighbour_cache``).
+    The key is the rows' shape, dtype and SHA-256 digest, and N; any other rows fit (and keep) a
+    new search. Queries then return exactly what a freshly fitted search would. ``fits`` counts
+    the searches fitted."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._search: NearestNeighbors | None = None
+        self.fits = 0
+
+    def search(self, X_min: np.ndarray, n_neighbors: int) -> NearestNeighbors:
+        """A ``NearestNeighbors(n_neighbors)`` fitted on ``X_min`` (a copy of it)."""
+        rows = np.ascontiguousarray(X_min)
+        key = (rows.shape, rows.dtype.str, n_neighbors, hashlib.sha256(rows).digest())
+        if key != self._key or self._search is None:
+            self._search = NearestNeighbors(n_neighbors=n_neighbors).fit(rows.copy())
+            self._key = key
+            self.fits += 1
+        return self._search
+
+
 def base_neighbourhoods(
-    X_min: np.ndarray, n_bases: int, n_neighbors: int, rng: np.random.Generator
+    X_min: np.ndarray, n_bases: int, n_neighbors: int, rng: np.random.Generator, cache: NeighbourCache | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 1, lines 2 and 6: draw ``n_bases`` distinct base rows of ``X_min`` at random
     (this is the first use of ``rng``) and find each one's ``n_neighbors`` nearest other
@@ -83,11 +109,13 @@ def base_neighbourhoods(
     Returns ``(bases, neighbours)``: row indices of shape (n_bases,) and (n_bases, n_neighbors).
     The base itself is never its own neighbour, even when duplicate rows tie with it.
     ``n_bases ≤ len(X_min)`` and ``n_neighbors ≤ len(X_min) − 1`` are the caller's to ensure.
+    With a ``cache``, the search fitted on these rows before is reused (the same output).
     """
     bases = rng.choice(len(X_min), size=n_bases, replace=False)
     if n_neighbors == 0:
         return bases, np.empty((n_bases, 0), dtype=np.intp)
-    search = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(X_min)
+    cache = cache or NeighbourCache()
+    search = cache.search(X_min, n_neighbors + 1)
     candidates = search.kneighbors(X_min[bases], return_distance=False)
     is_self = candidates == bases[:, None]
     # A duplicate of the base may come before it; then drop the farthest candidate instead.
@@ -102,6 +130,7 @@ def ksmote_sample(
     n_neighbors: int,
     rng: np.random.Generator,
     out: np.ndarray | None = None,
+    cache: NeighbourCache | None = None,
 ) -> np.ndarray:
     """Algorithm 1: ``n_samples`` synthetic minority points (float32, shape (n_samples, d)).
 
@@ -109,7 +138,8 @@ def ksmote_sample(
     uniforms drawn from ``rng`` as (bases, points per base, N) blocks; the edge cases are those
     of the module docstring. ``out``, a C-contiguous float array of shape (n_samples, d),
     receives the points instead of a new array (so :class:`KSMOTE` writes straight into its
-    result); it is returned, unless there are no points to make.
+    result); it is returned, unless there are no points to make. ``cache``: see
+    :class:`NeighbourCache`.
     """
     X_min = np.asarray(X_min, dtype=np.float32)
     if X_min.ndim != 2:
@@ -120,7 +150,7 @@ def ksmote_sample(
     if n_samples <= 0 or n_min == 0:
         return np.empty((0, d), dtype=np.float32)
     n_bases = min(k, n_min, n_samples)
-    bases, neighbours = base_neighbourhoods(X_min, n_bases, min(n_neighbors, n_min - 1), rng)
+    bases, neighbours = base_neighbourhoods(X_min, n_bases, min(n_neighbors, n_min - 1), rng, cache)
     if out is None:
         out = np.empty((n_samples, d), dtype=np.float32)
     elif out.shape != (n_samples, d) or not out.flags.c_contiguous:
@@ -156,6 +186,9 @@ class KSMOTE(BaseOverSampler):
         Nearest minority neighbours N of each base (paper: 20).
     random_state : None, int or RandomState
         Seeds the numpy ``Generator`` that :func:`ksmote_sample` draws from.
+    neighbour_cache : NeighbourCache or None, default=None
+        Reuse the nearest-neighbour search across calls on the same minority rows (a peer's
+        every round); the output is the same with or without it.
 
     Synthetic points are appended after the original rows, class by class, as other
     imbalanced-learn over-samplers do. Sparse input is not supported.
@@ -165,13 +198,15 @@ class KSMOTE(BaseOverSampler):
         **BaseOverSampler._parameter_constraints,
         "k": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "neighbour_cache": [NeighbourCache, None],
     }
 
-    def __init__(self, *, sampling_strategy="auto", k=15, n_neighbors=20, random_state=None):
+    def __init__(self, *, sampling_strategy="auto", k=15, n_neighbors=20, random_state=None, neighbour_cache=None):
         super().__init__(sampling_strategy=sampling_strategy)
         self.k = k
         self.n_neighbors = n_neighbors
         self.random_state = random_state
+        self.neighbour_cache = neighbour_cache
 
     def _check_X_y(self, X, y, accept_sparse=None):
         return super()._check_X_y(X, y, accept_sparse=False)
@@ -184,7 +219,7 @@ class KSMOTE(BaseOverSampler):
         y_parts, start = [y], len(X)
         for label, n_samples in self.sampling_strategy_.items():
             rows = X_res[start : start + n_samples]
-            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows)
+            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows, cache=self.neighbour_cache)
             y_parts.append(np.full(n_samples, label, dtype=y.dtype))
             start += n_samples
         return X_res, np.concatenate(y_parts)

@@ -40,6 +40,7 @@ from p2p_job.aggregation import (
     weighted_average,
 )
 from p2p_job.exchange import Exchange, Publication
+from p2p_job.ksmote import NeighbourCache
 from p2p_job.metrics import evaluate, fnr_by_kind
 from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
 from p2p_job.rebalancing import Rebalanced, rebalance
@@ -216,6 +217,7 @@ class Peer:
         train = shard.train
         self.train_kinds = () if train.kinds is None else tuple(sorted(set(train.kinds[train.y == 1].tolist())))
         self.completed_round = 0
+        self.neighbour_cache = NeighbourCache()  # K-SMOTE's search over D_base's minority, fitted once
         self._prepared: _Prepared | None = None
         self._phase1: _Phase1 | None = None
 
@@ -232,7 +234,9 @@ class Peer:
         start = time.perf_counter()
         base = self.shard.train
         # Line 5: D_syn is regenerated from D_base every round.
-        rebalanced = rebalance(self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"))
+        rebalanced = rebalance(
+            self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"), self.neighbour_cache
+        )
         # Lines 6–7: D_base ∪ D_syn ∪ D_o_syn; under rebalancing.received = balanced only the part
         # of D_syn that D_o_syn does not already fill (p2p_job.received).
         n_own = len(rebalanced.y) - len(rebalanced.synthetic_y)

@@ -27,7 +27,7 @@ import numpy as np
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
-from p2p_job.ksmote import KSMOTE, n_synthetic
+from p2p_job.ksmote import KSMOTE, NeighbourCache, n_synthetic
 from p2p_job.spec import RebalancingSpec
 
 METHODS = ("none", "random-over", "random-under", "smote", "ksmote")
@@ -50,7 +50,8 @@ def minority_label(y: np.ndarray) -> int:
     return 0 if n_benign < n_malicious else 1
 
 
-def _sampler(method: str, minority: int, n_min: int, n_maj: int, params: RebalancingSpec, seed: int):
+def _sampler(method: str, minority: int, n_min: int, n_maj: int, params: RebalancingSpec, seed: int,
+             cache: NeighbourCache | None = None):
     """The imbalanced-learn sampler for ``method``, or None when it would not change the data."""
     if method == "random-under":
         keep = min(n_maj, max(1, int(n_min / params.ratio)))
@@ -63,15 +64,17 @@ def _sampler(method: str, minority: int, n_min: int, n_maj: int, params: Rebalan
         return RandomOverSampler(sampling_strategy=target, random_state=seed)
     if method == "smote":
         return SMOTE(sampling_strategy=target, k_neighbors=min(params.neighbours, n_min - 1), random_state=seed)
-    return KSMOTE(sampling_strategy=target, k=params.k, n_neighbors=params.neighbours, random_state=seed)
+    return KSMOTE(sampling_strategy=target, k=params.k, n_neighbors=params.neighbours, random_state=seed, neighbour_cache=cache)
 
 
-def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generator) -> Rebalanced:
+def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generator,
+              cache: NeighbourCache | None = None) -> Rebalanced:
     """Apply rebalancing ``method`` to one client's base data ``(X, y)``.
 
     ``rng`` seeds the sampler (one integer is drawn from it whatever the method, so the
     stream's later use does not depend on the method). Over-samplers keep the original rows
-    first and append D_syn.
+    first and append D_syn. ``cache`` (one per peer) lets K-SMOTE reuse its neighbour search
+    while the minority rows stay the same (:class:`p2p_job.ksmote.NeighbourCache`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown rebalancing method {method!r}; expected one of {', '.join(METHODS)}")
@@ -88,7 +91,7 @@ def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generat
     n_min = int(np.sum(y == minority))
     sampler = None
     if method != "none" and n_min >= 2:
-        sampler = _sampler(method, minority, n_min, len(y) - n_min, params, seed)
+        sampler = _sampler(method, minority, n_min, len(y) - n_min, params, seed, cache)
     if sampler is None:
         X_out, y_out = X, y
     else:

@@ -12,7 +12,7 @@ from scipy.optimize import linprog
 from sklearn.base import clone
 from sklearn.naive_bayes import GaussianNB
 
-from p2p_job.ksmote import KSMOTE, base_neighbourhoods, interpolate, ksmote_sample, n_synthetic
+from p2p_job.ksmote import KSMOTE, NeighbourCache, base_neighbourhoods, interpolate, ksmote_sample, n_synthetic
 
 
 @pytest.mark.parametrize(
@@ -233,3 +233,25 @@ def test_sampler_errors_are_clear():
         KSMOTE(sampling_strategy=0.05).fit_resample(X, y)  # asks for no points
     with pytest.raises(ValueError, match="'k' parameter"):
         KSMOTE(k=0).fit_resample(X, y)
+
+
+def test_neighbour_cache_gives_the_same_points_and_fits_once_per_minority():
+    """A peer rebalances the same D_base every round: one fitted search serves every round,
+    and every round's points are those of an uncached sampler with the same seed."""
+    X, y = _imbalanced()
+    cache = NeighbourCache()
+    for seed in range(4):  # four "rounds"
+        cached = KSMOTE(random_state=seed, neighbour_cache=cache).fit_resample(X, y)
+        fresh = KSMOTE(random_state=seed).fit_resample(X, y)
+        np.testing.assert_array_equal(cached[0], fresh[0])
+        np.testing.assert_array_equal(cached[1], fresh[1])
+    assert cache.fits == 1
+    # Other minority rows (or another N) fit a new search, and give their own exact points.
+    X_other = X.copy()
+    X_other[y == 1] += 0.5
+    np.testing.assert_array_equal(
+        KSMOTE(random_state=0, neighbour_cache=cache).fit_resample(X_other, y)[0], KSMOTE(random_state=0).fit_resample(X_other, y)[0]
+    )
+    KSMOTE(random_state=0, n_neighbors=3, neighbour_cache=cache).fit_resample(X_other, y)
+    assert cache.fits == 3
+    assert clone(KSMOTE(neighbour_cache=cache)).get_params()["neighbour_cache"] is not None
