@@ -22,7 +22,7 @@ class Publication:
     ``delta`` is the trained model minus w0 (float32, parameters and BatchNorm statistics);
     ``n_base`` and ``variance`` are |D_base| and Var(D_base), the inputs of p_k (eq. 6);
     ``synthetic_X``/``synthetic_y`` are the shared α-fraction of D_syn (eq. 7) in RAW feature
-    units (the receiver scales them with its own scaler); ``metrics`` are the peer's last
+    units (the receiver encodes them with its own preprocessor); ``metrics`` are the peer's last
     completed evaluation, keyed ``"<eval>_<metric>"`` (e.g. ``local_fnr``), empty in round 1.
     """
 

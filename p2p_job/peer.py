@@ -138,7 +138,7 @@ class PeerObserver(Protocol):
 class PeerState:
     """Everything a peer needs to resume after round ``scalars["round"]``: arrays (for
     safetensors) and JSON-able scalars. Array names: ``model.<tensor>``, ``optimizer.<i>.<key>``
-    (Adam's per-parameter state), ``received.X``, ``received.y`` (D_o_syn, scaled) and
+    (Adam's per-parameter state), ``received.X``, ``received.y`` (D_o_syn, encoded) and
     ``received.ids`` (each row's arrival number)."""
 
     arrays: dict[str, np.ndarray]
@@ -205,7 +205,7 @@ class Peer:
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
         self.received_policy = ReceivedPolicy(spec.rebalancing, shard.train.y)
-        self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own scaling
+        self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own encoding
         self.received_y = np.empty(0, dtype=np.int8)
         # Arrival numbers of the D_o_syn rows (0, 1, … over the whole run): incremental
         # checkpoints write each received point once (p2p_job.checkpoints).
@@ -270,7 +270,7 @@ class Peer:
             delta={name: trained[name] - self.w0[name] for name in self.w0},
             n_base=self.n_base,
             variance=self.variance,
-            synthetic_X=self.shard.scaler.inverse_transform(shared_X).astype(np.float32),
+            synthetic_X=self.shard.preprocessor.inverse_transform(shared_X),
             synthetic_y=np.asarray(shared_y, dtype=np.int8),
             metrics=dict(self.last_metrics),
         )
@@ -312,9 +312,9 @@ class Peer:
         for name, w in self.w0.items():
             if pub.delta[name].shape != w.shape:
                 return f"model-mismatch: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
-        X, d = pub.synthetic_X, self.n_features
+        X, d = pub.synthetic_X, len(self.shard.preprocessor.feature_names)
         if X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X):
-            return f"bad-synthetic: synthetic points of shape {X.shape} for {d} features"
+            return f"bad-synthetic: synthetic points of shape {X.shape} for {d} raw features"
         return None
 
     def merge_and_evaluate(self, r: int, exchange: Exchange) -> RoundRecord:
@@ -381,8 +381,8 @@ class Peer:
 
     def _screen(self, pub: Publication) -> tuple[str | None, np.ndarray | None]:
         """Why a neighbour's publication is not used (``"<reason>: <detail>"``, see
-        :mod:`p2p_job.screening`), else None and its shared points in this peer's scaling.
-        Judged on that publication and this peer's own facts only (spec, scaler, model)."""
+        :mod:`p2p_job.screening`), else None and its shared points in this peer's encoding.
+        Judged on that publication and this peer's own facts only (spec, preprocessor, model)."""
         reason = self.incompatibility(pub)
         if reason:
             return reason, None
@@ -392,7 +392,7 @@ class Peer:
         if reason:
             return reason, None
         with np.errstate(over="ignore", invalid="ignore"):
-            X = self.shard.scaler.transform(pub.synthetic_X)
+            X = self.shard.preprocessor.transform(pub.synthetic_X)
         reason = screen_points(
             X, pub.synthetic_y, label=minority_of(counts.benign, counts.malicious),
             cap=point_cap(pub.n_base, spec.rebalancing.share_fraction, spec.rebalancing.ratio, self.shares),
@@ -448,7 +448,7 @@ class Peer:
 
     def _receive(self, points: list[tuple[np.ndarray, np.ndarray]]) -> int:
         """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already
-        scaled with this peer's own scaler, then bounded by ``rebalancing.received``
+        encoded with this peer's own preprocessor, then bounded by ``rebalancing.received``
         (:class:`p2p_job.received.ReceivedPolicy`: newest kept)."""
         if not points:
             return 0

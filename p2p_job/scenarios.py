@@ -7,8 +7,9 @@ rows of the class). The global test set comes from the union of the clients' poo
 rows no client trains or validates on. Sampling follows one seeded random order of the rows,
 so the same experiment seed always gives the same shards.
 
-Each client min-max scales with a scaler fitted on its own training rows only, and applies it
-to its validation rows and to its copy of the global test set.
+Each client fits its feature pipeline (``dataset.preprocessing``; by default the paper's min-max
+scaling, :class:`p2p_job.preprocessing.Preprocessor`) on its own training rows only, and applies
+it to its validation rows and to its copy of the global test set.
 
 Every split also keeps each row's attack kind (the value of ``evaluation.kindColumn``, e.g.
 ``gafgyt/udp``), so the evaluation can report the false negative rate per kind and tell which
@@ -18,24 +19,26 @@ the global test set's make-up instead of letting it follow availability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
 import numpy as np
 
 from p2p_job.datasets import DataError, LoadReport, Table, load_dataset, select_groups
+from p2p_job.preprocessing import Preprocessor
 from p2p_job.seeding import rng
 from p2p_job.datasets.table import within
-from p2p_job.spec import CLASS_NAMES, ClassCounts, ClientSpec, DatasetSpec, EvaluationSpec, GlobalTestSpec, P2PExperiment
+from p2p_job.spec import CLASS_NAMES, ClassCounts, ClientSpec, DatasetSpec, EvaluationSpec, GlobalTestSpec, P2PExperiment, PreprocessingSpec
 
 
 @dataclass(frozen=True)
 class Split:
-    """Rows of one split: features already min-max scaled with the client's scaler, and each
-    row's kind (its value in the kind column; None when the data has no kind column)."""
+    """Rows of one split: ``X`` encoded by the client's preprocessor, ``raw`` as loaded, and
+    each row's kind (its value in the kind column; None when the data has no kind column)."""
 
-    X: np.ndarray  # float32 (n, d)
+    X: np.ndarray  # float32 (n, d_encoded)
     y: np.ndarray  # int8 0/1, 1 = malicious
+    raw: np.ndarray  # float32 (n, d): the rows in raw feature units (what the shards store)
     kinds: np.ndarray | None = None  # str (n,), e.g. "gafgyt/udp"; benign rows keep their own value
 
     @property
@@ -53,39 +56,35 @@ class Split:
 
 
 @dataclass(frozen=True)
-class Scaler:
-    """Min-max scaling ``(x − min) / (max − min)`` per feature, fitted on one client's own
-    training rows; a constant feature keeps a range of 1 (as scikit-learn's MinMaxScaler)."""
-
-    data_min: np.ndarray  # float64 (d,)
-    data_max: np.ndarray  # float64 (d,)
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> "Scaler":
-        X = np.asarray(X)
-        return cls(X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))
-
-    @property
-    def _range(self) -> np.ndarray:
-        span = self.data_max - self.data_min
-        return np.where(span > 0, span, 1.0)
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Raw feature units to the client's scaled units (training rows land in [0, 1])."""
-        return ((np.asarray(X, dtype=np.float64) - self.data_min) / self._range).astype(np.float32)
-
-    def inverse_transform(self, X: np.ndarray) -> np.ndarray:
-        """Scaled units back to raw feature units (how shared synthetic points travel)."""
-        return (np.asarray(X, dtype=np.float64) * self._range + self.data_min).astype(np.float32)
-
-
-@dataclass(frozen=True)
 class ClientShard:
     name: str
     train: Split
     validation: Split
-    global_test: Split | None  # the scenario's global test set, scaled with THIS client's scaler
-    scaler: Scaler
+    global_test: Split | None  # the scenario's global test set, encoded with THIS client's preprocessor
+    preprocessor: Preprocessor  # fitted on train.raw only
+
+
+#: One split's raw rows: features (float32 (n, d)), labels and kinds (or None).
+RawSplit = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def client_shard(
+    name: str, preprocessing: PreprocessingSpec, feature_names: list[str], categories: dict[str, list[str]], splits: dict[str, RawSplit | None]
+) -> ClientShard:
+    """A client's shard from its raw rows per split (``train``, ``validation``, ``global_test``
+    or None): the preprocessor is fitted on the training rows only and encodes every split."""
+    preprocessor = Preprocessor.fit(preprocessing, feature_names, splits["train"][0], categories)
+
+    def split(rows: RawSplit | None) -> Split | None:
+        if rows is None:
+            return None
+        X = preprocessor.transform(rows[0])
+        if not np.isfinite(X).all():
+            column = preprocessor.output_names[int(np.argwhere(~np.isfinite(X))[0][1])]
+            raise DataError(f"client {name!r}: dataset.preprocessing gives a non-finite value in column {column!r} (log1p of a value ≤ −1?)")
+        return Split(X, rows[1], rows[0], rows[2])
+
+    return ClientShard(name, split(splits["train"]), split(splits["validation"]), split(splits.get("global_test")), preprocessor)
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,8 @@ class Shards:
     feature_names: list[str]
     load_report: LoadReport = LoadReport()  # what the dataset loader read and dropped
     kind_column: str | None = None  # the group column the splits' kinds come from
+    preprocessing: PreprocessingSpec = PreprocessingSpec()  # what each client's preprocessor was fitted from
+    categories: dict[str, list[str]] = dataclass_field(default_factory=dict)  # categorical column -> its values, by code
 
 
 def kind_column(dataset: DatasetSpec, evaluation: EvaluationSpec, table: Table) -> str | None:
@@ -127,21 +128,15 @@ def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
         global_rows = _global_rows(table, sampler, union, scenario.global_test, kinds_from)
     kinds = None if kinds_from is None else table.groups[kinds_from].astype(str)
 
-    clients = {}
-    for name, split_rows in rows.items():
-        scaler = Scaler.fit(table.features[split_rows["train"]])
+    def raw(index: np.ndarray | None) -> RawSplit | None:
+        return None if index is None else (table.features[index], table.labels[index], None if kinds is None else kinds[index])
 
-        def split(index: np.ndarray) -> Split:
-            return Split(scaler.transform(table.features[index]), table.labels[index], None if kinds is None else kinds[index])
-
-        clients[name] = ClientShard(
-            name=name,
-            train=split(split_rows["train"]),
-            validation=split(split_rows["validation"]),
-            global_test=None if global_rows is None else split(global_rows),
-            scaler=scaler,
-        )
-    return Shards(clients, list(table.feature_names), table.report, kinds_from)
+    preprocessing = exp.spec.dataset.preprocessing
+    clients = {
+        name: client_shard(name, preprocessing, table.feature_names, table.categories, {**{s: raw(i) for s, i in split_rows.items()}, "global_test": raw(global_rows)})
+        for name, split_rows in rows.items()
+    }
+    return Shards(clients, list(table.feature_names), table.report, kinds_from, preprocessing, dict(table.categories))
 
 
 def _global_rows(table: Table, sampler: "RowSampler", union: tuple[np.ndarray, np.ndarray], spec: GlobalTestSpec, kinds_from: str | None) -> np.ndarray:

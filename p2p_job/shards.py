@@ -5,13 +5,16 @@ Layout, relative to the shards' root (a folder, or ``<experiment>/shards/`` in a
 ``p2p_job.store.shards_prefix``)::
 
     manifest.json                 format, fingerprint, feature names, load report, counts per client
-    <client>/manifest.json        this client's fingerprint, feature names, scaler, counts, sha256 of each file
-    <client>/train.parquet        feature columns (scaled, float32) + label (int8) [+ kind (string)]
+    <client>/manifest.json        this client's fingerprint, feature names, preprocessing, categories, counts, sha256 of each file
+    <client>/train.parquet        feature columns (RAW units, float32) + label (int8) [+ kind (string)]
     <client>/validation.parquet
     <client>/global_test.parquet  only when the scenario has a global test set
 
 The ``kind`` column (each row's attack kind, from the manifests' ``kind_column``) is there when
-the data has a kind column. A worker reads only ``<client>/…`` (its scaler and files, nothing of the other clients), which is
+the data has a kind column. Rows are stored as loaded: reading a client's shard fits its
+preprocessor (``dataset.preprocessing``, kept in its manifest) on its training rows again, which
+gives the same pipeline as at prepare time (scikit-learn's fits are deterministic) with no fitted
+state on disk. A worker reads only ``<client>/…`` (its files, nothing of the other clients), which is
 what lets the per-client store policy deny it every other client's shard. The top manifest (every
 client's counts, for ``p2pk data describe``) is written last, each client's manifest after that
 client's files. Reading checks the format, the fingerprint (the shards were cut for this
@@ -31,10 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from p2p_job.datasets import DataError, LoadReport
-from p2p_job.scenarios import ClientShard, Scaler, Shards, Split
+from p2p_job.scenarios import ClientShard, RawSplit, Shards, client_shard
+from p2p_job.spec import CLASS_NAMES, PreprocessingSpec
 from p2p_job.store import DirectoryStore, Store, StoreError
 
-FORMAT = "p2pk.shards/v2"
+FORMAT = "p2pk.shards/v3"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "global_test")
 LABEL = "label"
@@ -72,7 +76,7 @@ def write_shards(shards: Shards, where: Store | Path | str, root: str = "", *, f
             rows = getattr(shard, split)
             if rows is None:
                 continue
-            columns = {f: rows.X[:, j] for j, f in enumerate(shards.feature_names)} | {LABEL: rows.y}
+            columns = {f: rows.raw[:, j] for j, f in enumerate(shards.feature_names)} | {LABEL: rows.y}
             if rows.kinds is not None:
                 columns[KIND] = pa.array(rows.kinds.astype(str), type=pa.string())
             sink = io.BytesIO()
@@ -85,7 +89,7 @@ def write_shards(shards: Shards, where: Store | Path | str, root: str = "", *, f
         _put(store, f"{root}{name}/{MANIFEST}", _json({
             "format": FORMAT, "fingerprint": fingerprint, "client": name, "feature_names": shards.feature_names,
             "kind_column": shards.kind_column,
-            "scaler": {"data_min": shard.scaler.data_min.tolist(), "data_max": shard.scaler.data_max.tolist()},
+            "preprocessing": shards.preprocessing.model_dump(mode="json", by_alias=True), "categories": shards.categories,
             "splits": files,
         }))
         clients[name] = {split: files[split]["counts"] if split in files else None for split in SPLITS}
@@ -102,29 +106,36 @@ def read_shards(where: Store | Path | str, root: str = "") -> Shards:
     """Every client's shard, in the order they were written."""
     store = _store(where)
     manifest = _manifest(store, f"{root}{MANIFEST}", {"clients": dict, "feature_names": list, "load_report": dict})
-    clients = {name: read_client_shard(store, name, root, fingerprint=manifest.get("fingerprint"))[0] for name in manifest["clients"]}
+    clients = {name: _read_client(store, name, root, manifest.get("fingerprint")) for name in manifest["clients"]}
     report = manifest["load_report"]
-    return Shards(clients, manifest["feature_names"], LoadReport(report["rows_read"], report["rows_dropped"], tuple(report["problems"])),
-                  manifest.get("kind_column"))
+    first = next(iter(clients.values()), None)
+    preprocessing = PreprocessingSpec() if first is None else first[1]
+    categories = {} if first is None else first[2]
+    return Shards({name: c[0] for name, c in clients.items()}, manifest["feature_names"],
+                  LoadReport(report["rows_read"], report["rows_dropped"], tuple(report["problems"])),
+                  manifest.get("kind_column"), preprocessing, categories)
 
 
 def read_client_shard(where: Store | Path | str, client: str, root: str = "", *,
                       fingerprint: str | None = None) -> tuple[ClientShard, list[str]]:
     """One client's shard and the feature names (what a worker loads): only ``<client>/…`` is
     read. With ``fingerprint``, shards cut for another seed, dataset or scenario are refused."""
-    store = _store(where)
+    shard, _, _, features = _read_client(_store(where), client, root, fingerprint)
+    return shard, features
+
+
+def _read_client(store: Store, client: str, root: str, fingerprint: str | None) -> tuple[ClientShard, PreprocessingSpec, dict, list[str]]:
     key = f"{root}{client}/{MANIFEST}"
-    entry = _manifest(store, key, {"feature_names": list, "scaler": dict, "splits": dict}, missing=f"no shard for client {client!r}")
+    entry = _manifest(store, key, {"feature_names": list, "preprocessing": dict, "categories": dict, "splits": dict},
+                      missing=f"no shard for client {client!r}")
     if fingerprint is not None and entry.get("fingerprint") != fingerprint:
         raise DataError(f"{_where(store, key)}: these shards were cut for another seed, dataset or scenario than this "
                         "experiment's; prepare them again (`p2pk data prepare`)")
     features = entry["feature_names"]
     try:
-        scaler = Scaler(np.array(entry["scaler"]["data_min"], dtype=np.float64), np.array(entry["scaler"]["data_max"], dtype=np.float64))
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{_where(store, key)}: field 'scaler' is not data_min/data_max lists") from None
-    if scaler.data_min.shape != (len(features),) or scaler.data_max.shape != (len(features),):
-        raise DataError(f"{_where(store, key)}: scaler does not have {len(features)} features")
+        preprocessing = PreprocessingSpec.model_validate(entry["preprocessing"])
+    except ValueError as exc:
+        raise DataError(f"{_where(store, key)}: field 'preprocessing' is not a dataset.preprocessing section: {exc}") from None
     splits = {split: None for split in SPLITS}
     for split, info in entry["splits"].items():
         if split not in SPLITS:
@@ -132,7 +143,11 @@ def read_client_shard(where: Store | Path | str, client: str, root: str = "", *,
         splits[split] = _split(store, f"{root}{client}/{split}.parquet", features, info, entry.get("kind_column") is not None)
     if splits["train"] is None or splits["validation"] is None:
         raise DataError(f"{_where(store, key)}: needs a train and a validation split")
-    return ClientShard(name=client, scaler=scaler, **splits), features
+    try:
+        shard = client_shard(client, preprocessing, features, entry["categories"], splits)
+    except DataError as exc:
+        raise DataError(f"{_where(store, key)}: {exc}") from None
+    return shard, preprocessing, entry["categories"], features
 
 
 def kind_counts(shards: Shards) -> dict[str, dict[str, int]]:
@@ -223,7 +238,7 @@ def _manifest(store: Store, key: str, fields: dict[str, type], missing: str | No
     return manifest
 
 
-def _split(store: Store, key: str, features: list[str], info, with_kinds: bool) -> Split:
+def _split(store: Store, key: str, features: list[str], info, with_kinds: bool) -> RawSplit:
     where = _where(store, key)
     if not isinstance(info, dict) or not isinstance(info.get("counts"), dict):
         raise DataError(f"{where}: its manifest entry has no counts")
@@ -244,7 +259,7 @@ def _split(store: Store, key: str, features: list[str], info, with_kinds: bool) 
     if X.dtype != np.float32 or y.dtype != np.int8 or not np.isin(y, (0, 1)).all():
         raise DataError(f"{where}: expected float32 features and an int8 0/1 label, found {X.dtype} and {y.dtype}")
     kinds = table.column(KIND).to_numpy(zero_copy_only=False).astype(str) if with_kinds else None
-    split = Split(X, y, kinds)
-    if split.counts != info["counts"]:
-        raise DataError(f"{where}: holds {split.counts} rows, the manifest says {info['counts']}")
-    return split
+    counts = {name: int(np.count_nonzero(y == label)) for label, name in CLASS_NAMES.items()}
+    if counts != info["counts"]:
+        raise DataError(f"{where}: holds {counts} rows, the manifest says {info['counts']}")
+    return X, y, kinds

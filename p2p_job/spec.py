@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -106,6 +107,37 @@ class BuiltinDataSpec(SpecModel):
         return self
 
 
+ColumnTransformKind = Literal["none", "log1p", "signed-log"]
+ScalingKind = Literal["minmax", "robust", "quantile"]
+
+
+class ColumnTransform(SpecModel):
+    """A transform of some numeric feature columns, applied before scaling."""
+
+    columns: list[str] = Field(..., min_length=1, description="Feature names or fnmatch patterns ('*_weight', '*'); each must match a numeric column.")
+    transform: ColumnTransformKind = Field(..., description="none | log1p (log(1 + x), values > −1) | signed-log (sign(x)·log(1 + |x|)).")
+
+
+class PreprocessingSpec(SpecModel):
+    """Each client's feature pipeline, fitted on its own training rows only (p2p_job.preprocessing):
+    per-column transforms, one-hot encoding of categorical columns, then scaling. The default is
+    the paper's: min-max scaling of every column as it is."""
+
+    transforms: list[ColumnTransform] = Field(
+        default_factory=list, description="Per-column transforms; the first entry whose pattern matches a column decides its transform (default: none)."
+    )
+    categorical: list[str] = Field(default_factory=list, description="Columns to one-hot encode (text or numeric codes); loaded as text categories where they hold text.")
+    scaling: ScalingKind = Field("minmax", description="minmax (the paper's) | robust (median, IQR) | quantile (to uniform [0, 1]) of the numeric columns.")
+
+    @field_validator("categorical")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"columns listed twice: {dup}")
+        return v
+
+
 class DatasetSpec(SpecModel):
     """Where the rows come from. Every kind loads into the same in-memory form: float32
     features, a 0/1 label (1 = malicious) and group columns (device, family)."""
@@ -130,6 +162,7 @@ class DatasetSpec(SpecModel):
         "`p2pk data prepare --out DIR` (relative to the spec file; on Kubernetes an absolute path, e.g. on kubernetes.dataVolume).",
     )
     builtin: BuiltinDataSpec = Field(default_factory=BuiltinDataSpec)
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec, description="Each client's feature pipeline (transforms, one-hot, scaling), fitted on its own training rows.")
 
     @model_validator(mode="after")
     def _kind_needs(self) -> "DatasetSpec":
@@ -151,10 +184,10 @@ class DatasetSpec(SpecModel):
 
 #: The DatasetSpec fields each dataset kind reads.
 _DATASET_FIELDS = {
-    "builtin": {"kind", "builtin", "shards"},
-    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards"},
-    "botiot": {"kind", "path", "families", "drop_bad_rows", "shards"},
-    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows", "shards"},
+    "builtin": {"kind", "builtin", "shards", "preprocessing"},
+    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards", "preprocessing"},
+    "botiot": {"kind", "path", "families", "drop_bad_rows", "shards", "preprocessing"},
+    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows", "shards", "preprocessing"},
 }
 
 

@@ -13,9 +13,10 @@ from p2p_job.exchange import Gathered, MemoryExchange, Publication
 from p2p_job.model import model_state
 from p2p_job.peer import Peer, PeerState, neighbourhoods
 from p2p_job.rebalancing import rebalance
-from p2p_job.scenarios import ClientShard, Scaler, Split
+from p2p_job.preprocessing import Preprocessor
+from p2p_job.scenarios import ClientShard, Split
 from p2p_job.seeding import rng
-from p2p_job.spec import parse_experiment
+from p2p_job.spec import PreprocessingSpec, parse_experiment
 
 CLIENTS = ("a", "b", "c")
 D = 4
@@ -55,15 +56,15 @@ def _shard(name: str, index: int) -> ClientShard:
         return (offset + scale * X).astype(np.float32), y
 
     X_train, y_train = raw(60, 8)
-    scaler = Scaler(data_min=X_train.min(axis=0), data_max=X_train.max(axis=0))
+    scaler = Preprocessor.fit(PreprocessingSpec(), [f"f{j}" for j in range(D)], X_train)
     X_val, y_val = raw(30, 6)
     X_test, y_test = raw(30, 6)
     return ClientShard(
         name=name,
-        train=Split(scaler.transform(X_train), y_train),
-        validation=Split(scaler.transform(X_val), y_val),
-        global_test=Split(scaler.transform(X_test), y_test),
-        scaler=scaler,
+        train=Split(scaler.transform(X_train), y_train, X_train),
+        validation=Split(scaler.transform(X_val), y_val, X_val),
+        global_test=Split(scaler.transform(X_test), y_test, X_test),
+        preprocessor=scaler,
     )
 
 
@@ -142,18 +143,18 @@ def test_the_publication_carries_delta_sizes_variance_and_raw_shared_points():
     rebalanced = rebalance("ksmote", shard.train.X, shard.train.y, exp.spec.rebalancing, rng(0, "ksmote", "b", 1, "rebalance"))
     expected_X, expected_y = share_sample(rebalanced.synthetic_X, rebalanced.synthetic_y, 0.5, rng(0, "ksmote", "b", 1, "share"))
     assert len(pub.synthetic_y) == round(0.5 * (60 - 8)) and (pub.synthetic_y == 1).all()
-    np.testing.assert_allclose(pub.synthetic_X, shard.scaler.inverse_transform(expected_X), rtol=1e-5)
+    np.testing.assert_allclose(pub.synthetic_X, shard.preprocessor.inverse_transform(expected_X), rtol=1e-5)
     assert pub.synthetic_X.min() > 5.0  # raw units of client b (offset 20), not the scaled [0, 1]
 
 
-def test_received_points_are_scaled_with_the_receivers_own_scaler():
+def test_received_points_are_encoded_with_the_receivers_own_preprocessor():
     exp = _experiment(rebalancing={"k": 3, "neighbours": 4, "shareFraction": 0.5, "received": "unbounded"})
     peers = _peers(exp)
     exchange = Recording()
     records = _run_rounds(peers, [1], exchange)
     a = peers["a"]
     from_b, from_c = exchange.published[(1, "b")], exchange.published[(1, "c")]
-    expected = SHARDS["a"].scaler.transform(np.concatenate([from_b.synthetic_X, from_c.synthetic_X]))
+    expected = SHARDS["a"].preprocessor.transform(np.concatenate([from_b.synthetic_X, from_c.synthetic_X]))
     np.testing.assert_allclose(a.received_X, expected, rtol=1e-5)
     assert records[0].n_received == len(a.received_y) == 2 * 26
     # Round 2 trains on D_base ∪ D_syn ∪ D_o_syn, the literal Algorithm 2: 68 + 52 + 52.
@@ -173,13 +174,13 @@ def test_balanced_received_points_count_towards_the_target_and_are_bounded():
     records = _run_rounds(peers, [1], exchange)
     a = peers["a"]
     assert records[0].n_received == 52 and len(a.received_y) == 26
-    newest = SHARDS["a"].scaler.transform(exchange.published[(1, "c")].synthetic_X)
+    newest = SHARDS["a"].preprocessor.transform(exchange.published[(1, "c")].synthetic_X)
     np.testing.assert_allclose(a.received_X, newest, rtol=1e-5)
     for r in (2, 3):
         (record,) = [rec for rec in _run_rounds(peers, [r], exchange) if rec.client == "a"]
         assert record.n_train == 68 + 26 + 26 and record.n_synthetic == 52
         assert len(a.received_y) == 26
-        np.testing.assert_allclose(a.received_X, SHARDS["a"].scaler.transform(exchange.published[(r, "c")].synthetic_X), rtol=1e-5)
+        np.testing.assert_allclose(a.received_X, SHARDS["a"].preprocessor.transform(exchange.published[(r, "c")].synthetic_X), rtol=1e-5)
     # Still shares an α-fraction of its whole D_syn.
     assert len(exchange.published[(3, "a")].synthetic_y) == 26
 
@@ -211,7 +212,7 @@ def test_max_received_keeps_the_newest_points():
     peers = _peers(exp)
     exchange = Recording()
     _run_rounds(peers, [1], exchange)
-    newest = SHARDS["a"].scaler.transform(exchange.published[(1, "c")].synthetic_X)
+    newest = SHARDS["a"].preprocessor.transform(exchange.published[(1, "c")].synthetic_X)
     assert len(peers["a"].received_X) == 30
     np.testing.assert_allclose(peers["a"].received_X[-26:], newest, rtol=1e-5)
 
@@ -385,8 +386,9 @@ def test_points_that_overflow_the_receivers_scaling_are_rejected():
     taking them would make every later loss NaN."""
     tolerant = {"k": 3, "neighbours": 4, "shareFraction": 0.5, "pointTolerance": 1e6}  # b's points are far in the narrow scaling
     peers, exchange, good = _round_one_with_a_bad_c(np.full((2, D), np.finfo(np.float32).max, np.float32), rebalancing=tolerant)
-    narrow = Scaler(data_min=np.zeros(D), data_max=np.full(D, 1e-3))  # a receiver whose features vary little
-    peers["a"].shard = dataclasses.replace(SHARDS["a"], scaler=narrow)
+    # A receiver whose features vary little (range 1e-3).
+    narrow = Preprocessor.fit(PreprocessingSpec(), [f"f{j}" for j in range(D)], np.array([[0.0] * D, [1e-3] * D], np.float32))
+    peers["a"].shard = dataclasses.replace(SHARDS["a"], preprocessor=narrow)
     record = peers["a"].merge_and_evaluate(1, exchange)
     assert (record.neighbours_used, record.payloads_rejected) == (1, 1)
     assert np.isfinite(peers["a"].received_X).all() and len(peers["a"].received_y) == len(good.synthetic_y)

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import yaml
 from data_helpers import NBAIOT, SMALL_BUILTIN, client, experiment, traceable_csv
-from sklearn.preprocessing import MinMaxScaler
 
 from p2p_job import presets
 from p2p_job.datasets import DataError
-from p2p_job.scenarios import Scaler, Shards, build_shards
+from p2p_job.scenarios import Shards, build_shards
 from p2p_job.spec import InvalidSpec, dump_experiment, parse_experiment
 
 DEVICES = {"cam": (200, 40), "bell": (150, 30), "plug": (100, 20)}
@@ -27,9 +26,8 @@ def traced(tmp_path):
 
 
 def row_ids(shards: Shards, name: str, split: str) -> np.ndarray:
-    """The dataset rows of a split, recovered from the scaled ``row_id`` feature."""
-    shard = shards.clients[name]
-    raw = shard.scaler.inverse_transform(getattr(shard, split).X)
+    """The dataset rows of a split, from its raw ``row_id`` feature."""
+    raw = getattr(shards.clients[name], split).raw
     return np.rint(raw[:, shards.feature_names.index("row_id")]).astype(int)
 
 
@@ -67,32 +65,27 @@ def test_non_iid_rows_are_disjoint_from_their_groups_and_global_test_is_shared(t
     assert shards.clients["client-a"].global_test.counts == {"benign": 60, "malicious": 12}
 
 
+def _scaler(shard):
+    return shard.preprocessor.pipeline.named_transformers_["numeric"].named_steps["scale"]
+
+
 def test_scaler_is_fitted_on_the_clients_own_training_rows_only(traced):
     dataset, frame = traced
     shards = build_shards(parse_experiment(experiment(NON_IID, dataset)))
     features = frame[["row_id", "noise"]].to_numpy(np.float32)
     for name, shard in shards.clients.items():
         own_train = features[row_ids(shards, name, "train")]
-        assert np.array_equal(shard.scaler.data_min, own_train.min(0)) and np.array_equal(shard.scaler.data_max, own_train.max(0))
+        assert np.array_equal(_scaler(shard).data_min_, own_train.min(0)) and np.array_equal(_scaler(shard).data_max_, own_train.max(0))
         assert shard.train.X.min(0).tolist() == [0.0, 0.0] and shard.train.X.max(0).tolist() == [1.0, 1.0]
+        np.testing.assert_array_equal(shard.train.raw, own_train)
+        np.testing.assert_allclose(shard.validation.X, shard.preprocessor.transform(shard.validation.raw))
     # Other validation and global test rows leave every scaler where it was.
     changed = {**NON_IID, "clients": [dict(c, validation={"benign": 30, "malicious": 2}) for c in NON_IID["clients"]], "globalTest": {"benign": 10, "malicious": 3}}
     again = build_shards(parse_experiment(experiment(changed, dataset)))
     for name, shard in again.clients.items():
         assert not np.array_equal(row_ids(again, name, "validation"), row_ids(shards, name, "validation"))
-        assert np.array_equal(shard.scaler.data_min, shards.clients[name].scaler.data_min)
-        assert np.array_equal(shard.scaler.data_max, shards.clients[name].scaler.data_max)
-
-
-def test_scaler_matches_minmaxscaler_and_inverts():
-    g = np.random.default_rng(1)
-    X = (g.normal(size=(40, 4)) * [1, 100, 0.01, 0]).astype(np.float32)  # the last feature is constant
-    scaler, reference = Scaler.fit(X), MinMaxScaler().fit(X)
-    other = (g.normal(size=(10, 4)) * 3).astype(np.float32)
-    np.testing.assert_allclose(scaler.transform(other), reference.transform(other), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(scaler.inverse_transform(scaler.transform(other)), other, rtol=1e-5, atol=1e-5)
-    assert scaler.transform(X)[:, 3].tolist() == [0.0] * 40  # constant feature: range 1, as scikit-learn
-    assert scaler.transform(X).dtype == np.float32
+        assert np.array_equal(_scaler(shard).data_min_, _scaler(shards.clients[name]).data_min_)
+        assert np.array_equal(_scaler(shard).data_max_, _scaler(shards.clients[name]).data_max_)
 
 
 def test_same_seed_same_shards_other_seed_other_rows(traced):

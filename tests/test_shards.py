@@ -37,9 +37,10 @@ def assert_same(a, b):
         x, y = getattr(a, split), getattr(b, split)
         assert (x is None) == (y is None)
         if x is not None:
-            assert np.array_equal(x.X, y.X) and np.array_equal(x.y, y.y)
+            assert np.array_equal(x.X, y.X) and np.array_equal(x.y, y.y) and np.array_equal(x.raw, y.raw)
             assert x.X.dtype == np.float32 and x.y.dtype == np.int8
-    assert np.array_equal(a.scaler.data_min, b.scaler.data_min) and np.array_equal(a.scaler.data_max, b.scaler.data_max)
+    probe = a.validation.raw * 3 - 1  # the same fitted pipeline, also off the training rows
+    assert np.array_equal(a.preprocessor.transform(probe), b.preprocessor.transform(probe))
 
 
 def test_round_trip_through_parquet(shards, tmp_path):
@@ -54,16 +55,18 @@ def test_round_trip_through_parquet(shards, tmp_path):
         assert features == shards.feature_names
 
 
-def test_manifest_counts_features_and_scalers(shards, tmp_path):
+def test_manifest_counts_features_and_preprocessing_and_parquet_holds_raw_rows(shards, tmp_path):
     write_shards(shards, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["format"] == "p2pk.shards/v2" and manifest["feature_names"] == [f"f{j:03d}" for j in range(12)]
+    assert manifest["format"] == "p2pk.shards/v3" and manifest["feature_names"] == [f"f{j:03d}" for j in range(12)]
     a = manifest["clients"]["client-a"]
     assert (a["train"], a["validation"], a["global_test"]) == ({"benign": 120, "malicious": 12}, {"benign": 40, "malicious": 6}, {"benign": 50, "malicious": 7})
-    assert "scaler" not in a
-    # A client's scaler is in its own manifest only: nothing a client reads tells it another's.
+    assert "preprocessing" not in a
+    # A client's preprocessing is in its own manifest; its parquet holds raw rows it refits on.
     own = json.loads((tmp_path / "client-a" / "manifest.json").read_text())
-    assert own["scaler"]["data_min"] == shards.clients["client-a"].scaler.data_min.tolist()
+    assert own["preprocessing"] == {"transforms": [], "categorical": [], "scaling": "minmax"} and own["categories"] == {}
+    stored = pq.read_table(tmp_path / "client-a" / "train.parquet").to_pandas()[shards.feature_names].to_numpy()
+    np.testing.assert_array_equal(stored, shards.clients["client-a"].train.raw)
     assert own["splits"]["train"]["counts"] == {"benign": 120, "malicious": 12}
     assert own["splits"]["train"]["bytes"] == (tmp_path / "client-a" / "train.parquet").stat().st_size
     assert pq.read_schema(tmp_path / "client-b" / "train.parquet").names == [*shards.feature_names, "label", "kind"]
@@ -112,12 +115,12 @@ def test_damaged_or_foreign_folders_are_named(shards, tmp_path):
     with pytest.raises(DataError, match=r"train\.parquet: columns are not the manifest's 12 features followed by \['label', 'kind'\]"):
         read_client_shard(tmp_path, "client-b")
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "p2pk.shards/v1"}))
-    with pytest.raises(DataError, match="not a p2pk.shards/v2 manifest"):
+    with pytest.raises(DataError, match="not a p2pk.shards/v3 manifest"):
         read_shards(tmp_path)
 
 
 def test_a_manifest_missing_a_field_is_a_data_error(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "p2pk.shards/v2", "clients": {}}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "p2pk.shards/v3", "clients": {}}))
     with pytest.raises(DataError, match="field 'feature_names' is missing or not a list"):
         read_shards(tmp_path)
 

@@ -48,6 +48,9 @@ class Table:
     groups: dict[str, np.ndarray]  # e.g. {"device": str array, "family": str array}
     feature_names: list[str]
     report: LoadReport = field(default_factory=LoadReport)
+    #: Feature columns loaded from text as categories: column -> its values; the feature holds the
+    #: value's index (a float code), the same in every client since all read the same file.
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.labels)

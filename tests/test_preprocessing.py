@@ -1,0 +1,109 @@
+"""Each client's feature pipeline (p2p_job.preprocessing): hand-computed transforms, inverses,
+one-hot blocks and the errors that name the column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import MinMaxScaler
+
+from p2p_job.datasets import DataError
+from p2p_job.preprocessing import Preprocessor, signed_expm1, signed_log1p
+from p2p_job.spec import PreprocessingSpec
+
+NAMES = ["bytes", "rate", "delta", "flat"]
+
+
+def _rows(n=40, seed=1) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    return np.column_stack([
+        g.lognormal(8, 3, n),          # heavy-tailed counter
+        g.lognormal(2, 2, n),
+        g.normal(0, 1000, n),          # either sign
+        np.full(n, 7.0),               # constant
+    ]).astype(np.float32)  # fmt: skip
+
+
+def _spec(**kw) -> PreprocessingSpec:
+    return PreprocessingSpec.model_validate(kw)
+
+
+def test_default_is_the_papers_min_max_scaling_and_inverts():
+    X = _rows()
+    pre = Preprocessor.fit(PreprocessingSpec(), NAMES, X)
+    other = _rows(10, seed=2)
+    np.testing.assert_allclose(pre.transform(other), MinMaxScaler().fit(X).transform(other), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pre.inverse_transform(pre.transform(other)), other, rtol=1e-4)
+    assert pre.transform(X)[:, 3].tolist() == [0.0] * 40  # constant feature: range 1, as scikit-learn
+    assert pre.transform(X).dtype == np.float32 and pre.output_names == NAMES
+
+
+def test_first_matching_transform_wins_then_min_max_by_hand():
+    X = _rows()
+    spec = _spec(transforms=[{"columns": ["delta"], "transform": "signed-log"}, {"columns": ["*"], "transform": "log1p"}])
+    pre = Preprocessor.fit(spec, NAMES, X)
+    assert pre.transforms == {"bytes": "log1p", "rate": "log1p", "delta": "signed-log", "flat": "log1p"}
+    logged = np.column_stack([np.log1p(X[:, 0].astype(np.float64)), np.log1p(X[:, 1].astype(np.float64)), signed_log1p(X[:, 2].astype(np.float64))])
+    by_hand = (logged - logged.min(0)) / (logged.max(0) - logged.min(0))
+    np.testing.assert_allclose(pre.transform(X)[:, :3], by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pre.inverse_transform(pre.transform(X)), X, rtol=1e-4)
+    # Log-compressed counters no longer sit in one corner: the median row is mid-range.
+    assert 0.2 < np.median(pre.transform(X)[:, 0]) < 0.8
+    assert np.median(Preprocessor.fit(PreprocessingSpec(), NAMES, X).transform(X)[:, 0]) < 0.05
+
+
+def test_signed_log_is_odd_and_inverts():
+    x = np.array([-1e9, -3.0, -0.5, 0.0, 0.5, 3.0, 1e9])
+    np.testing.assert_allclose(signed_log1p(-x), -signed_log1p(x))
+    np.testing.assert_allclose(signed_expm1(signed_log1p(x)), x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scaling", ["robust", "quantile"])
+def test_other_scalers_fit_on_the_training_rows_and_invert(scaling):
+    X = _rows()
+    pre = Preprocessor.fit(_spec(scaling=scaling, transforms=[{"columns": ["bytes", "rate"], "transform": "log1p"}]), NAMES, X)
+    encoded = pre.transform(X)
+    if scaling == "quantile":
+        assert encoded[:, :3].min() == 0.0 and encoded[:, :3].max() == 1.0
+    else:
+        np.testing.assert_allclose(np.median(encoded[:, :3], axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(pre.inverse_transform(encoded)[:, :3], X[:, :3], rtol=1e-3)
+
+
+def test_fitted_on_the_given_rows_only():
+    X = _rows()
+    a = Preprocessor.fit(PreprocessingSpec(), NAMES, X[:20])
+    b = Preprocessor.fit(PreprocessingSpec(), NAMES, X[20:])
+    assert a.transform(X[:20]).max() == 1.0 and not np.array_equal(a.transform(X), b.transform(X))
+
+
+def test_one_hot_blocks_from_the_datasets_categories_and_valid_categories_back():
+    names = ["bytes", "proto", "rate"]
+    categories = {"proto": ["icmp", "tcp", "udp"]}
+    X = np.array([[10, 1, 2], [1000, 1, 3], [5, 2, 4]], np.float32)  # icmp never seen in training
+    pre = Preprocessor.fit(_spec(categorical=["proto"]), names, X, categories)
+    assert pre.output_names == ["bytes", "rate", "proto=icmp", "proto=tcp", "proto=udp"]
+    assert pre.onehot_blocks == [(2, 5)] and pre.n_outputs == 5
+    encoded = pre.transform(np.array([[10, 0, 2], [10, 2, 2], [10, 9, 2]], np.float32))
+    np.testing.assert_array_equal(encoded[:, 2:], [[1, 0, 0], [0, 0, 1], [0, 0, 0]])  # code 9: unknown, all zeros
+    # An interpolated point (0.3 tcp, 0.7 udp) goes back as a valid category: udp.
+    back = pre.inverse_transform(np.array([[0.5, 0.5, 0.0, 0.3, 0.7]], np.float32))
+    assert back[0, 1] == 2.0
+    np.testing.assert_allclose(back[0, [0, 2]], [5 + 0.5 * 995, 3.0], rtol=1e-5)
+
+
+def test_undefined_or_unmatched_columns_are_named():
+    X = _rows()
+    X[:, 2] = np.abs(X[:, 2])
+    X[3, 2] = -5.0
+    with pytest.raises(DataError, match=r"log1p of column 'delta' is undefined for training value -5\.0"):
+        Preprocessor.fit(_spec(transforms=[{"columns": ["delta"], "transform": "log1p"}]), NAMES, X)
+    with pytest.raises(DataError, match=r"transforms\[0\]\.columns: 'pkts\*' matches no numeric feature column"):
+        Preprocessor.fit(_spec(transforms=[{"columns": ["pkts*"], "transform": "log1p"}]), NAMES, X)
+    with pytest.raises(DataError, match=r"categorical: no feature column 'proto'"):
+        Preprocessor.fit(_spec(categorical=["proto"]), NAMES, X)
+    with pytest.raises(ValueError, match="listed twice"):
+        _spec(categorical=["proto", "proto"])
+    # A receiver's log1p of a raw value ≤ −1 is NaN, which the peer rejects as non-finite.
+    pre = Preprocessor.fit(_spec(transforms=[{"columns": ["bytes"], "transform": "log1p"}]), NAMES, _rows())
+    assert np.isnan(pre.transform(np.array([[-2, 1, 1, 7]], np.float32))[0, 0])
