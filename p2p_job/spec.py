@@ -731,8 +731,8 @@ class P2PExperiment(SpecModel):
 
 
 def kubernetes_errors(exp: P2PExperiment) -> list[tuple[str, str]]:
-    """What only a Kubernetes run needs besides a valid spec: an S3 endpoint and store
-    credentials, as ``(field path, message)``. The operator refuses the experiment with these
+    """What only a Kubernetes run needs besides a valid spec: an S3 endpoint, store credentials
+    and data a pod can reach (shards in the store, or absolute paths), as ``(field path, message)``. The operator refuses the experiment with these
     (``p2pk_operator.manifests.plan``); ``p2pk validate --kubernetes`` reports the same."""
     s3 = exp.spec.kubernetes.s3
     errors = []
@@ -740,6 +740,13 @@ def kubernetes_errors(exp: P2PExperiment) -> list[tuple[str, str]]:
         errors.append(("spec.kubernetes.s3.endpoint", "required on Kubernetes: the workers exchange through this S3 (MinIO) endpoint"))
     if not (s3.admin_secret or s3.credentials_secret):
         errors.append(("spec.kubernetes.s3", "give adminSecret (one scoped MinIO user per client) or credentialsSecret (one shared user): the workers need store credentials"))
+    data = exp.spec.dataset
+    # The worker reads the spec from /etc/p2pk: a relative path would point there.
+    if data.shards not in (None, "store") and not data.shards.startswith("/"):
+        errors.append(("spec.dataset.shards", "on Kubernetes: 'store' (the experiment's store) or an absolute path in the pod, e.g. on kubernetes.dataVolume"))
+    if data.kind != "builtin" and data.shards is None and not (data.path or "").startswith("/"):
+        errors.append(("spec.dataset.path", "on Kubernetes: an absolute path in the pod (e.g. on kubernetes.dataVolume), "
+                       "or set dataset.shards: store after `p2pk data prepare --out s3://…` (each worker then reads only its own shard)"))
     return errors
 
 

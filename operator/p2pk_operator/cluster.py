@@ -21,13 +21,17 @@ class Rejected(Exception):
     """The API server refused an object for good (a 400 or 422 answer)."""
 
 
+class Forbidden(Exception):
+    """The operator's RBAC does not let it read that object (a 403 answer)."""
+
+
 class Cluster(Protocol):
     def create(self, obj: dict) -> dict | None:
         """Create ``obj`` in ``obj.metadata.namespace``; ``None`` when created, else the object
         of that kind and name that exists already."""
 
     def read(self, kind: str, namespace: str, name: str) -> dict | None:
-        """The object, or ``None`` when there is none."""
+        """The object, or ``None`` when there is none; :class:`Forbidden` when RBAC says no."""
 
     def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict]:
         """Objects of ``kind`` in ``namespace`` carrying all ``labels``."""
@@ -78,6 +82,8 @@ class KubeCluster:
         except ApiException as exc:
             if exc.status == 404:
                 return None
+            if exc.status == 403:
+                raise Forbidden(f"{kind} {namespace}/{name}: {_message(exc)}") from None
             raise
 
     def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict]:

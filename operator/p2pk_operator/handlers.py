@@ -11,7 +11,8 @@ Run with ``p2pk operator --namespace NS`` (or ``--all-namespaces``), or
 
 The side effects live in ``memo.services`` (:class:`~p2pk_operator.reconcile.Services`), made
 at startup unless already given (tests pass a ``kopf.Memo`` with fakes), with
-``memo.pushgateway`` as the Jobs' default Pushgateway (``p2pk operator --pushgateway``).
+``memo.pushgateway`` as the Jobs' default Pushgateway (``p2pk operator --pushgateway``) and
+``memo.admission`` the allowlists (``--allowed-image``, ``--allowed-service-account``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import kopf
 
 from p2p_job.spec import API_GROUP, API_VERSION
+from p2pk_operator.admission import Admission
 from p2pk_operator.cluster import KubeCluster
 from p2pk_operator.crd import PLURAL
 from p2pk_operator.reconcile import Services, cleanup, reconcile
@@ -37,7 +39,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # status transitions the reconciliation posts (and kopf's warnings and errors).
     settings.posting.level = logging.WARNING
     if "services" not in memo:
-        memo.services = Services(cluster=KubeCluster(), pushgateway=memo.get("pushgateway"))
+        memo.services = Services(cluster=KubeCluster(), pushgateway=memo.get("pushgateway"),
+                                 admission=memo.get("admission") or Admission())
 
 
 @kopf.on.create(*RESOURCE)

@@ -46,6 +46,19 @@ CONTAINER = "worker"
 WORKER_UID = 10001
 #: Longest Job name: the Job controller copies it into a pod label (63 characters at most).
 MAX_JOB_NAME = 63
+#: The worker's only writable path (an emptyDir; the root filesystem is read-only) and where
+#: what it, Python, PyTorch and matplotlib write goes: HOME, caches, temporary files.
+SCRATCH_DIR = "/tmp"
+SCRATCH_ENV = {
+    "HOME": f"{SCRATCH_DIR}/home",
+    "TMPDIR": SCRATCH_DIR,
+    "XDG_CACHE_HOME": f"{SCRATCH_DIR}/cache",
+    "MPLCONFIGDIR": f"{SCRATCH_DIR}/matplotlib",
+    "TORCH_HOME": f"{SCRATCH_DIR}/torch",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+#: Its size limit (the worker keeps its state in the store, not on disk).
+SCRATCH_LIMIT = "1Gi"
 #: Keys of a store credentials Secret (the chart's MinIO Secret uses the same).
 ACCESS_KEY, SECRET_KEY = "accessKey", "secretKey"
 
@@ -195,6 +208,7 @@ def worker_env(plan: Plan, method: str, client: str, default_pushgateway: str | 
         env.append({"name": "P2PK_PUSHGATEWAY", "value": pushgateway})
     if s.kubernetes.gpus > 0:
         env.append({"name": "P2PK_DEVICE", "value": "cuda"})
+    env += [{"name": k, "value": v} for k, v in SCRATCH_ENV.items()]
     return env
 
 
@@ -219,8 +233,12 @@ def job(plan: Plan, method: str, client: str, default_pushgateway: str | None = 
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
+            "readOnlyRootFilesystem": True,
         },
-        "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+        ],
     }
     pod_spec = {
         "restartPolicy": "Never",
@@ -232,8 +250,17 @@ def job(plan: Plan, method: str, client: str, default_pushgateway: str | None = 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "spec", "configMap": {"name": config_map_name(plan.name)}}],
+        "volumes": [
+            {"name": "spec", "configMap": {"name": config_map_name(plan.name)}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": SCRATCH_LIMIT}},
+        ],
     }
+    if k.data_volume:
+        mount = {"name": "data", "mountPath": k.data_volume.mount_path, "readOnly": True}
+        if k.data_volume.sub_path:
+            mount["subPath"] = k.data_volume.sub_path
+        container["volumeMounts"].append(mount)
+        pod_spec["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": k.data_volume.claim_name, "readOnly": True}})
     if k.service_account_name:
         pod_spec["serviceAccountName"] = k.service_account_name
     if k.node_selector:

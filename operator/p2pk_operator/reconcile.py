@@ -30,7 +30,8 @@ import kopf
 from p2p_job.spec import InvalidSpec, dump_experiment, load_yaml, parse_experiment
 from p2p_job.store import RetryingStore, StoreError, metrics_key, open_store, spec_key
 from p2pk_operator import manifests, policies
-from p2pk_operator.cluster import Cluster, Rejected
+from p2pk_operator.admission import Admission, secret_refusal
+from p2pk_operator.cluster import Cluster, Forbidden, Rejected
 from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
 from p2pk_operator.progress import ClientProgress, read_progress
 from p2pk_operator.status import (
@@ -64,6 +65,8 @@ class Services:
     minio_admin: Callable[[str, str, str], Any] = field(default=policies.admin_client)
     #: host:port of the Pushgateway for Jobs whose spec names none (``p2pk operator --pushgateway``).
     pushgateway: str | None = None
+    #: Images and ServiceAccounts experiments may use (``p2pk operator --allowed-image …``).
+    admission: Admission = field(default_factory=Admission)
 
 
 class NameConflict(Exception):
@@ -72,6 +75,11 @@ class NameConflict(Exception):
 
 class CredentialsUnavailable(Exception):
     """The Secret named by ``spec.kubernetes.s3`` is missing or incomplete."""
+
+
+class SecretRefused(CredentialsUnavailable):
+    """The Secret named by ``spec.kubernetes.s3`` is not meant for the operator (not labelled
+    for it, or its RBAC may not read it): the experiment says so in its InvalidSpec condition."""
 
 
 # --------------------------------------------------------------------------- entry points
@@ -84,7 +92,7 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     generation = meta.get("generation", 1)
     now = now or now_rfc3339()
     previous = ExperimentStatus.model_validate(body.get("status") or {})
-    desired, errors = _desired(body)
+    desired, errors = _desired(body, services.admission)
 
     running = _stored_plan(body, services.cluster)
     status = previous
@@ -97,6 +105,12 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     if not status.is_true("Created"):
         try:
             created = _create(running, body, services)
+        except SecretRefused as exc:
+            # Said in the status and an Event, and tried again: labelling the Secret (or granting
+            # the RBAC) changes no spec, so no update would bring the experiment back.
+            refused = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
+            _publish(body, patch, services, previous, set_condition(refused, "InvalidSpec", True, "SecretNotPermitted", str(exc), now))
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
         except (NameConflict, Rejected) as exc:
             failed = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
             reason = "NameConflict" if isinstance(exc, NameConflict) else "ManifestRejected"
@@ -114,7 +128,7 @@ def cleanup(body: Any, services: Services) -> None:
     ConfigMap go with their owner (ownerReferences)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    desired, _ = _desired(body)
+    desired, _ = _desired(body, services.admission)
     running = _stored_plan(body, services.cluster) or desired
     if running is None:
         return  # invalid from the start: nothing was made
@@ -147,14 +161,18 @@ def cleanup(body: Any, services: Services) -> None:
 # --------------------------------------------------------------------------- parts
 
 
-def _desired(body: Any) -> tuple[Plan | None, list[tuple[str, str]]]:
-    """The resource's spec as a plan, or the validation errors by field path."""
+def _desired(body: Any, admission: Admission) -> tuple[Plan | None, list[tuple[str, str]]]:
+    """The resource's spec as a plan, or the validation errors by field path (the operator's
+    allowlists included)."""
     meta = body["metadata"]
     document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": body.get("spec")}
     try:
-        return manifests.plan(parse_experiment(document, f"{meta['namespace']}/{meta['name']}")), []
+        exp = parse_experiment(document, f"{meta['namespace']}/{meta['name']}")
+        desired = manifests.plan(exp)
     except InvalidSpec as exc:
         return None, exc.errors
+    refused = admission.errors(exp)
+    return (None, refused) if refused else (desired, [])
 
 
 def _stored_plan(owner: Any, cluster: Cluster) -> Plan | None:
@@ -178,6 +196,8 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
     s3 = plan.exp.spec.kubernetes.s3
     try:
         keys = _operator_keys(plan, namespace, services.cluster)
+    except SecretRefused:
+        raise  # reconcile says so in the status
     except CredentialsUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
     if plan.scoped:
@@ -220,10 +240,16 @@ def _operator_keys(plan: Plan, namespace: str, cluster: Cluster) -> tuple[str, s
     """The operator's own store keys: the MinIO admin's (scoped mode) or the shared ones."""
     s3 = plan.exp.spec.kubernetes.s3
     field_name, secret_name = ("adminSecret", s3.admin_secret) if plan.scoped else ("credentialsSecret", s3.credentials_secret)
-    secret = cluster.read("Secret", namespace, secret_name)
     where = f"Secret {namespace}/{secret_name} (spec.kubernetes.s3.{field_name})"
+    try:
+        secret = cluster.read("Secret", namespace, secret_name)
+    except Forbidden as exc:
+        raise SecretRefused(f"{where}: the operator may not read it ({exc})") from None
     if secret is None:
         raise CredentialsUnavailable(f"{where} not found")
+    refusal = secret_refusal(secret, where)
+    if refusal:
+        raise SecretRefused(refusal)
     values = manifests.secret_values(secret)
     missing = [k for k in (ACCESS_KEY, SECRET_KEY) if not values.get(k)]
     if missing:

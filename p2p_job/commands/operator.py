@@ -17,6 +17,11 @@ def register(sub) -> None:
     p.add_argument("--pushgateway", metavar="HOST:PORT", default=os.environ.get("P2PK_PUSHGATEWAY") or None,
                    help="Prometheus Pushgateway for the Jobs of experiments whose spec.runtime.pushgateway is unset "
                         "(default: $P2PK_PUSHGATEWAY)")
+    p.add_argument("--allowed-image", action="append", metavar="IMAGE",
+                   help="an image experiments may run (repeat; a final * allows any suffix, e.g. 'registry/p2pk/worker:*'); "
+                        "default $P2PK_ALLOWED_IMAGES (comma-separated); none given: any")
+    p.add_argument("--allowed-service-account", action="append", metavar="NAME",
+                   help="a ServiceAccount experiments' pods may run as (repeat); default $P2PK_ALLOWED_SERVICE_ACCOUNTS; none given: any")
     p.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     p.set_defaults(func=run_operator)
 
@@ -28,6 +33,7 @@ def run_operator(args) -> int:
     import kopf
 
     import p2pk_operator.handlers  # noqa: F401  (registers the handlers)
+    from p2pk_operator.admission import Admission
 
     kopf.configure(verbose=args.verbose)
     kopf.run(
@@ -35,7 +41,8 @@ def run_operator(args) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(pushgateway=args.pushgateway),
+        memo=kopf.Memo(pushgateway=args.pushgateway,
+                       admission=Admission.from_settings(args.allowed_image, args.allowed_service_account)),
     )
     return 0
 

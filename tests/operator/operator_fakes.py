@@ -13,6 +13,8 @@ import kopf
 from minio.error import MinioAdminException
 
 from p2p_job.store import DirectoryStore
+from p2pk_operator.admission import CREDENTIALS_LABEL
+from p2pk_operator.cluster import Forbidden
 from p2pk_operator.reconcile import Services
 
 NAMESPACE = "lab"
@@ -76,6 +78,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.forbidden: set[tuple[str, str]] = set()  # (kind, name) its RBAC may not read: 403
 
     def create(self, obj: dict) -> dict | None:
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -91,6 +94,8 @@ class FakeCluster:
 
     def read(self, kind: str, namespace: str, name: str) -> dict | None:
         self.calls.append(("read", kind, name))
+        if (kind, name) in self.forbidden:
+            raise Forbidden(f"{kind} {namespace}/{name}: forbidden")
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
@@ -155,11 +160,12 @@ class FakeMinioAdmin:
         del self.policies[name]
 
 
-def secret(name: str, **values: str) -> dict:
+def secret(name: str, *, labelled: bool = True, **values: str) -> dict:
+    """A Secret with store keys, labelled for the operator unless ``labelled`` is False."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE, **({"labels": {CREDENTIALS_LABEL: "true"}} if labelled else {})},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
     }
 

@@ -10,10 +10,12 @@ import copy
 import kopf
 import pytest
 import yaml
+import operator_fakes
 from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
 
 from p2p_job.spec import parse_experiment
 from p2pk_operator import handlers, policies
+from p2pk_operator.admission import Admission
 from p2pk_operator.manifests import plan, secret_values
 from p2pk_operator.reconcile import changed_fields
 
@@ -263,6 +265,61 @@ def test_a_missing_admin_secret_is_retried_naming_it(world):
     with pytest.raises(kopf.TemporaryError, match=r"Secret lab/minio-admin \(spec.kubernetes.s3.adminSecret\) not found"):
         created(world)
     assert world.cluster.creates() == []
+
+
+def refused(world: World, doc: dict | None = None) -> tuple[dict, str]:
+    """Run the create handler expecting a refused Secret: the status it published, and the retry's message."""
+    body = resource(doc or experiment())
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError) as retry:
+        handlers.created(body=body, patch=patch, memo=world.memo)
+    return with_status(body, patch), str(retry.value)
+
+
+@pytest.mark.parametrize("field, secret", [("adminSecret", "minio-admin"), ("credentialsSecret", SHARED_SECRET)])
+def test_a_secret_not_labelled_for_the_operator_is_refused_in_a_condition_and_an_event(world, field, secret):
+    """The spec may name any Secret of the namespace (the MinIO root keys, another client's
+    keys); the operator reads only those labelled p2pk.io/store-credentials=true, says so, makes
+    nothing, and goes on once the Secret is labelled."""
+    world.cluster.put(operator_fakes.secret(secret, labelled=False, accessKey="root", secretKey="rootsecret"))
+    doc = experiment(s3={"endpoint": "minio:9000", field: secret})
+    body, retry = refused(world, doc)
+    assert body["status"]["phase"] == "Failed"
+    invalid = condition(body, "InvalidSpec")
+    assert (invalid["status"], invalid["reason"]) == ("True", "SecretNotPermitted")
+    assert f"Secret lab/{secret} (spec.kubernetes.s3.{field}) is not meant for the p2pk operator" in invalid["message"]
+    assert "p2pk.io/store-credentials=true" in invalid["message"] and invalid["message"] in retry
+    assert [(t, r) for t, r, _ in world.cluster.events] == [("Warning", "SecretNotPermitted")]
+    assert world.cluster.creates() == [] and world.admin.logins == [] and world.store_opened == []
+    world.cluster.put(operator_fakes.secret(secret, accessKey="root", secretKey="rootsecret"))  # labelled now
+    again = call(handlers.created, world, body)
+    assert condition(again, "Created")["status"] == "True"
+    assert (condition(again, "InvalidSpec")["status"], condition(again, "InvalidSpec")["reason"]) == ("False", "SpecValid")
+    assert len(world.cluster.creates("Job")) == 6
+
+
+def test_a_secret_the_operators_rbac_may_not_read_is_refused_the_same_way(world):
+    world.cluster.forbidden.add(("Secret", "minio-admin"))
+    body, _ = refused(world)
+    invalid = condition(body, "InvalidSpec")
+    assert invalid["reason"] == "SecretNotPermitted" and "the operator may not read it (Secret lab/minio-admin: forbidden)" in invalid["message"]
+    assert world.cluster.creates() == []
+
+
+@pytest.mark.parametrize("kubernetes, path, words", [
+    ({"image": "docker.io/evil/miner:1"}, "spec.kubernetes.image", "image 'docker.io/evil/miner:1' is not allowed by this operator; allowed: registry.lab/p2pk/worker:*"),
+    ({"serviceAccountName": "cluster-admin-sa"}, "spec.kubernetes.serviceAccountName", "ServiceAccount 'cluster-admin-sa' is not allowed by this operator; allowed: p2pk-worker (or none)"),
+])
+def test_images_and_service_accounts_outside_the_allowlists_are_invalid_specs(world, kubernetes, path, words):
+    world.memo.services.admission = Admission(images=("registry.lab/p2pk/worker:*",), service_accounts=("p2pk-worker",))
+    doc = experiment(**{"image": "registry.lab/p2pk/worker:0.1.0", **kubernetes})
+    body = created(world, doc)
+    invalid = condition(body, "InvalidSpec")
+    assert body["status"]["phase"] == "Failed" and invalid["reason"] == "InvalidSpec"
+    assert f"{path}: {words}" in invalid["message"]
+    assert world.cluster.creates() == []
+    fine = experiment(image="registry.lab/p2pk/worker:0.2.0", serviceAccountName="p2pk-worker")
+    assert condition(created(world, fine), "Created")["status"] == "True"
 
 
 def test_shared_credentials_make_no_secrets_or_users(world):

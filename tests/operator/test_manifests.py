@@ -31,6 +31,7 @@ DOCS = {
     "scoped-gpu-full": experiment(**FULL),
     "shared": experiment(s3={"endpoint": "https://s3.example.org", "bucket": "lab-runs", "prefix": "", "credentialsSecret": SHARED_SECRET}),
     "long-names": experiment("e" * 40, clients=("c" * 40, "d" * 40), methods=("ksmote",)),
+    "data-volume": experiment(dataVolume={"claimName": "nbaiot-data"}),
 }
 
 
@@ -61,8 +62,11 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_runs_as_valid_objects_once_given_a_store(path):
+    """Given a store and, for a real dataset, its shards in it (docs/deploy.md)."""
     doc = yaml.safe_load(path.read_text())
     doc["spec"].setdefault("kubernetes", {})["s3"] = {"endpoint": "minio:9000", "adminSecret": "minio-admin"}
+    if doc["spec"].get("dataset", {}).get("kind", "builtin") != "builtin":
+        doc["spec"]["dataset"]["shards"] = "store"
     made = objects(doc)
     exp = parse_experiment(doc)
     assert len([o for o in made if o["kind"] == "Job"]) == len(exp.spec.methods) * len(exp.spec.scenario.clients)
@@ -97,10 +101,21 @@ def test_worker_environment_in_scoped_mode():
         "AWS_ACCESS_KEY_ID": {"secretKeyRef": {"name": "exp-b-store", "key": "accessKey"}},
         "AWS_SECRET_ACCESS_KEY": {"secretKeyRef": {"name": "exp-b-store", "key": "secretKey"}},
         "P2PK_METRICS_PORT": "9400",
+        # Everything the worker, Python, PyTorch and matplotlib write goes to the scratch emptyDir.
+        "HOME": "/tmp/home", "TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/cache", "MPLCONFIGDIR": "/tmp/matplotlib",
+        "TORCH_HOME": "/tmp/torch", "PYTHONDONTWRITEBYTECODE": "1",
     }
     pod = job["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "spec", "configMap": {"name": "exp-spec"}}]
-    assert pod["containers"][0]["volumeMounts"] == [{"name": "spec", "mountPath": "/etc/p2pk", "readOnly": True}]
+    assert pod["volumes"] == [{"name": "spec", "configMap": {"name": "exp-spec"}}, {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "spec", "mountPath": "/etc/p2pk", "readOnly": True},
+                                                    {"name": "scratch", "mountPath": "/tmp"}]
+
+
+def test_a_data_volume_is_mounted_read_only():
+    doc = experiment(dataVolume={"claimName": "nbaiot", "mountPath": "/data", "subPath": "shards"})
+    pod = manifests.job(plan(parse_experiment(doc)), "ksmote", "a")["spec"]["template"]["spec"]
+    assert pod["volumes"][-1] == {"name": "data", "persistentVolumeClaim": {"claimName": "nbaiot", "readOnly": True}}
+    assert pod["containers"][0]["volumeMounts"][-1] == {"name": "data", "mountPath": "/data", "readOnly": True, "subPath": "shards"}
 
 
 def test_shared_mode_reads_the_shared_secret_and_keeps_the_endpoint_scheme():
@@ -158,6 +173,7 @@ def test_pods_run_as_non_root_without_privileges_and_retry_as_fresh_pods():
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     ctx = pod["containers"][0]["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"] == {"drop": ["ALL"]} and ctx["runAsNonRoot"]
+    assert ctx["readOnlyRootFilesystem"] is True  # writes go to the scratch emptyDir only (tests/test_worker_writes.py)
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     # Evictions and preemptions are not failures; a fatal exit (bad spec, data, device, corrupt
     # checkpoint, refusing store, crash loop) fails the Job at once instead of using up backoffLimit.
@@ -204,6 +220,21 @@ def test_plan_rejects_what_only_a_kubernetes_run_needs(kubernetes, topology, pat
     with pytest.raises(InvalidSpec) as info:
         plan(parse_experiment(doc))
     assert [(p, words in m) for p, m in info.value.errors] == [(path, True)]
+
+
+@pytest.mark.parametrize("dataset, path, words", [
+    ({"kind": "builtin", "shards": "shards/exp"}, "spec.dataset.shards", "'store' (the experiment's store) or an absolute path"),
+    ({"kind": "nbaiot", "path": "data/N-BaIoT"}, "spec.dataset.path", "an absolute path in the pod"),
+])
+def test_plan_rejects_data_paths_a_pod_cannot_reach(dataset, path, words):
+    doc = experiment()
+    doc["spec"]["dataset"] = dataset
+    with pytest.raises(InvalidSpec) as info:
+        plan(parse_experiment(doc))
+    assert [(p, words in m) for p, m in info.value.errors] == [(path, True)]
+    for fine in ({**dataset, "shards": "store"}, {**dataset, "shards": "/data/shards"}):
+        doc["spec"]["dataset"] = {k: v for k, v in fine.items() if k != "path"} if fine["kind"] == "builtin" else fine
+        plan(parse_experiment(doc))
 
 
 def test_plan_has_methods_clients_and_the_neighbour_sets():
