@@ -33,12 +33,18 @@ MODEL_FILE = "model.safetensors"
 SYNTHETIC_FILE = "synthetic.parquet"
 MANIFEST_FILE = "manifest.json"
 LABEL_COLUMN = "label"
+#: Caps on a manifest, whatever ``runtime.maxPayloadMb`` says: a real one is well under 2 KiB,
+#: with at most 2 evaluation sets × 8 metrics.
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_MANIFEST_METRICS = 64
+#: |D_base| and n_synthetic above this are no dataset's (and stay exact in float64).
+MAX_COUNT = 2**53
 
 #: Reasons a payload is rejected (label values of ``p2pk_payloads_rejected_total{reason}``).
 REJECT_REASONS = (
     "malformed",        # not parseable as JSON / safetensors / Parquet
     "schema",           # manifest fields missing, mistyped, or naming another run/client/round
-    "too-large",        # over runtime.maxPayloadMb
+    "too-large",        # over runtime.maxPayloadMb (a manifest: over MAX_MANIFEST_BYTES)
     "hash-mismatch",    # bytes differ from the manifest's sha256 or size
     "model-mismatch",   # tensor names, shapes or dtypes differ from the model's state
     "non-finite",       # NaN or infinity in weights or points
@@ -121,23 +127,37 @@ def encode_synthetic(X: np.ndarray, y: np.ndarray, feature_names: list[str]) -> 
     return sink.getvalue()
 
 
-def decode_synthetic(data: bytes, feature_names: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
+def decode_synthetic(data: bytes, feature_names: list[str], where: str,
+                     max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Parse Parquet bytes into (X float32 (n, d) in ``feature_names`` order, y int8), checking
     that the columns are exactly the features and ``label``, all numeric, without nulls,
-    finite as float32, and every label 0 or 1."""
+    finite as float32, and every label 0 or 1. The column names and types and the row count
+    (at most ``max_rows``) come from the file's metadata and are checked before any value is
+    decoded, so a small file that would decode to millions of rows is refused unread."""
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for bad files
         raise PayloadRejected("malformed", where, f"not a Parquet file ({exc})") from None
     expected = [*feature_names, LABEL_COLUMN]
-    if sorted(table.column_names) != sorted(expected):
-        missing = sorted(set(expected) - set(table.column_names))
-        extra = sorted(set(table.column_names) - set(expected))
+    if sorted(schema.names) != sorted(expected):
+        missing = sorted(set(expected) - set(schema.names))
+        extra = sorted(set(schema.names) - set(expected))
         raise PayloadRejected("bad-synthetic", where, f"missing columns {missing}, unexpected columns {extra}")
     for name in expected:
+        kind = schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise PayloadRejected("bad-synthetic", where, f"column {name!r} has type {kind}, expected a number")
+    if max_rows is not None and num_rows > max_rows:
+        raise PayloadRejected("too-many-points", where, f"holds {num_rows} rows, over the {max_rows} allowed")
+    try:
+        table = parquet.read()
+    except Exception as exc:
+        raise PayloadRejected("malformed", where, f"Parquet data does not decode ({exc})") from None
+    if table.num_rows != num_rows:
+        raise PayloadRejected("malformed", where, f"decodes to {table.num_rows} rows, its metadata says {num_rows}")
+    for name in expected:
         column = table.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise PayloadRejected("bad-synthetic", where, f"column {name!r} has type {column.type}, expected a number")
         if column.null_count:
             raise PayloadRejected("bad-synthetic", where, f"column {name!r} has {column.null_count} null value(s)")
     X = np.empty((table.num_rows, len(feature_names)), dtype=np.float32)
@@ -176,9 +196,9 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "method": {"type": "string"},
         "client": {"type": "string"},
         "round": {"type": "integer", "minimum": 0},
-        "n_base": {"type": "integer", "minimum": 1},
-        "variance": {"type": "number", "minimum": 0},
-        "n_synthetic": {"type": "integer", "minimum": 0},
+        "n_base": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
+        "variance": {"type": "number", "minimum": 0, "maximum": 1},  # tighter: p2p_job.screening
+        "n_synthetic": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
         "payloads": {
             "type": "object",
             "required": [MODEL_FILE, SYNTHETIC_FILE],
@@ -186,7 +206,12 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "properties": {MODEL_FILE: _PAYLOAD, SYNTHETIC_FILE: _PAYLOAD},
         },
         # a metric that is undefined (NaN) is written as null: JSON has no NaN
-        "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "metrics": {
+            "type": "object",
+            "maxProperties": MAX_MANIFEST_METRICS,
+            "propertyNames": {"maxLength": 64},
+            "additionalProperties": {"type": ["number", "null"]},
+        },
     },
 }
 

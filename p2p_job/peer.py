@@ -189,9 +189,14 @@ class Peer:
         self.method_name = resolved_method_name(method, spec.aggregation.rule)
         self.rule = method_rule(exp, method)
         self.robust_rule = method_robust_rule(exp, method)
-        self._client_specs = {c.name: c for c in spec.scenario.clients}  # what every peer knows of the others
         self.shares = method_shares(method)
         self.neighbours = list(neighbours)
+        self._client_specs = {c.name: c for c in spec.scenario.clients}  # what every peer knows of the others
+        #: Most shared points each neighbour may publish in a round (eq. 7 bounded by the spec's counts).
+        self.point_caps = {
+            name: point_cap(self._client_specs[name].train.total, spec.rebalancing.share_fraction, spec.rebalancing.ratio, self.shares)
+            for name in self.neighbours if name in self._client_specs
+        }
         self.device = torch.device(device)
         self.observer = observer
 
@@ -395,7 +400,7 @@ class Peer:
             X = self.shard.preprocessor.transform(pub.synthetic_X)
         reason = screen_points(
             X, pub.synthetic_y, label=minority_of(counts.benign, counts.malicious),
-            cap=point_cap(pub.n_base, spec.rebalancing.share_fraction, spec.rebalancing.ratio, self.shares),
+            cap=self.point_caps.get(pub.client, 0),
             tolerance=spec.rebalancing.point_tolerance,
         )
         if reason:

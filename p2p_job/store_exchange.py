@@ -18,12 +18,15 @@ code. Neither fails the round (DESIGN "The algorithm").
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Callable
+from concurrent.futures import Future, wait
+from typing import Callable, Mapping
 
 from p2p_job.exchange import Gathered, Publication
 from p2p_job.payloads import (
     MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
     MODEL_FILE,
     SYNTHETIC_FILE,
     PayloadRejected,
@@ -51,8 +54,10 @@ class StoreExchange:
 
     ``layout`` is the expected model state (names, shapes, dtypes of w0); ``feature_names``
     the columns of shared points; ``max_payload_bytes`` the cap of ``runtime.maxPayloadMb``;
-    ``timeout`` is ``runtime.roundTimeoutSeconds``. ``on_bytes(direction, n)`` is told the
-    publication bytes ``sent`` and ``received`` (telemetry).
+    ``timeout`` is ``runtime.roundTimeoutSeconds``. ``max_points`` caps each neighbour's shared
+    points (``Peer.point_caps``: α·r·|D_base| from the spec), checked against the manifest before
+    any download and against the Parquet metadata before decoding. ``on_bytes(direction, n)`` is
+    told the publication bytes ``sent`` and ``received`` (telemetry).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class StoreExchange:
         layout: StateLayout,
         max_payload_bytes: int,
         timeout: float,
+        max_points: Mapping[str, int] | None = None,
         on_bytes: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -78,6 +84,7 @@ class StoreExchange:
         self.layout = layout
         self.max_payload_bytes = max_payload_bytes
         self.timeout = timeout
+        self.max_points = dict(max_points) if max_points is not None else None
         self.on_bytes = on_bytes or (lambda direction, n: None)
         self.clock = clock
         self.sleep = sleep
@@ -116,16 +123,28 @@ class StoreExchange:
 
     def gather(self, round: int, neighbours: list[str]) -> Gathered:
         """The neighbours' round-``round`` publications that arrive within the timeout and pass
-        validation; the others are listed as missing or rejected (with the reason code)."""
+        validation; the others are listed as missing or rejected (with the reason code).
+
+        Each read runs in its own daemon thread, so one slow neighbour (a slow store, a large
+        payload) neither holds up the others nor the round: a read still going at the deadline
+        leaves that neighbour missing, and its result is dropped when it ends."""
         deadline = self.clock() + self.timeout
         pending = list(neighbours)
         publications: dict[str, Publication] = {}
         rejected: list[tuple[str, str]] = []
+        reads: dict[str, Future] = {}
         pause = POLL_FIRST
         while True:
-            for neighbour in list(pending):
+            for neighbour in pending:
+                if neighbour not in reads:
+                    reads[neighbour] = _in_thread(self._read, round, neighbour)
+            wait(list(reads.values()), timeout=max(0.0, min(pause, deadline - self.clock())))
+            for neighbour, read in list(reads.items()):
+                if not read.done():
+                    continue
+                del reads[neighbour]
                 try:
-                    pub = self._read(round, neighbour)
+                    pub = read.result()
                 except PayloadRejected as exc:
                     pending.remove(neighbour)
                     rejected.append((neighbour, exc.reason))
@@ -143,7 +162,8 @@ class StoreExchange:
             self.sleep(min(pause, left))
             pause = min(POLL_MAX, pause * 2)
         for neighbour in pending:
-            log.warning("neighbour_missing", extra={"fields": {"round": round, "neighbour": neighbour, "timeout": self.timeout}})
+            log.warning("neighbour_missing", extra={"fields": {
+                "round": round, "neighbour": neighbour, "timeout": self.timeout, "still_reading": neighbour in reads}})
         return Gathered(publications=publications, missing=pending, rejected=rejected)
 
     def _read(self, round: int, client: str) -> Publication | None:
@@ -151,14 +171,18 @@ class StoreExchange:
         payloads validated (sizes, sha256, tensors, columns). No object is read beyond its cap:
         the manifest's is ``max_payload_bytes``, a payload's the size its manifest declares."""
         where = self._key(round, client, MANIFEST_FILE)
+        cap = min(MAX_MANIFEST_BYTES, self.max_payload_bytes)
         try:
-            manifest_bytes = self.store.get_bytes(where, max_bytes=self.max_payload_bytes)
+            manifest_bytes = self.store.get_bytes(where, max_bytes=cap)
         except ObjectTooLarge:
-            raise PayloadRejected("too-large", where, f"over the cap of {self.max_payload_bytes} bytes") from None
+            raise PayloadRejected("too-large", where, f"manifest over its cap of {cap} bytes") from None
         if manifest_bytes is None:
             return None
         manifest = decode_manifest(manifest_bytes, where, experiment=self.experiment, method=self.method,
                                    client=client, round=round)
+        most = None if self.max_points is None else self.max_points.get(client, 0)
+        if most is not None and manifest["n_synthetic"] > most:
+            raise PayloadRejected("too-many-points", where, f"declares {manifest['n_synthetic']} shared points, over the cap of {most} (α·r·|D_base|)")
         keys = {name: self._key(round, client, name) for name in (MODEL_FILE, SYNTHETIC_FILE)}
         data = {}
         for name, key in keys.items():
@@ -171,7 +195,7 @@ class StoreExchange:
             data[name] = check_payload(manifest, name, payload, key)
         delta = decode_state(data[MODEL_FILE], self.layout, keys[MODEL_FILE])
         synthetic_key = keys[SYNTHETIC_FILE]
-        X, y = decode_synthetic(data[SYNTHETIC_FILE], self.feature_names, synthetic_key)
+        X, y = decode_synthetic(data[SYNTHETIC_FILE], self.feature_names, synthetic_key, max_rows=manifest["n_synthetic"])
         if len(y) != manifest["n_synthetic"]:
             raise PayloadRejected("schema", where, f"n_synthetic is {manifest['n_synthetic']} but {synthetic_key} has {len(y)} rows")
         self.on_bytes("received", len(manifest_bytes) + sum(map(len, data.values())))
@@ -179,3 +203,18 @@ class StoreExchange:
             client=client, round=round, delta=delta, n_base=manifest["n_base"], variance=manifest["variance"],
             synthetic_X=X, synthetic_y=y, metrics=manifest["metrics"],
         )
+
+
+def _in_thread(function, *args) -> Future:
+    """``function(*args)`` in a daemon thread (a read stuck in the store never holds up the
+    process's exit, as a ThreadPoolExecutor's threads would); its outcome in a Future."""
+    future: Future = Future()
+
+    def run():
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the Future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="gather-read", daemon=True).start()
+    return future

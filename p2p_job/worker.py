@@ -174,7 +174,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     exchange = StoreExchange(
         store, experiment=exp.name, method=method_name, client=cfg.client, feature_names=feature_names,
         layout=state_layout(peer.w0), max_payload_bytes=int(spec.runtime.max_payload_mb * 2**20),
-        timeout=spec.runtime.round_timeout_seconds, on_bytes=telemetry.moved_bytes,
+        timeout=spec.runtime.round_timeout_seconds, max_points=peer.point_caps, on_bytes=telemetry.moved_bytes,
     )
     done = 0
     checkpoints = Checkpoints(store, exp.name, method_name, cfg.client)

@@ -399,7 +399,8 @@ def test_fatal_causes_have_distinct_exit_codes_and_one_line(tmp_path, tiny_spec,
 def test_an_unreachable_store_is_restartable(tmp_path, tiny_spec, capsys):
     from p2p_job.worker import EXIT_RESTARTABLE, WorkerConfig, main
 
-    spec = tiny_spec("unreachable", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}])
+    spec = tiny_spec("unreachable", n_clients=2, rounds=1, methods=[{"rebalancing": "none", "aggregation": "local"}],
+                     runtime={"device": "cpu", "storeRetrySeconds": 1})
     cfg = WorkerConfig(spec=spec, client="client-a", store="s3://bucket/prefix", s3_endpoint="127.0.0.1:9",
                        access_key="a", secret_key="b", metrics_port=0)
     assert main(cfg, env={}) == EXIT_RESTARTABLE

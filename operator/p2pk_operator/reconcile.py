@@ -33,7 +33,7 @@ from p2pk_operator import manifests, policies
 from p2pk_operator.admission import Admission, secret_refusal
 from p2pk_operator.cluster import Cluster, Forbidden, Rejected
 from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
-from p2pk_operator.progress import ClientProgress, read_progress
+from p2pk_operator.progress import MAX_METRICS_BYTES, ClientProgress, max_rows, read_progress
 from p2pk_operator.status import (
     ExperimentStatus,
     Problem,
@@ -298,12 +298,12 @@ def _observe(plan: Plan, body: Any, services: Services, status: ExperimentStatus
         store = _operator_store(plan, namespace, services)
         for e in expected:
             key = metrics_key(plan.name, e.method, e.client)
-            data = store.get_bytes(key)
-            if data is None:
-                continue
             try:
-                progress[(e.method, e.client)] = read_progress(data)
-            except ValueError as exc:
+                data = store.get_bytes(key, max_bytes=MAX_METRICS_BYTES)
+                if data is None:
+                    continue
+                progress[(e.method, e.client)] = read_progress(data, max_rows(plan.exp.spec.rounds))
+            except ValueError as exc:  # ObjectTooLarge (over MAX_METRICS_BYTES) is one too
                 problems.append(Problem("MetricsUnreadable", f"{key}: {exc}"))
     except (CredentialsUnavailable, StoreError) as exc:
         problems.append(Problem("StoreUnavailable", f"cannot read the clients' metrics: {exc}"))

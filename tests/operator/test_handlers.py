@@ -187,6 +187,33 @@ def test_unreadable_metrics_degrade_and_name_the_file(world):
     assert degraded["reason"] == "MetricsUnreadable" and degraded["message"].startswith("exp/ksmote/metrics/b.parquet: unreadable")
 
 
+def test_the_operator_survives_oversized_metrics_files(world):
+    """A worker's metrics file is untrusted: one over the byte cap is not fetched whole, and a
+    small one that would decode to millions of rows is refused from its metadata; the others
+    still count."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from p2pk_operator.progress import MAX_METRICS_BYTES
+
+    body = created(world)
+    world.store.put_bytes("exp/ksmote/metrics/a.parquet", metrics_file({1: {"local": (0.5, 0.1)}}))
+    world.store.put_bytes("exp/ksmote/metrics/b.parquet", b"\0" * (MAX_METRICS_BYTES + 1))
+    n = 5_000_000
+    bomb = pa.BufferOutputStream()
+    pq.write_table(pa.table({"round": pa.array(np.ones(n, np.int64)), "eval": pa.array(["local"] * 1).take(np.zeros(n, np.int64)),
+                             "fnr": pa.array(np.zeros(n)), "fpr": pa.array(np.zeros(n))}), bomb, compression="zstd")
+    bomb = bomb.getvalue().to_pybytes()
+    assert len(bomb) < 2**20
+    world.store.put_bytes("exp/none/metrics/a.parquet", bomb)
+    body = call(handlers.observe, world, body)
+    degraded = condition(body, "Degraded")
+    assert degraded["reason"] == "MetricsUnreadable"
+    assert "exp/ksmote/metrics/b.parquet" in degraded["message"] or "exp/none/metrics/a.parquet" in degraded["message"]
+    assert body["status"]["round"]["fastest"] == 1
+
+
 def test_the_timer_leaves_experiments_it_did_not_create(world):
     body = resource(experiment())
     assert call(handlers.observe, world, body)["status"] == {}

@@ -60,3 +60,19 @@ def parquet(columns: dict) -> bytes:
 def test_bad_files_are_errors_saying_what_is_wrong(data, words):
     with pytest.raises(ValueError, match=words):
         read_progress(data)
+
+
+def test_a_file_with_more_rows_than_the_experiment_writes_is_refused_before_decoding():
+    data = metrics_file({r: {"local": (0.1, 0.1)} for r in range(1, 31)})
+    assert read_progress(data, 30).rounds == 30
+    with pytest.raises(ValueError, match="30 rows, more than the 20"):
+        read_progress(data, 20)
+
+
+def test_columns_that_decode_past_the_cap_are_refused(monkeypatch):
+    import p2pk_operator.progress as progress
+
+    monkeypatch.setattr(progress, "MAX_METRICS_BYTES", 100)
+    data = parquet({"round": list(range(50)), "eval": ["local"] * 50, "fnr": [0.1] * 50, "fpr": [0.1] * 50})
+    with pytest.raises(ValueError, match="decode to .* bytes, over the cap of 100"):
+        read_progress(data)

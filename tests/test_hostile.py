@@ -1,0 +1,285 @@
+"""Hostile neighbours: real peers exchanging through the directory store, one attacker of four
+(full mesh) writing its round-1 publication straight into the store as an attacker would. For
+every hostile publication of issue 9, no honest peer crashes, and the publication is either
+rejected with its reason or its effect is bounded; the honest neighbours are still used."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from p2p_job.exchange import Publication
+from p2p_job.payloads import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SYNTHETIC_FILE,
+    encode_manifest,
+    encode_state,
+    encode_synthetic,
+    sha256,
+    state_layout,
+)
+from p2p_job.peer import Merged, Peer, neighbourhoods
+from p2p_job.scenarios import build_shards
+from p2p_job.spec import parse_experiment
+from p2p_job.store import DirectoryStore, round_key
+from p2p_job.store_exchange import StoreExchange
+
+HONEST = ("client-a", "client-b", "client-c")
+ATTACKER = "client-d"
+EXPERIMENT, METHOD = "hostile", "ksmote"
+
+
+def document(**aggregation) -> dict:
+    clients = [
+        {"name": name, "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
+         "train": {"benign": 80, "malicious": 12}, "validation": {"benign": 30, "malicious": 10}}
+        for i, name in enumerate((*HONEST, ATTACKER))
+    ]
+    return {
+        "apiVersion": "p2pk.io/v1alpha1", "kind": "P2PExperiment", "metadata": {"name": EXPERIMENT},
+        "spec": {
+            "seed": 3, "rounds": 1,
+            "dataset": {"kind": "builtin", "builtin": {"devices": 4, "families": 1, "features": 6,
+                                                       "benignPerDevice": 140, "maliciousPerFamily": 40}},
+            "scenario": {"kind": "non-iid", "clients": clients, "globalTest": {"benign": 20, "malicious": 10}},
+            "topology": {"kind": "full"},
+            "methods": [{"rebalancing": "ksmote"}],
+            "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
+            "aggregation": aggregation,
+            "training": {"localEpochs": 2, "batchSize": 16, "learningRate": 0.05, "hiddenLayers": [8, 4]},
+            "runtime": {"device": "cpu", "roundTimeoutSeconds": 5},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def shards():
+    return build_shards(parse_experiment(document()))
+
+
+class Round:
+    """Round 1 of the three honest peers over one directory store; the attacker's publication
+    is planted between their publishing and their merging."""
+
+    def __init__(self, tmp_path, shards, **aggregation):
+        self.exp = parse_experiment(document(**aggregation))
+        self.store = DirectoryStore(tmp_path / "store")
+        method = self.exp.spec.methods[0]
+        hood = neighbourhoods(self.exp, method, [*HONEST, ATTACKER])
+        self.events: dict[str, list[Merged]] = {c: [] for c in HONEST}
+        self.peers, self.exchanges = {}, {}
+        for c in HONEST:
+            events = self.events[c]
+            observer = type("O", (), {"trained": lambda s, e: None, "evaluated": lambda s, r: None,
+                                      "merged": lambda s, e, ev=events: ev.append(e)})()
+            peer = self.peers[c] = Peer(self.exp, method, shards.clients[c], hood[c], "cpu", observer)
+            self.exchanges[c] = StoreExchange(
+                self.store, experiment=EXPERIMENT, method=METHOD, client=c, feature_names=shards.feature_names,
+                layout=state_layout(peer.w0), max_payload_bytes=2**26, timeout=self.exp.spec.runtime.round_timeout_seconds,
+                max_points=peer.point_caps,
+            )
+        self.feature_names = shards.feature_names
+        for c in HONEST:
+            self.peers[c].train_and_publish(1, self.exchanges[c])
+        self.honest = {c: self.exchanges["client-a" if c != "client-a" else "client-b"]._read(1, c) for c in HONEST}
+        self.template = self.honest["client-c"]  # the attacker starts from an honest-looking publication
+
+    def key(self, name):
+        return round_key(EXPERIMENT, METHOD, 1, ATTACKER, name)
+
+    def plant(self, *, delta=None, X=None, y=None, n_base=None, variance=None, synthetic=None, manifest=None):
+        """Write the attacker's publication: payloads first, then the manifest (hand-written
+        JSON when ``manifest`` is given as text)."""
+        t = self.template
+        X = t.synthetic_X if X is None else X
+        y = t.synthetic_y if y is None else y
+        payloads = {MODEL_FILE: encode_state(t.delta if delta is None else delta),
+                    SYNTHETIC_FILE: synthetic if synthetic is not None else encode_synthetic(X, y, self.feature_names)}
+        for name, data in payloads.items():
+            self.store.put_bytes(self.key(name), data)
+        if manifest is None:
+            n_rows = pq.ParquetFile(pa.BufferReader(payloads[SYNTHETIC_FILE])).metadata.num_rows
+            manifest = encode_manifest(experiment=EXPERIMENT, method=METHOD, client=ATTACKER, round=1,
+                                       n_base=t.n_base if n_base is None else n_base,
+                                       variance=t.variance if variance is None else variance,
+                                       n_synthetic=n_rows, payloads=payloads, metrics={})
+        self.store.put_bytes(self.key(MANIFEST_FILE), manifest if isinstance(manifest, bytes) else manifest.encode())
+        return payloads
+
+    def merge(self):
+        """Every honest peer merges and evaluates round 1; returns their records."""
+        return {c: self.peers[c].merge_and_evaluate(1, self.exchanges[c]) for c in HONEST}
+
+    def honest_states(self):
+        w0 = self.peers["client-a"].w0
+        return [{n: w0[n] + pub.delta[n] for n in w0} for pub in self.honest.values()]
+
+
+def manifest_text(payloads, **fields) -> str:
+    """A manifest as an attacker types it: any JSON text for the fields."""
+    base = {"format": "p2pk.manifest/v1", "experiment": EXPERIMENT, "method": METHOD, "client": ATTACKER, "round": 1,
+            "n_base": 92, "variance": 0.05, "n_synthetic": 0, "metrics": {},
+            "payloads": {n: {"sha256": sha256(d), "bytes": len(d)} for n, d in payloads.items()}}
+    text = json.dumps(base)
+    for name, raw in fields.items():
+        text = text.replace(f'"{name}": {json.dumps(base[name])}', f'"{name}": {raw}')
+    return text
+
+
+def assert_rejected(rnd: Round, records, reason: str):
+    for c in HONEST:
+        [merged] = rnd.events[c]
+        assert [(who, why.split(":")[0]) for who, why in merged.rejected] == [(ATTACKER, reason)], merged.rejected
+        assert sorted(merged.used) == sorted(o for o in HONEST if o != c)  # honest neighbours are not blamed
+        assert records[c].payloads_rejected == 1
+        assert all(math.isfinite(records[c].metrics[e]["fpr"]) for e in records[c].metrics)
+
+
+def assert_within_honest_range(rnd: Round, slack=1e-5):
+    """The merged model of every honest peer lies, coordinate by coordinate, inside the range
+    the honest contributors span: the attacker moved nothing outside it."""
+    from p2p_job.model import model_state
+
+    states = rnd.honest_states()
+    for c in HONEST:
+        merged = model_state(rnd.peers[c].model)
+        for name, value in merged.items():
+            stacked = np.stack([s[name] for s in states])
+            assert (value >= stacked.min(axis=0) - slack).all() and (value <= stacked.max(axis=0) + slack).all(), (c, name)
+
+
+# --------------------------------------------------------------------------- attacks on the model
+
+
+def test_a_delta_scaled_ten_times_is_left_out_or_outvoted(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    rnd.plant(delta={n: 10 * v for n, v in rnd.template.delta.items()})
+    records = rnd.merge()  # the paper's mean: running_var of the attacker's model goes negative
+    assert_rejected(rnd, records, "degenerate")
+    rnd = Round(tmp_path / "median", shards, robustRule="median")
+    rnd.plant(delta={n: 10 * v for n, v in rnd.template.delta.items()})
+    rnd.merge()
+    assert_within_honest_range(rnd)
+
+
+def test_float32_max_values_are_rejected(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    rnd.plant(delta={n: np.full_like(v, np.finfo(np.float32).max) for n, v in rnd.template.delta.items()})
+    assert_rejected(rnd, rnd.merge(), "degenerate")
+
+
+@pytest.mark.parametrize(("field", "raw"), [("n_base", "1e400"), ("n_base", "1" + "0" * 400), ("variance", "1e999"),
+                                            ("n_base", "-3"), ("variance", "-0.5")])
+def test_weight_inputs_out_of_bounds_are_rejected(tmp_path, shards, field, raw):
+    rnd = Round(tmp_path, shards)
+    payloads = rnd.plant()
+    rnd.store.put_bytes(rnd.key(MANIFEST_FILE), manifest_text(payloads, **{field: raw}).encode())
+    assert_rejected(rnd, rnd.merge(), "schema")
+
+
+def test_an_inflated_n_base_is_rejected_against_the_spec(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    rnd.plant(n_base=10**12)
+    assert_rejected(rnd, rnd.merge(), "bad-weights")
+
+
+def test_a_sign_flipped_delta_and_a_shifted_batchnorm_bias_are_outvoted_by_the_median(tmp_path, shards):
+    for attack in ("sign", "bias"):
+        rnd = Round(tmp_path / attack, shards, robustRule="median")
+        delta = {n: -v for n, v in rnd.template.delta.items()} if attack == "sign" else \
+            {n: v + (100.0 if n == "1.bias" else 0.0) for n, v in rnd.template.delta.items()}
+        rnd.plant(delta=delta)
+        records = rnd.merge()
+        assert all(rnd.events[c][0].rejected == [] for c in HONEST)  # nothing wrong with it as data
+        assert all(math.isfinite(records[c].metrics["global"]["fpr"]) for c in HONEST)
+        assert_within_honest_range(rnd)
+
+
+# --------------------------------------------------------------------------- attacks on the bytes
+
+
+def test_a_parquet_bomb_is_refused_from_its_metadata(tmp_path, shards):
+    """2.3 MB that decodes to 20M rows: refused from the metadata, never decoded."""
+    rnd = Round(tmp_path, shards)
+    zeros = pa.array(np.zeros(20_000_000, np.float32))
+    table = pa.table({**{n: zeros for n in rnd.feature_names}, "label": pa.array(np.ones(20_000_000, np.int8))})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    bomb = sink.getvalue().to_pybytes()
+    del table, zeros
+    assert len(bomb) < 5 * 2**20
+    payloads = rnd.plant(synthetic=bomb)
+    rnd.store.put_bytes(rnd.key(MANIFEST_FILE), manifest_text(payloads, n_synthetic="3").encode())  # lies about the count
+    assert_rejected(rnd, rnd.merge(), "too-many-points")
+
+
+def test_a_huge_manifest_is_not_read_past_its_cap(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    payloads = rnd.plant()
+    huge = manifest_text(payloads).replace('"metrics": {}', '"metrics": {' + ", ".join(f'"m{i}": {i}' for i in range(2_000_000)) + "}")
+    assert len(huge) > 30 * 2**20
+    rnd.store.put_bytes(rnd.key(MANIFEST_FILE), huge.encode())
+    start = time.perf_counter()
+    records = rnd.merge()
+    assert time.perf_counter() - start < 3 * rnd.exp.spec.runtime.round_timeout_seconds
+    assert_rejected(rnd, records, "too-large")
+
+
+def test_a_slow_payload_read_does_not_hold_gather_past_the_round_timeout(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    rnd.plant()
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def get_bytes(self, key, max_bytes=None):
+            if f"/{ATTACKER}/{MODEL_FILE}" in key:
+                time.sleep(30)
+            return self.inner.get_bytes(key, max_bytes)
+
+    ex = rnd.exchanges["client-a"]
+    ex.store, ex.timeout = Slow(rnd.store), 1.0
+    start = time.perf_counter()
+    gathered = ex.gather(1, ["client-b", "client-c", ATTACKER])
+    assert time.perf_counter() - start < 2.5
+    assert sorted(gathered.publications) == ["client-b", "client-c"] and gathered.missing == [ATTACKER]
+
+
+# --------------------------------------------------------------------------- attacks on the shared points
+
+
+def test_label_flipped_points_are_rejected(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    y = rnd.template.synthetic_y
+    rnd.plant(y=(1 - y).astype(np.int8))  # the attacker's minority is malicious (12 of 92 rows)
+    assert_rejected(rnd, rnd.merge(), "wrong-label")
+
+
+def test_points_far_out_of_range_are_rejected(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    X = rnd.template.synthetic_X * 1000.0 + 1000.0
+    rnd.plant(X=X)
+    assert_rejected(rnd, rnd.merge(), "out-of-range")
+
+
+def test_a_flood_of_points_is_refused_before_download(tmp_path, shards):
+    rnd = Round(tmp_path, shards)
+    X = np.repeat(rnd.template.synthetic_X[:1], 200_000, axis=0)
+    rnd.plant(X=X, y=np.ones(200_000, np.int8))
+    start = time.perf_counter()
+    records = rnd.merge()
+    assert_rejected(rnd, records, "too-many-points")
+    assert time.perf_counter() - start < 30
+    for c in HONEST:  # nothing of it reached D_o_syn
+        assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != c)
