@@ -170,14 +170,25 @@ def test_rbac_covers_every_kind_the_operator_calls(render):
     assert {kind.lower() + "s" for kind in _ENDPOINTS} <= granted
 
 
-def test_cluster_wide_operator_gets_a_cluster_role_with_the_same_rules(render):
+SECRET_RULES = {("", "secrets"): {"create", "get"}}
+
+
+def test_cluster_wide_operator_gets_a_cluster_role_with_the_same_rules_but_secrets(render):
+    """Secrets are never granted cluster-wide: a Role per namespace of operator.secretNamespaces
+    and the release's holds them, bound to the operator's ServiceAccount."""
     namespaced = one(render(None), "Role")
     objects = release_objects(render(example("cluster-wide")))
-    assert not of_kind(objects, "Role")
     cluster_role = one(objects, "ClusterRole")
     assert "namespace" not in cluster_role["metadata"]
-    assert rules_of(cluster_role) == rules_of(namespaced)
+    assert rules_of(cluster_role) == {k: v for k, v in rules_of(namespaced).items() if k not in SECRET_RULES}
     assert one(objects, "ClusterRoleBinding")["roleRef"]["kind"] == "ClusterRole"
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["lab", "p2pk"]  # the example's secretNamespaces + the release's
+    assert all(rules_of(r) == SECRET_RULES for r in roles)
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["lab", "p2pk"]
+    sa = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "p2pk"}] and b["roleRef"]["kind"] == "Role" for b in bindings)
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args
 
@@ -319,3 +330,70 @@ def test_notes_tell_how_to_watch_the_run(helm):
         "kubectl -n p2pk logs deploy/exp-p2pk-operator",
     ):
         assert command in notes
+
+
+def test_allowlists_become_operator_flags(render):
+    objects = render(None, "--set", "operator.allowedImages={registry.lab/p2pk/worker:*,ghcr.io/p2pk/worker:0.1.0}",
+                     "--set", "operator.allowedServiceAccounts={p2pk-worker}")
+    args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--allowed-")] == [
+        "--allowed-image=registry.lab/p2pk/worker:*", "--allowed-image=ghcr.io/p2pk/worker:0.1.0",
+        "--allowed-service-account=p2pk-worker"]
+    from p2p_job.cli import build_parser
+
+    parsed = build_parser().parse_args(["operator", *args[:1], *[a for a in args if a.startswith("--allowed-")]])
+    assert parsed.allowed_image == ["registry.lab/p2pk/worker:*", "ghcr.io/p2pk/worker:0.1.0"]
+
+
+def test_the_minio_secret_is_labelled_for_the_operator(render):
+    secret = one(render(None, "--set", "minio.enabled=true"), "Secret")
+    from p2pk_operator.admission import CREDENTIALS_LABEL, secret_refusal
+
+    assert secret["metadata"]["labels"][CREDENTIALS_LABEL] == "true" and secret_refusal(secret, "chart") is None
+
+
+def test_network_policy_lets_workers_reach_only_the_store_pushgateway_and_dns(render):
+    assert not of_kind(render(None), "NetworkPolicy")
+    objects = render(None, "--set", "networkPolicy.enabled=true", "--set", "minio.enabled=true",
+                     "--set", "monitoring.pushgateway=pgw.monitoring:9091",
+                     "--set-json", 'networkPolicy.pushgateway.to=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]')
+    policy = one(objects, "NetworkPolicy")
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchExpressions": [{"key": "p2pk.io/experiment", "operator": "Exists"}]}
+    assert spec["policyTypes"] == ["Egress"]  # egress only: scraping /metrics still works
+    dns, store, pushgateway = spec["egress"]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    minio_pods = one(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]
+    assert store == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "p2pk"}}, "podSelector": {"matchLabels": minio_pods}}],
+                     "ports": [{"protocol": "TCP", "port": 9000}]}
+    assert pushgateway["ports"] == [{"protocol": "TCP", "port": 9091}]
+    # Every Job the operator makes is selected (its pods carry p2pk.io/experiment); the chart's own pods are not.
+    from p2pk_operator import manifests
+
+    exp = of_kind(render(example("gpu-minio")), "P2PExperiment")[0]
+    exp["metadata"]["namespace"] = "p2pk"
+    p = manifests.plan(parse_experiment(exp))
+    job = manifests.job(p, p.methods[0], p.clients[0])
+    assert "p2pk.io/experiment" in job["spec"]["template"]["metadata"]["labels"]
+    for pod in (o["spec"]["template"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
+        assert "p2pk.io/experiment" not in pod["metadata"].get("labels", {})
+
+
+@pytest.mark.parametrize("extra, complaint", [
+    ((), "networkPolicy.store.to: give the store's NetworkPolicyPeers"),
+    (("--set", "minio.enabled=true", "--set", "monitoring.pushgateway=pgw:9091"), "networkPolicy.pushgateway.to: give the Pushgateway's NetworkPolicyPeers"),
+])
+def test_network_policy_without_peers_is_refused_naming_the_value(helm, extra, complaint):
+    proc = helm.run("template", "exp", str(CHART), "--set", "networkPolicy.enabled=true", *extra)
+    assert proc.returncode != 0 and complaint in proc.stderr, proc.stderr
+
+
+def test_network_policy_with_an_external_store_in_listed_namespaces(render):
+    objects = render(None, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.namespaces={lab,prod}",
+                     "--set-json", 'networkPolicy.store.to=[{"ipBlock":{"cidr":"10.0.5.0/24"}}]', "--set", "networkPolicy.store.ports={443}")
+    policies = of_kind(objects, "NetworkPolicy")
+    assert [p["metadata"]["namespace"] for p in policies] == ["lab", "prod"]
+    assert policies[0]["spec"]["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.0.5.0/24"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+    assert len(policies[0]["spec"]["egress"]) == 2  # no Pushgateway rule without one
