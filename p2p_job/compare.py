@@ -4,7 +4,8 @@ A result folder is what ``p2pk simulate``/``p2pk run`` write: ``results.parquet`
 ``seed-<s>/results.parquet`` in each seed's subfolder (a ``--seeds`` run, whose lines are the mean
 over seeds with a band across them). Several folders give one line per (folder, method); one
 folder is simply re-plotted (a line per method, and a figure per method with a line per client).
-The table and figures are written by ``p2p_job.results.write_results``, as every run's are.
+The table and figures are written by ``p2p_job.results.write_results``, as every run's are; ROC
+curves come from the scores each folder kept (``p2p_job.scores``), drawn without retraining.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from p2p_job.datasets import DataError
 from p2p_job.results import read_parquet, write_results
+from p2p_job.scores import read_scores
 
 #: Subfolder of one seed of a ``--seeds`` run: ``seed-<s>``.
 SEED_FOLDER = "seed-{seed}"
@@ -69,5 +71,15 @@ def compare(folders: list[Path], out_dir: Path, *, last: int, autoscale: bool = 
     """Write ``comparison.md``/``comparison.txt`` and ``figures/`` for ``folders`` into
     ``out_dir``; return the combined rows."""
     frame = combined(folders)
-    write_results(frame, out_dir, name="comparison", last=last, autoscale=autoscale, say=say)
+    write_results(frame, out_dir, name="comparison", last=last, autoscale=autoscale, say=say, scores=combined_scores(folders))
     return frame
+
+
+def combined_scores(folders: list[Path]) -> pd.DataFrame:
+    """The scores kept in every folder (``p2p_job.scores``), labelled like :func:`combined`'s
+    rows; a ``--seeds`` folder's are not drawn (its curves would mix seeds)."""
+    frames = [read_scores(folder) for folder in folders]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat([f.assign(run=label) for f, label in zip(frames, run_labels(folders)) if not f.empty]
+                     or [frames[0].assign(run=pd.Series(dtype=str))], ignore_index=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from p2p_job.metrics import METRIC_NAMES
-from p2p_job.summary import LABELS, Curve, curves
+from p2p_job.summary import LABELS, Curve, curves, line_keys, line_label
 
 
 def metric_panels(lines: dict[str, Curve], title: str, path: Path, *, autoscale: bool = False) -> Path:
@@ -114,6 +114,59 @@ def plot_kind_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         fig.suptitle(f"{eval_set} evaluation: FNR per attack kind (dashed: kind absent from the client's training data)")
         fig.tight_layout()
         path = out_dir / f"kinds-{eval_set}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def roc_curves(scores: pd.DataFrame) -> dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray, float, int]]]]:
+    """ROC curves from kept scores (``p2p_job.scores.read_scores`` rows, optionally with a
+    ``run`` column), at each line's last kept round: ``{eval: {client: {line label: (fpr, tpr,
+    auc, round)}}}``. Sets without both classes have no curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    keys = line_keys(scores)
+    out: dict = {}
+    for (eval_set, client, *key), rows in scores.groupby(["eval", "client", *keys], sort=False):
+        last = rows[rows["round"] == rows["round"].max()]
+        labels = last["label"].to_numpy()
+        if len(set(labels.tolist())) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(labels, last["score"].to_numpy())
+        auc = float(roc_auc_score(labels, last["score"].to_numpy()))
+        label = line_label(tuple(key) if len(key) > 1 else key[0])
+        out.setdefault(eval_set, {}).setdefault(client, {})[label] = (fpr, tpr, auc, int(last["round"].iloc[0]))
+    return out
+
+
+def plot_roc(scores: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``roc-<eval>.png`` per evaluation set, drawn from kept scores after the run (no
+    retraining): a panel per client, a ROC curve per method (or run/method) at its last kept
+    round, its AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for eval_set, clients in roc_curves(scores).items():
+        fig, axes = plt.subplots(1, len(clients), figsize=(5 * len(clients), 5), squeeze=False)
+        for ax, (client, lines) in zip(axes[0], clients.items()):
+            for label, (fpr, tpr, auc, r) in lines.items():
+                ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.4f}, round {r})")
+            ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+            ax.set_title(client)
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.set_xlim(-0.01, 1.01)
+            ax.set_ylim(-0.01, 1.01)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"{eval_set} evaluation: ROC curves from the kept scores")
+        fig.tight_layout()
+        path = out_dir / f"roc-{eval_set}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -215,6 +215,7 @@ def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods
     rows and write them with summary and figures to ``settings.out``."""
     from p2p_job.results import write_results
     from p2p_job.shards import ensure_shards
+    from p2p_job.scores import collect_kept
 
     names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
     store = open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
@@ -222,5 +223,8 @@ def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods
     for name in names:
         run_method(exp, exp_path, name, settings, on_tick)
     frame = collect_results(exp, names, settings)
+    store, clients = open_run_store(settings), [c.name for c in exp.spec.scenario.clients]
+    for name in names:
+        collect_kept(store, exp.name, name, clients, settings.out)
     write_results(frame, settings.out)
     return frame

@@ -142,16 +142,19 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 
 def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", title: str = "",
-                  last: int = DEFAULT_LAST, autoscale: bool = False,
+                  last: int = DEFAULT_LAST, autoscale: bool = False, scores: pd.DataFrame | None = None,
                   say: Callable[[str], None] = lambda message: None) -> None:
     """A results folder: ``results.parquet``, ``<name>.txt`` and ``<name>.md`` (the tables of
     ``p2p_job.summary``) and ``figures/*.png`` (``p2p_job.figures``). Every runner and command
     that writes results calls this. A ``frame`` with a ``run`` column (``p2pk compare``) or a
     ``seed`` column (``--seeds``) is not one run's rows: then no ``results.parquet`` is written
-    (each run's folder has its own). ``say`` is told before the figures are drawn (seconds)."""
+    (each run's folder has its own). ``say`` is told before the figures are drawn (seconds).
+    ROC curves (``roc-<eval>.png``) are drawn from ``scores`` (``p2p_job.scores.read_scores``
+    rows), by default the scores kept in ``out_dir`` itself."""
     from rich.console import Console
 
-    from p2p_job.figures import plot_figures, plot_kind_figures
+    from p2p_job.figures import plot_figures, plot_kind_figures, plot_roc
+    from p2p_job.scores import read_scores
     from p2p_job.summary import summary_markdown, summary_tables
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,3 +168,4 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     say(f"drawing figures in {out_dir / 'figures'}")
     plot_figures(frame, out_dir / "figures", autoscale=autoscale)
     plot_kind_figures(frame, out_dir / "figures")
+    plot_roc(read_scores(out_dir) if scores is None else scores, out_dir / "figures")

@@ -28,6 +28,7 @@ from p2p_job.exchange import MemoryExchange
 from p2p_job.peer import Peer, neighbourhoods
 from p2p_job.results import RoundRecord, results_frame
 from p2p_job.scenarios import Shards, build_shards
+from p2p_job.scores import clear_kept, keep_in_folder
 from p2p_job.spec import MethodSpec, P2PExperiment, resolved_method_name
 from p2p_job.training import resolve_device, train_many
 
@@ -86,9 +87,12 @@ def simulate_methods(
     device,
     on_round: RoundCallback | None = None,
     engine: Engine = "batched",
+    keep_in: Path | None = None,
 ) -> list[RoundRecord]:
     """Algorithm 2 for the given methods side by side: ``spec.rounds`` rounds of every peer,
-    each method through its own MemoryExchange; records method by method, round by round."""
+    each method through its own MemoryExchange; records method by method, round by round. With
+    ``keep_in`` (a results folder), each peer's scores and final model are kept there
+    (``p2p_job.scores``)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     clients = list(shards.clients)
@@ -99,10 +103,16 @@ def simulate_methods(
     peers = [peer for group, _ in groups for peer in group]
     exchanges = [exchange for group, exchange in groups for _ in group]
     records: list[list[RoundRecord]] = [[] for _ in groups]
+    if keep_in is not None:
+        for group, _ in groups:
+            clear_kept(keep_in, group[0].method_name)
     for r in range(1, exp.spec.rounds + 1):
         train_and_publish_all(peers, r, exchanges, engine)
         for (group, exchange), method_records in zip(groups, records):
             round_records = [peer.merge_and_evaluate(r, exchange) for peer in group]
+            if keep_in is not None:
+                for peer in group:
+                    keep_in_folder(peer, r, shards.feature_names, keep_in)
             exchange.forget(r + 1)
             method_records += round_records
             if on_round:
@@ -126,13 +136,15 @@ def simulate(
     base_dir: Path | None = None,
     on_round: RoundCallback | None = None,
     engine: Engine = "batched",
+    keep_in: Path | None = None,
 ) -> pd.DataFrame:
     """Run the experiment's methods (all, or those named) side by side and return the results
     rows.
 
     ``device`` overrides ``spec.runtime.device``; ``base_dir`` resolves relative dataset paths
-    (the spec file's folder); ``engine`` is ``batched`` or ``per-peer`` (module docstring)."""
+    (the spec file's folder); ``engine`` is ``batched`` or ``per-peer`` (module docstring);
+    ``keep_in`` is the results folder that keeps scores and models."""
     selected = select_methods(exp, methods)
     torch_device = resolve_device(device or exp.spec.runtime.device)
     shards = build_shards(exp, base_dir)
-    return results_frame(simulate_methods(exp, selected, shards, torch_device, on_round, engine))
+    return results_frame(simulate_methods(exp, selected, shards, torch_device, on_round, engine, keep_in))

@@ -103,6 +103,16 @@ def shards_prefix(experiment: str) -> str:
     return f"{experiment}/{SHARDS}/"
 
 
+def scores_key(experiment: str, method: str, client: str, round: int) -> str:
+    """A client's kept scores of one round (``p2p_job.scores``)."""
+    return f"{run_prefix(experiment, method)}scores/{client}/{round:05d}.parquet"
+
+
+def model_key(experiment: str, method: str, client: str) -> str:
+    """A client's final model (``p2p_job.scores``)."""
+    return f"{run_prefix(experiment, method)}models/{client}.safetensors"
+
+
 def check_key(key: str) -> str:
     """A key is ``/``-separated non-empty names, none of them ``.``, ``..`` or hidden temporaries."""
     parts = key.split("/")

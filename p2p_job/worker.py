@@ -4,7 +4,9 @@ The local runner (``p2pk run``) and the Kubernetes Jobs both run exactly this. I
 :class:`p2p_job.peer.Peer` — the round logic written once — against a
 :class:`~p2p_job.store_exchange.StoreExchange`, and after every round:
 
-1. appends the round's rows to ``metrics/<client>.parquet`` (results schema),
+1. appends the round's rows to ``metrics/<client>.parquet`` (results schema), and keeps its
+   scores (``scores/<client>/<r>.parquet`` at the rounds ``evaluation.scoresEvery`` picks) and,
+   after the last round, its model (``models/<client>.safetensors``; ``p2p_job.scores``),
 2. saves a checkpoint (``p2p_job.checkpoints``),
 3. pushes its metrics to the Pushgateway (when given) and logs a ``round_end`` JSON line.
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from p2p_job.store import Store, StoreDenied, StoreError, metrics_key, spec_key
+from p2p_job.store import Store, StoreDenied, StoreError, metrics_key, model_key, scores_key, spec_key
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.peer import Peer, neighbourhoods
     from p2p_job.restarts import record_start
     from p2p_job.results import encode_rows
+    from p2p_job.scores import keep_round
     from p2p_job.simulate import select_methods
     from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
     from p2p_job.store import RetryingStore, open_store
@@ -199,6 +202,9 @@ def run_worker(cfg: WorkerConfig) -> int:
             record = peer.merge_and_evaluate(r, exchange)
             rows += record.rows()
             store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_rows(rows))
+            keep_round(peer, r, feature_names,
+                       lambda data: store.put_bytes(scores_key(exp.name, method_name, cfg.client, r), data),
+                       lambda data: store.put_bytes(model_key(exp.name, method_name, cfg.client), data))
             checkpoints.save(r, peer.state())
             telemetry.push()
             log.info("round_end", extra={"fields": _round_fields(record, store)})

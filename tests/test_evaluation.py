@@ -3,18 +3,25 @@ summary), the global test set's make-up from the spec, and sharing real rows onl
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from data_helpers import SMALL_BUILTIN, client, experiment
 
+from p2p_job.cli import main
 from p2p_job.datasets import DataError
-from p2p_job.metrics import fnr_by_kind
+from p2p_job.figures import roc_curves
+from p2p_job.metrics import evaluate, fnr_by_kind
+from p2p_job.model import build_model, load_model_state
 from p2p_job.results import read_parquet, write_results
 from p2p_job.scenarios import build_shards
+from p2p_job.scores import decode_model, model_path, read_scores
 from p2p_job.shards import kind_counts, read_shards, write_shards
 from p2p_job.simulate import simulate
 from p2p_job.spec import InvalidSpec, parse_experiment
 from p2p_job.summary import UNSEEN, kind_summary, summary_markdown
+from p2p_job.training import predict_scores
 
 # --------------------------------------------------------------------------- metric
 
@@ -179,3 +186,60 @@ def test_non_iid_summary_has_fnr_per_kind_for_every_method_and_client(tmp_path):
         assert row_a.count(UNSEEN) == 1 and row_a.rstrip(" |").endswith(UNSEEN)
     assert markdown == summary_markdown(frame)
     assert (tmp_path / "figures" / "kinds-global.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- kept scores and models
+
+
+def _kept_run(tmp_path, rounds=5, every=2):
+    doc = experiment(by_kind_scenario({"benign": 40, "maliciousKinds": {"family-0": 10, "family-1": 10}}), SMALL_BUILTIN)
+    doc["spec"].update(rounds=rounds, methods=[{"rebalancing": "none"}, {"rebalancing": "ksmote"}], evaluation={"scoresEvery": every},
+                       training={"learningRate": 0.01, "hiddenLayers": [8], "localEpochs": 1}, rebalancing={"k": 5, "neighbours": 5})
+    exp = parse_experiment(doc)
+    out = tmp_path / "run"
+    frame = simulate(exp, device="cpu", keep_in=out)
+    return exp, frame, out
+
+
+def test_scores_are_kept_at_the_chosen_rounds_and_reproduce_the_metrics(tmp_path):
+    exp, frame, out = _kept_run(tmp_path)
+    kept = read_scores(out)
+    assert sorted(set(kept["round"])) == [2, 4, 5]  # every 2 rounds, and the last
+    assert set(kept["method"]) == {"none", "ksmote"} and set(kept["client"]) == {"client-a", "client-b"}
+    shards = build_shards(exp)
+    for (method, client, r, eval_set), rows in kept.groupby(["method", "client", "round", "eval"]):
+        split = shards.clients[client].validation if eval_set == "local" else shards.clients[client].global_test
+        assert np.array_equal(rows["label"].to_numpy(), split.y) and list(rows["kind"]) == list(split.kinds)
+        recorded = frame[(frame["method"] == method) & (frame["client"] == client) & (frame["round"] == r) & (frame["eval"] == eval_set)].iloc[0]
+        again = evaluate(rows["label"].to_numpy(), rows["score"].to_numpy(), exp.spec.training.threshold)
+        assert again == pytest.approx({m: recorded[m] for m in again}, nan_ok=True)
+        assert fnr_by_kind(rows["label"], rows["score"], rows["kind"]) == pytest.approx(dict(recorded["fnr_by_kind"]))
+
+
+def test_a_kept_model_scores_the_global_test_again(tmp_path):
+    """The final model file alone (weights + scaler) reproduces the last round's kept scores."""
+    exp, _, out = _kept_run(tmp_path, rounds=2, every=0)
+    shards = build_shards(exp)
+    state, scaler, meta = decode_model(model_path(out, "ksmote", "client-b").read_bytes())
+    assert meta["client"] == "client-b" and meta["round"] == "2" and json.loads(meta["feature_names"]) == shards.feature_names
+    assert np.array_equal(scaler["data_min"], shards.clients["client-b"].scaler.data_min)
+    model = build_model(len(shards.feature_names), exp.spec.training)
+    load_model_state(model, state)
+    split = shards.clients["client-b"].global_test
+    kept = read_scores(out)
+    kept = kept[(kept["method"] == "ksmote") & (kept["client"] == "client-b") & (kept["eval"] == "global")]
+    assert set(kept["round"]) == {2}  # scoresEvery 0: the last round only
+    assert np.array_equal(predict_scores(model, split.X, "cpu"), kept["score"].to_numpy())
+
+
+def test_roc_curves_are_drawn_from_kept_scores_and_compared(tmp_path):
+    _, frame, out = _kept_run(tmp_path, rounds=2)
+    write_results(frame, out)  # as `p2pk simulate` does after the run
+    assert (out / "figures" / "roc-global.png").stat().st_size > 0
+    curves = roc_curves(read_scores(out))
+    assert set(curves) == {"local", "global"} and set(curves["global"]) == {"client-a", "client-b"}
+    fpr, tpr, auc, r = curves["global"]["client-a"]["ksmote"]
+    assert r == 2 and fpr[0] == 0 and tpr[-1] == 1 and 0 <= auc <= 1
+    # ROC curves again, later, without retraining: `p2pk compare` on the finished folder.
+    assert main(["compare", str(out), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "figures" / "roc-global.png").stat().st_size > 0

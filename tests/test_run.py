@@ -17,6 +17,7 @@ import torch
 
 from p2p_job.local import RunSettings, run_local
 from p2p_job.results import read_parquet
+from p2p_job.scores import read_scores
 from p2p_job.simulate import simulate
 from p2p_job.spec import load_experiment
 
@@ -74,10 +75,16 @@ def test_run_gives_the_same_results_as_simulate(tmp_path, tiny_spec, one_thread)
     pd.testing.assert_frame_equal(comparable(frame), simulated(spec, "batched"), check_exact=False, rtol=1e-5)
     assert sorted(frame["method"].unique()) == ["ksmote", "none-fedavg"]
     pd.testing.assert_frame_equal(comparable(read_parquet(tmp_path / "out/results.parquet")), comparable(frame))
-    assert (tmp_path / "out/summary.md").read_text().count("| ksmote |") == 2
-    assert sorted(p.name for p in (tmp_path / "out/figures").iterdir())[:2] == ["ksmote-global.png", "ksmote-local.png"]
+    assert (tmp_path / "out/summary.md").read_text().count("| ksmote | global |") == 2  # final round, last rounds
+    assert {"ksmote-global.png", "ksmote-local.png", "kinds-global.png"} <= {p.name for p in (tmp_path / "out/figures").iterdir()}
     assert (tmp_path / "out/store/same/none-fedavg/spec.yaml").exists()
     assert (tmp_path / "out/logs/ksmote/client-b.log").exists()
+    # Scores of the last round and the final models, copied from the store; ROC curves drawn from them.
+    kept = read_scores(tmp_path / "out")
+    assert sorted(set(zip(kept["method"], kept["client"], kept["round"]))) == [
+        (m, c, 2) for m in ("ksmote", "none-fedavg") for c in ("client-a", "client-b")]
+    assert all((tmp_path / f"out/models/{m}/{c}.safetensors").is_file() for m in ("ksmote", "none-fedavg") for c in ("client-a", "client-b"))
+    assert (tmp_path / "out/figures/roc-global.png").is_file()
 
 
 @pytest.mark.slow

@@ -118,6 +118,7 @@ def test_cli_writes_results_summary_and_figures(tmp_path, capsys):
     assert "ksmote" in (out / "summary.md").read_text()
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
         "kinds-global.png", "kinds-local.png", "ksmote-global.png", "ksmote-local.png", "methods-global.png", "methods-local.png",
+        "roc-global.png", "roc-local.png",
     ]
     assert "Final round, mean over clients" in capsys.readouterr().out
 

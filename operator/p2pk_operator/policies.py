@@ -8,8 +8,9 @@ policy names **exact objects**, for every method's run ``<exp>/<method>/``:
 
 - write (``PutObject``, ``DeleteObject``, ``AbortMultipartUpload``): its own
   ``rounds/?????/<client>/{model.safetensors,synthetic.parquet,manifest.json}``,
-  ``checkpoints/<client>/{?????.safetensors,received-?????.safetensors,latest.json,starts.json}`` and
-  ``metrics/<client>.parquet``;
+  ``checkpoints/<client>/{?????.safetensors,received-?????.safetensors,latest.json,starts.json}``,
+  ``metrics/<client>.parquet``, its kept scores ``scores/<client>/?????.parquet`` and its final
+  model ``models/<client>.safetensors`` (``p2p_job.scores``);
 - read (``GetObject``): those, each neighbour's ``rounds/?????/<n>/…`` objects (the
   publications it averages over, equation 5, and the shared points it takes in, equation 7),
   ``spec.yaml``, and its own shard ``<exp>/shards/<client>/{manifest.json,train.parquet,
@@ -29,7 +30,7 @@ checkpoints, metrics or shards, not non-neighbours' rounds, not other experiment
 The policy documents are pure functions (:func:`client_policy`); :func:`grant` and
 :func:`revoke` apply them through the ``minio`` package's ``MinioAdmin`` client and are
 idempotent (granting twice updates, revoking what is gone succeeds). The object names below are
-the ones ``p2p_job.payloads``, ``p2p_job.checkpoints``, ``p2p_job.restarts`` and
+the ones ``p2p_job.payloads``, ``p2p_job.checkpoints``, ``p2p_job.restarts``, ``p2p_job.scores`` and
 ``p2p_job.shards`` write (a test keeps them equal; the operator does not import those modules).
 """
 
@@ -39,7 +40,7 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from p2p_job.store import checkpoint_key, metrics_key, round_key, shards_prefix, spec_key
+from p2p_job.store import checkpoint_key, metrics_key, model_key, round_key, scores_key, shards_prefix, spec_key
 from p2pk_operator.manifests import Plan
 
 WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
@@ -75,6 +76,8 @@ def writable_keys(plan: Plan, client: str) -> list[str]:
         out += _round_objects(plan, method, client)
         out += [checkpoint_key(plan.name, method, client, name) for name in CHECKPOINT_FILES]
         out.append(metrics_key(plan.name, method, client))
+        out.append(scores_key(plan.name, method, client, 0).replace("/00000.", f"/{ROUND}."))
+        out.append(model_key(plan.name, method, client))
     return out
 
 

@@ -92,7 +92,7 @@ def run(args) -> int:
                 progress.update(task, advance=1, description=_round_line(method, r, records))
 
             frame = simulate(exp, methods=methods, device=args.device, base_dir=Path(args.spec).parent,
-                             on_round=on_round, engine=args.engine)
+                             on_round=on_round, engine=args.engine, keep_in=out)
     except (DataError, RuntimeError) as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_FAILED
