@@ -187,7 +187,7 @@ def test_ring_neighbours_of_the_test_layout(experiment_plan):
 
 def test_policies_name_exact_objects_with_no_star_in_a_key(experiment_plan):
     """No ``*`` anywhere in an object resource: ``*`` crosses ``/``. The only wildcard is the
-    five-character round (a directory of rounds, a checkpoint's file name)."""
+    five-character round (a directory of rounds, a checkpoint's or kept scores' file name)."""
     for client in CLIENTS:
         policy = policies.client_policy(experiment_plan, client)
         for st in policy["Statement"]:
@@ -195,7 +195,7 @@ def test_policies_name_exact_objects_with_no_star_in_a_key(experiment_plan):
                 assert "*" not in resource, resource
                 assert resource.startswith(f"arn:aws:s3:::{BUCKET}")
                 assert resource == f"arn:aws:s3:::{BUCKET}" or resource.startswith(f"arn:aws:s3:::{BUCKET}/{ROOT}exp/"), resource
-                assert re.sub(r"/(received-)?\?{5}(/|\.safetensors$)", "/", resource).count("?") == 0, resource
+                assert re.sub(r"/(received-)?\?{5}(/|\.safetensors$|\.parquet$)", "/", resource).count("?") == 0, resource
 
 
 def test_each_client_may_read_and_write_exactly_what_the_design_allows(experiment_plan, minio_eval):
