@@ -392,3 +392,24 @@ def test_points_that_overflow_the_receivers_scaling_are_rejected():
     record = peers["a"].merge_and_evaluate(1, exchange)
     assert (record.neighbours_used, record.payloads_rejected) == (1, 1)
     assert np.isfinite(peers["a"].received_X).all() and len(peers["a"].received_y) == len(good.synthetic_y)
+
+
+def test_a_combination_that_would_be_degenerate_leaves_out_the_farthest_neighbour_only():
+    """The safety net behind the screening: when the combined model would have a BatchNorm
+    variance <= 0, the neighbour farthest from this peer's model is left out (and named), the
+    honest one stays in, and the model that is loaded is sound."""
+    peers = _peers(_experiment())
+    exchange = Recording()
+    for c in CLIENTS:
+        peers[c].train_and_publish(1, exchange)
+    own, honest = exchange.published[(1, "a")], exchange.published[(1, "b")]
+    var = next(n for n in own.delta if n.endswith("running_var"))
+    hostile = dataclasses.replace(exchange.published[(1, "c")],
+                                  delta={n: (v - 1e3 if n == var else v) for n, v in exchange.published[(1, "c")].delta.items()})
+    peer = peers["a"]
+    dropped = peer._average(own, [honest, hostile])
+    assert [(who, why.split(":")[0]) for who, why in dropped] == [("c", "degenerate")]
+    assert (_state(peer)[var] > 0).all()
+    w0 = peer.w0
+    expected_var = np.stack([w0[var] + own.delta[var], w0[var] + honest.delta[var]])
+    assert _state(peer)[var].min() >= expected_var.min() - 1e-6 and _state(peer)[var].max() <= expected_var.max() + 1e-6
