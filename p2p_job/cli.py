@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = ["p2pk", *(sys.argv[1:] if argv is None else argv)]  # the command line, for run records
     try:
         return int(args.func(args) or 0)
     except InvalidSpec as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,10 +91,16 @@ class Worker:
     last: dict = field(default_factory=dict)  # the latest round_end event
     resumed_from: int = 0                       # rounds already done when it (re)started (worker_start)
     waiting: dict = field(default_factory=dict)  # the latest store_wait event since the last round_end
+    failure: str = ""                           # the cause its output last named (worker_failed, or a traceback's last line)
 
     def round_reached(self) -> int:
         """The round it was working on: one past the last it completed."""
         return max(self.resumed_from, int(self.last.get("round", 0))) + 1
+
+    def cause(self, code: int) -> str:
+        """One line: what ended the worker's last run, from its own report."""
+        line = self.failure.removeprefix("p2pk worker: ") or f"exited with code {code} and named no cause"
+        return f"{self.method}/{self.client}: {line} (exit {code}; log: {self.log_path})"
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -114,6 +121,15 @@ def _follow(worker: Worker, stream) -> None:
                 worker.waiting = event
             elif event and event["event"] == "worker_start":
                 worker.resumed_from = int(event.get("resume_from", 0))
+                worker.failure = ""
+            elif event and event["event"] in ("worker_failed", "store_failed"):
+                worker.failure = str(event.get("error") or event["event"])
+            elif event is None and _TRACEBACK_END.match(line):
+                worker.failure = line.strip()
+
+
+#: The last line of a Python traceback: ``SomeError: message`` (an unexpected failure, exit 1).
+_TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 
 def start_worker(worker: Worker) -> None:
@@ -163,9 +179,13 @@ def worker_env(exp_path: Path, method: str, client: str, index: int, settings: R
 
 
 def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSettings,
-               on_tick: Callable[[list[Worker]], None] = lambda workers: None) -> None:
-    """All clients of one method as worker processes, until every one is done. Raises
-    :class:`WorkerFailed`; on any exception (Ctrl-C too) every worker is stopped first."""
+               on_tick: Callable[[list[Worker]], None] = lambda workers: None,
+               say: Callable[[str], None] = lambda message: None) -> None:
+    """All clients of one method as worker processes, until every one is done. A worker that
+    exits with a fatal code (``worker.FATAL_EXIT_CODES``) fails the run at once; one that
+    exits 1 is restarted (``say`` tells why) while its restart budget allows. Raises
+    :class:`WorkerFailed` naming the cause; on any exception (Ctrl-C too) every worker is
+    stopped first."""
     clients = [c.name for c in exp.spec.scenario.clients]
     workers = [
         Worker(method, c, worker_env(exp_path, method, c, i, settings, len(clients)),
@@ -184,11 +204,13 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
                 code = codes[w.client]
                 if code in (None, 0):
                     continue
-                if code in FATAL_EXIT_CODES or not w.budget.failed(w.round_reached()):
-                    raise WorkerFailed(f"worker {method}/{w.client} exited with code {code} at round "
-                                       f"{w.round_reached()} after {w.restarts} restart(s); see {w.log_path}")
+                if code in FATAL_EXIT_CODES:
+                    raise WorkerFailed(f"worker {w.cause(code)}")
+                if not w.budget.failed(w.round_reached()):
+                    raise WorkerFailed(f"worker {w.cause(code)}, at round {w.round_reached()} after {w.restarts} restart(s)")
                 w.restarts += 1
                 w.waiting = {}
+                say(f"worker {w.cause(code)}; restarting it at round {w.round_reached()} (restart {w.restarts})")
                 start_worker(w)
             time.sleep(POLL_SECONDS)
     finally:
@@ -196,7 +218,7 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
 
 
 def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSettings) -> pd.DataFrame:
-    """Every client's ``metrics/<client>.parquet`` of every method, as one results frame."""
+    """Every client's ``metrics/<client>.parquet`` of every method named, as one results frame."""
     from p2p_job.results import rows_frame
 
     store = open_run_store(settings)
@@ -209,22 +231,60 @@ def open_run_store(settings: RunSettings):
                       secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), create_bucket=True)
 
 
+def rounds_done(exp: P2PExperiment, store) -> dict[str, int]:
+    """Per method of the spec: the rounds every client has finished (the least over clients),
+    from the store's metrics files; 0 where a method has none."""
+    done = {}
+    for method in exp.spec.methods:
+        name = resolved_method_name(method, exp.spec.aggregation.rule)
+        done[name] = min(max((row["round"] for row in read_metrics(store, exp.name, name, c.name)), default=0)
+                         for c in exp.spec.scenario.clients)
+    return done
+
+
+def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None:
+    """Causes every worker would meet, found here in milliseconds rather than by starting them:
+    the device asked for (``DeviceError``), a dataset path that does not exist (``DataError``),
+    an S3 store without credentials (``StoreDenied``)."""
+    from p2p_job.datasets import DataError
+    from p2p_job.store import StoreDenied
+    from p2p_job.training import resolve_device
+
+    resolve_device(settings.device or exp.spec.runtime.device)
+    path = exp.spec.dataset.path
+    if path and not (exp_path.resolve().parent / Path(path).expanduser()).exists():
+        raise DataError(f"dataset.path {path}: no such file or folder")
+    if settings.store_url().startswith("s3://") and not (
+            os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")):
+        raise StoreDenied(f"{settings.store_url()}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
 def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods: list[str] | None = None,
-              on_tick: Callable[[list[Worker]], None] = lambda workers: None) -> pd.DataFrame:
-    """Run the spec's methods (all, or those named) one after the other; return the results
-    rows and write them with summary and figures to ``settings.out``."""
+              on_tick: Callable[[list[Worker]], None] = lambda workers: None,
+              say: Callable[[str], None] = lambda message: None) -> pd.DataFrame:
+    """Check what every worker needs (:func:`preflight`), then run the spec's methods (all, or
+    those named) one after the other, skipping any whose every client has already finished
+    its rounds in the store (``say`` tells); return the results rows (those methods, and any
+    other of the spec the store holds complete) and write them with summary and figures to
+    ``settings.out``."""
     from p2p_job.results import write_results
     from p2p_job.shards import ensure_shards
     from p2p_job.scores import collect_kept
 
     names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
+    preflight(exp, exp_path, settings)
     store = open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
     ensure_shards(exp, store, exp_path.resolve().parent)
+    done = rounds_done(exp, store)
     for name in names:
-        run_method(exp, exp_path, name, settings, on_tick)
-    frame = collect_results(exp, names, settings)
-    store, clients = open_run_store(settings), [c.name for c in exp.spec.scenario.clients]
-    for name in names:
+        if done[name] >= exp.spec.rounds:
+            say(f"{name}: every client has finished its {exp.spec.rounds} rounds already (in the store)")
+            continue
+        run_method(exp, exp_path, name, settings, on_tick, say)
+    complete = [n for n, r in done.items() if r >= exp.spec.rounds or n in names]
+    frame = collect_results(exp, complete, settings)
+    clients = [c.name for c in exp.spec.scenario.clients]
+    for name in complete:
         collect_kept(store, exp.name, name, clients, settings.out)
-    write_results(frame, settings.out)
+    write_results(frame, settings.out, title=exp.name, say=say)
     return frame

@@ -48,13 +48,6 @@ def select_methods(exp: P2PExperiment, names: list[str] | None) -> list[MethodSp
     return [m for n, m in by_name.items() if n in names]
 
 
-def with_rounds(exp: P2PExperiment, rounds: int) -> P2PExperiment:
-    """The experiment with ``spec.rounds`` replaced (the ``--rounds`` override)."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    return exp.model_copy(update={"spec": exp.spec.model_copy(update={"rounds": rounds})})
-
-
 #: How ``p2pk simulate`` runs local training: all peers stacked, or each alone.
 Engine = Literal["batched", "per-peer"]
 ENGINES: tuple[str, ...] = ("batched", "per-peer")

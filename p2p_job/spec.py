@@ -871,6 +871,12 @@ def load_yaml(text: str, source: str) -> Any:
 def load_experiment(path: str | Path) -> P2PExperiment:
     """Read and validate an experiment file: at most :data:`MAX_SPEC_BYTES`, UTF-8, one YAML
     document (:func:`load_yaml`), then the model. Every problem is an :class:`InvalidSpec`."""
+    return parse_experiment(read_document(path), str(path))
+
+
+def read_document(path: str | Path) -> Any:
+    """An experiment file's YAML document, read as :func:`load_experiment` reads it but not yet
+    validated (``p2p_job.overrides`` edits it first)."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -883,7 +889,7 @@ def load_experiment(path: str | Path) -> P2PExperiment:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSpec(str(path), [("(file)", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})")]) from None
-    return parse_experiment(load_yaml(text, str(path)), str(path))
+    return load_yaml(text, str(path))
 
 
 def dump_experiment(exp: P2PExperiment) -> str:

@@ -4,6 +4,7 @@ fails the run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,16 +135,43 @@ def test_ctrl_c_stops_every_worker(tmp_path, tiny_spec):
     assert any(e["event"] == "worker_stopped" for log in logs for e in events(log))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_the_machine_lacks_fails_the_run_at_once_naming_it(tmp_path, tiny_spec):
+    """Checked by the runner before any worker starts: one line, no worker, no retry."""
+    run = p2pk("run", str(tiny_spec("nocuda", n_clients=2)), "--out", str(tmp_path / "out"), "--device", "cuda")
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 1, output
+    assert output.strip().splitlines()[-1] == (
+        "p2pk run: fatal device: runtime.device is 'cuda' but PyTorch sees no CUDA device (use 'auto' or 'cpu')")
+    assert not (tmp_path / "out/logs").exists()
+    assert json.loads((tmp_path / "out/run.json").read_text())["status"] == "failed"
+
+
+def test_an_s3_store_without_credentials_fails_the_run_at_once(tmp_path, tiny_spec):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    run = p2pk("run", str(tiny_spec("nocreds")), "--out", str(tmp_path / "out"), "--store", "s3://lab/runs",
+               "--s3-endpoint", "127.0.0.1:9", env=env)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 1, output
+    assert output.strip().splitlines()[-1] == ("p2pk run: fatal store-denied: s3://lab/runs: no S3 credentials; "
+                                               "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA to make the worker fail")
-def test_a_worker_failing_for_good_fails_the_run(tmp_path, tiny_spec):
-    spec = tiny_spec("failing", n_clients=2)
-    run = p2pk("run", str(spec), "--out", str(tmp_path / "out"), "--device", "cuda", "--retries", "1")
+def test_a_workers_fatal_error_reaches_the_console_in_one_line_without_retries(tmp_path, tiny_spec):
+    """A dataset file that exists but is not BoT-IoT: every worker meets it while loading,
+    exits 3 (fatal data), and ``p2pk run`` stops at the first with that worker's own line."""
+    (tmp_path / "botiot.csv").write_text("hello\nthis is not bot-iot\n")
+    spec = tiny_spec("baddata", n_clients=2, dataset={"kind": "botiot", "path": "botiot.csv"})
+    run = p2pk("run", str(spec), "--out", str(tmp_path / "out"))
     output, _ = run.communicate(timeout=240)
     assert run.returncode == 1, output
-    assert "exited with code 1 after 1 restart(s)" in output
-    log = (tmp_path / "out/logs/ksmote").glob("*.log")
-    assert any("PyTorch sees no CUDA device" in p.read_text() for p in log)
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("p2pk run: worker ksmote/client-"), output
+    assert ": fatal data: " in last and "botiot.csv" in last and "(exit 3; log: " in last
+    assert "restarting" not in output
+    for log in (tmp_path / "out/logs/ksmote").glob("*.log"):
+        assert [e["cause"] for e in events(log) if e["event"] == "worker_failed"] in ([], ["data"])
 
 
 def test_unknown_method_is_a_usage_error(tmp_path, tiny_spec):

@@ -1,28 +1,24 @@
 """``p2pk run exp.yaml``: the experiment on this machine, one worker process per client,
 exchanging through a directory store (default ``<out>/store``) or S3 (``--store s3://…``);
-then ``results.parquet``, ``summary.txt``/``summary.md`` and ``figures/*.png`` in the output
-folder, as ``p2pk simulate`` writes them. Methods run one after the other."""
+then ``results.parquet``, ``summary.txt``/``summary.md``, ``figures/*.png`` and ``run.json`` in
+the output folder, as ``p2pk simulate`` writes them. Methods run one after the other. The
+workers read the spec as run (``<out>/spec.yaml``: the file with ``--set``/``--rounds``/seed
+applied). A worker's fatal error ends the run at once with the cause in one line."""
 
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
-from p2p_job.commands import EXIT_INVALID
-
-#: Exit code when a worker failed for good.
-EXIT_WORKER_FAILED = 1
+from p2p_job.commands.runs import RunFailed, add_arguments, execute, methods
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run one worker process per client on this machine (directory store or S3)")
-    p.add_argument("spec", help="P2PExperiment YAML file")
-    p.add_argument("--out", type=Path, help="output folder (default: results/<experiment name>)")
-    p.add_argument("--store", help="s3://bucket/prefix or file:///path (default: file://<out>/store)")
+    add_arguments(p)
+    p.add_argument("--store", help="s3://bucket/prefix or file:///path (default: file://<out>/store; "
+                                   "with --seeds each seed gets <store>/seed-<s>)")
     p.add_argument("--s3-endpoint", help="S3/MinIO endpoint host:port or URL (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
-    p.add_argument("--methods", help="comma-separated method names to run (default: all in the spec)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override spec.runtime.device")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve each worker's /metrics from this port on (+1 per client); default 0: not served")
     p.add_argument("--pushgateway", help="host:port of a Prometheus Pushgateway (default: spec.runtime.pushgateway)")
@@ -35,54 +31,82 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def store_for(args, exp, seed: int | None) -> str | None:
+    """The run's store URL: ``--store`` (or ``spec.runtime.store``), per seed in ``seed-<s>``."""
+    base = args.store or exp.spec.runtime.store
+    if base and seed is not None and args.seeds:
+        return base.rstrip("/") + f"/seed-{seed}"
+    return base
+
+
 def run(args) -> int:
-    from p2p_job.spec import load_experiment
-
-    exp = load_experiment(args.spec)
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from p2p_job.local import RunSettings, WorkerFailed, run_local
-    from p2p_job.summary import summary_tables
-
-    out = args.out or Path("results") / exp.name
-    settings = RunSettings(out=out, store=args.store or exp.spec.runtime.store, s3_endpoint=args.s3_endpoint,
-                           metrics_port=args.metrics_port, pushgateway=args.pushgateway, device=args.device,
-                           retries=args.retries)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     signal.signal(signal.SIGTERM, _interrupt)
-    console = Console(stderr=True)
-    rounds = exp.spec.rounds
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[tuple[str, str], int] = {}
+
+    def run_one(exp, run, progress):
+        from p2p_job.local import RunSettings, WorkerFailed, open_run_store, preflight, run_local
+        from p2p_job.datasets import DataError
+        from p2p_job.store import StoreDenied, StoreError, run_prefix
+        from p2p_job.training import DeviceError
+
+        settings = RunSettings(out=run.out, store=store_for(args, exp, exp.spec.seed if args.seeds else None),
+                               s3_endpoint=args.s3_endpoint, metrics_port=args.metrics_port,
+                               pushgateway=args.pushgateway, device=args.device, retries=args.retries)
 
         def on_tick(workers) -> None:
             for w in workers:
                 key = (w.method, w.client)
-                if key not in tasks:
-                    tasks[key] = progress.add_task(f"{w.method}/{w.client}", total=rounds)
+                progress.add(key, f"{w.method}/{w.client}", exp.spec.rounds)
                 last = w.last
                 if last:
-                    note = f" {last['eval']} FNR {last['fnr']:.4f} FPR {last['fpr']:.4f}"
+                    note = f" round {last['round']}: {last['eval']} FNR {last['fnr']:.4f} FPR {last['fpr']:.4f}"
                     if w.restarts:
                         note += f" ({w.restarts} restart(s))"
                     if w.waiting:
                         note += f" waiting for the store ({w.waiting['waited']:.0f} s)"
-                    progress.update(tasks[key], completed=last["round"], description=f"{w.method}/{w.client}{note}")
-                else:
-                    progress.update(tasks[key], completed=w.resumed_from)
+                    progress.update(key, last["round"], f"{w.method}/{w.client}{note}")
+                elif w.resumed_from:
+                    progress.update(key, w.resumed_from, f"{w.method}/{w.client} resumed after round {w.resumed_from}")
 
+        known = run.previous is not None and run.previous.get("store") == settings.store_url()
         try:
-            frame = run_local(exp, Path(args.spec), settings, methods, on_tick)
-        except ValueError as exc:  # unknown method names, bad store URL
-            print(f"{args.spec}: {exc}", file=sys.stderr)
-            return EXIT_INVALID
+            preflight(exp, run.spec_path, settings)
+            if settings.store and not known and not args.resume:
+                _claim_store(exp, settings, open_run_store(settings), force=args.force, run_prefix=run_prefix)
+            run.record["store"] = settings.store_url()
+            return run_local(exp, run.spec_path, settings, methods(args), on_tick, progress.say)
         except WorkerFailed as exc:
-            print(f"p2pk run: {exc}", file=sys.stderr)
-            return EXIT_WORKER_FAILED
-    for table in summary_tables(frame, title=exp.name):
-        Console().print(table)
-    print(f"results, summary and figures in {out}; worker logs in {out / 'logs'}")
-    return 0
+            raise RunFailed(str(exc)) from None
+        except DataError as exc:
+            raise RunFailed(f"fatal data: {exc}") from None
+        except DeviceError as exc:
+            raise RunFailed(f"fatal device: {exc}") from None
+        except StoreDenied as exc:
+            raise RunFailed(f"fatal store-denied: {exc}") from None
+        except StoreError as exc:
+            raise RunFailed(f"store {settings.store_url()}: {exc}") from None
+        except ValueError as exc:  # a bad store URL
+            raise RunFailed(str(exc)) from None
+
+    code = execute(args, "run", run_one)
+    if code == 0:
+        out = args.out or "results/<experiment>"
+        print(f"worker logs in {Path(out) / ('seed-<s>/logs' if args.seeds else 'logs')}")
+    return code
+
+
+def _claim_store(exp, settings, store, *, force: bool, run_prefix) -> None:
+    """A store given with ``--store`` (not the folder's own) that already holds this experiment's
+    rounds belongs to another run: refuse, unless ``--force`` (delete them first)."""
+    from p2p_job.spec import resolved_method_name
+
+    held = [name for name in (resolved_method_name(m, exp.spec.aggregation.rule) for m in exp.spec.methods)
+            if store.list(run_prefix(exp.name, name))]
+    if not held:
+        return
+    if force:
+        for name in held:
+            store.delete_prefix(run_prefix(exp.name, name))
+        return
+    raise RunFailed(f"store {settings.store_url()} already holds rounds of experiment {exp.name!r} "
+                    f"({', '.join(held)}) that this output folder has no record of; add --resume to continue them, "
+                    "--force to delete them and start again, or use another store prefix")

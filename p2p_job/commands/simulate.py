@@ -1,27 +1,26 @@
 """``p2pk simulate exp.yaml``: run every peer of every method in one process, then write
-``results.parquet``, ``summary.txt``/``summary.md`` and ``figures/*.png`` to the output folder.
+``results.parquet``, ``summary.txt``/``summary.md``, ``figures/*.png`` and the run record
+``run.json`` to the output folder. Overrides, repeats over seeds and the rules for re-running
+into a folder are those of ``p2p_job.commands.runs``. Resuming keeps the methods a folder holds
+complete and runs the others. The methods advance round by round together; Ctrl-C writes the
+rounds every method has finished (a rerun resumes: complete methods are kept, the others run
+again from round 1).
 
-Exit status: 0 done, 2 invalid spec or arguments, 1 unusable data or device."""
+Exit status: 0 done, 2 invalid spec or arguments (or a folder in use), 1 unusable data or
+device, 130 interrupted."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from p2p_job.commands import EXIT_INVALID
-from p2p_job.spec import load_experiment
-
-EXIT_FAILED = 1
+from p2p_job.commands.runs import RunFailed, add_arguments, execute, methods
 
 
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="run all peers in one process (fastest; research sweeps)")
-    p.add_argument("spec", help="P2PExperiment YAML file")
-    p.add_argument("--out", type=Path, help="output folder (default: results/<experiment name>)")
-    p.add_argument("--rounds", type=int, help="override spec.rounds")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override spec.runtime.device")
-    p.add_argument("--methods", help="comma-separated method names to run (default: all in the spec)")
+    add_arguments(p)
     p.add_argument(
         "--engine",
         choices=("batched", "per-peer"),
@@ -60,44 +59,68 @@ def _round_line(method: str, r: int, records) -> str:
     return f"{method} round {r}: {eval_set} FNR {fnr:.4f} FPR {fpr:.4f}"
 
 
+def finished_methods(frame, exp) -> list[str]:
+    """Methods whose every client reached the spec's last round in ``frame``."""
+    clients = {c.name for c in exp.spec.scenario.clients}
+    last = frame[frame["round"] == exp.spec.rounds].groupby("method", sort=False)["client"].agg(set)
+    return [m for m, done in last.items() if done == clients]
+
+
 def run(args) -> int:
-    exp = load_experiment(args.spec)
-
-    import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from p2p_job.datasets import DataError
-    from p2p_job.results import write_results
-    from p2p_job.summary import summary_tables
-    from p2p_job.simulate import select_methods, simulate, with_rounds
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     try:
         threads = cpu_threads(args.threads)
-        if args.rounds is not None:
-            exp = with_rounds(exp, args.rounds)
-        n_methods = len(select_methods(exp, methods))
     except ValueError as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    torch.set_num_threads(threads)
-    out = args.out or Path("results") / exp.name
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"{exp.name}: building shards", total=n_methods * exp.spec.rounds)
 
-            def on_round(method: str, r: int, records) -> None:
-                progress.update(task, advance=1, description=_round_line(method, r, records))
+    def run_one(exp, run, progress):
+        import pandas as pd
+        import torch
 
-            frame = simulate(exp, methods=methods, device=args.device, base_dir=Path(args.spec).parent,
-                             on_round=on_round, engine=args.engine, keep_in=out)
-    except (DataError, RuntimeError) as exc:
-        print(f"{args.spec}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    write_results(frame, out)
-    for table in summary_tables(frame, title=exp.name):
-        Console().print(table)
-    print(f"results, summary and figures in {out}")
-    return 0
+        from p2p_job.datasets import DataError
+        from p2p_job.results import read_parquet, results_frame, write_results
+        from p2p_job.scenarios import build_shards
+        from p2p_job.simulate import select_methods, simulate_methods
+        from p2p_job.spec import resolved_method_name
+        from p2p_job.training import DeviceError, resolve_device
+
+        torch.set_num_threads(threads)
+        order = [resolved_method_name(m, exp.spec.aggregation.rule) for m in exp.spec.methods]
+        wanted = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods(args))]
+        frames = {}
+        if run.resumed and (run.out / "results.parquet").exists():
+            previous = read_parquet(run.out / "results.parquet")
+            frames = {m: previous[previous["method"] == m] for m in finished_methods(previous, exp)}
+            if frames:
+                progress.say(f"kept from the earlier run: {', '.join(frames)} (every round done)")
+        wanted = [m for m in wanted if m not in frames]
+        records: dict[str, list] = {m: [] for m in wanted}
+        key = ("simulate", exp.spec.seed)
+        progress.say(f"{exp.name}: building shards, then {len(wanted)} method(s) × {exp.spec.rounds} rounds")
+        progress.add(key, exp.name, total=len(wanted) * exp.spec.rounds)
+
+        def on_round(method: str, r: int, round_records) -> None:
+            records[method] += round_records
+            progress.update(key, sum(len(v) for v in records.values()) // len(round_records), _round_line(method, r, round_records))
+
+        def results():
+            done = {**frames, **{m: results_frame(recs) for m, recs in records.items() if recs}}
+            return pd.concat([done[m] for m in order if m in done], ignore_index=True)
+
+        try:
+            if wanted:
+                device = resolve_device(args.device or exp.spec.runtime.device)
+                shards = build_shards(exp)
+                simulate_methods(exp, select_methods(exp, wanted), shards, device, on_round, args.engine, run.out)
+        except KeyboardInterrupt:
+            if frames or any(records.values()):
+                progress.say(f"interrupted: writing the rounds every method finished to {run.out}")
+                write_results(results(), run.out, title=exp.name, say=progress.say)
+            raise
+        except (DataError, DeviceError, torch.cuda.OutOfMemoryError) as exc:
+            raise RunFailed(str(exc)) from None
+        frame = results()
+        write_results(frame, run.out, title=exp.name, say=progress.say)
+        return frame
+
+    return execute(args, "simulate", run_one)
