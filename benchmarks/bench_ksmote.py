@@ -4,9 +4,13 @@ Run by hand (not by pytest)::
 
     .venv/bin/python benchmarks/bench_ksmote.py [--repeats 5]
 
-Data: the real N-BaIoT sample in /work/shared/data/nbaiot/ennio_doorbell_gafgyt. Minority rows
-are drawn from tcp.csv.gz (gafgyt tcp flood), majority rows from udp.csv.gz (gafgyt udp flood),
-without replacement, then min-max scaled together as a client scales its training rows.
+Data: real N-BaIoT rows of the Ennio doorbell, by default the repository's test fixtures
+(tests/fixtures/nbaiot/ennio_doorbell_gafgyt: the first 5000 rows of each file), or ``--data DIR``
+holding the complete ``tcp.csv.gz`` and ``udp.csv.gz`` of the N-BaIoT download. Minority rows are
+drawn from tcp.csv.gz (gafgyt tcp flood) without replacement; majority rows from udp.csv.gz
+(gafgyt udp flood), with replacement when the file has fewer rows than asked for (the samplers
+only interpolate between minority rows: majority rows are counted and copied, never searched);
+then both are min-max scaled together as a client scales its training rows.
 Both samplers run ``fit_resample`` on the same (X, y) with ratio r = 1, so each generates
 N_s = |D_maj| − |D_min| points (K-SMOTE: k = 15 bases, N = 20 neighbours; SMOTE:
 k_neighbors = min(20, |D_min| − 1)). Throughput is N_s divided by the best wall time of
@@ -29,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from p2p_job.ksmote import KSMOTE
 
-DATA = Path("/work/shared/data/nbaiot/ennio_doorbell_gafgyt")
+DATA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nbaiot" / "ennio_doorbell_gafgyt"
 SIZES = ((23, 11821), (500, 11821), (5000, 50000))  # (|D_min|, |D_maj|); d = 115 features
 
 
@@ -55,13 +59,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per sampler and size (best is kept)")
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads for both samplers (default 1: stable timings on a shared machine)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="folder with tcp.csv.gz and udp.csv.gz (default: the test fixtures, 5000 rows each)")
     args = parser.parse_args()
     threadpool_limits(args.threads)
 
-    minority_rows = pd.read_csv(DATA / "tcp.csv.gz", dtype=np.float32).to_numpy()
-    majority_rows = pd.read_csv(DATA / "udp.csv.gz", dtype=np.float32).to_numpy()
-    print(f"data: minority rows from {DATA / 'tcp.csv.gz'} ({len(minority_rows)} rows), "
-          f"majority rows from {DATA / 'udp.csv.gz'} ({len(majority_rows)} rows), "
+    minority_rows = pd.read_csv(args.data / "tcp.csv.gz", dtype=np.float32).to_numpy()
+    majority_rows = pd.read_csv(args.data / "udp.csv.gz", dtype=np.float32).to_numpy()
+    print(f"data: minority rows from {args.data / 'tcp.csv.gz'} ({len(minority_rows)} rows), "
+          f"majority rows from {args.data / 'udp.csv.gz'} ({len(majority_rows)} rows, drawn with replacement "
+          f"where a size needs more), "
           f"{minority_rows.shape[1]} features; best of {args.repeats} runs, {args.threads} thread(s)\n")
 
     header = (f"{'n_min':>6} {'n_maj':>6} {'d':>4} {'N_s':>6} | {'SMOTE pts/s':>12} {'K-SMOTE pts/s':>14} "
@@ -72,7 +79,7 @@ def main() -> None:
     for n_min, n_maj in SIZES:
         X = np.concatenate([
             minority_rows[rng.choice(len(minority_rows), n_min, replace=False)],
-            majority_rows[rng.choice(len(majority_rows), n_maj, replace=False)],
+            majority_rows[rng.choice(len(majority_rows), n_maj, replace=n_maj > len(majority_rows))],
         ])
         X = MinMaxScaler().fit_transform(X).astype(np.float32)
         y = np.concatenate([np.ones(n_min, dtype=np.int8), np.zeros(n_maj, dtype=np.int8)])

@@ -1,5 +1,6 @@
 """Small inputs for the data-layer tests: N-BaIoT trees in the original layout built from the
-real samples, tabular files whose rows can be traced through shards, experiment documents."""
+real samples in ``tests/fixtures/`` (gzipped; see its README for source and licence), tabular
+files whose rows can be traced through shards, experiment documents."""
 
 from __future__ import annotations
 
@@ -10,26 +11,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SAMPLES = Path("/work/shared/data")
-NBAIOT = SAMPLES / "nbaiot"
-BOTIOT = SAMPLES / "botiot" / "bot_iot_10best_sample.tsv"
+#: Real rows shipped with the tests (tests/fixtures/README.md).
+FIXTURES = Path(__file__).parent / "fixtures"
+NBAIOT = FIXTURES / "nbaiot"
+BOTIOT = FIXTURES / "botiot" / "bot_iot_10best_sample.tsv.gz"
+#: Rows of each small N-BaIoT sample (benign_traffic, scan, doorbell_udp, thermostat_udp) and of
+#: each ennio_doorbell_gafgyt file (the first rows of the complete tcp and udp files).
+SAMPLE_ROWS = 299
+ENNIO_ROWS = 5000
+
+
+def sample_csv(name: str, target: Path) -> Path:
+    """The N-BaIoT sample ``name`` (e.g. ``scan``) written to ``target`` as plain CSV."""
+    with gzip.open(NBAIOT / f"{name}.csv.gz", "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
 
 
 def nbaiot_tree(root: Path, *, big: bool = False) -> Path:
-    """The samples in N-BaIoT's original layout: ``ennio_doorbell`` (benign, gafgyt scan and
-    udp) and ``ecobee_thermostat`` (benign, gafgyt udp). ``big`` adds the complete Ennio tcp and
-    udp files (.csv.gz, about 100k rows each) in place of the 299-row udp sample."""
+    """The samples in N-BaIoT's original layout, as plain CSV: ``ennio_doorbell`` (benign,
+    gafgyt scan and udp) and ``ecobee_thermostat`` (benign, gafgyt udp). ``big`` puts the
+    gzipped Ennio tcp and udp files (5000 rows each) in place of the 299-row udp sample."""
     doorbell, thermostat = root / "ennio_doorbell", root / "ecobee_thermostat"
     for device in (doorbell, thermostat):
         (device / "gafgyt_attacks").mkdir(parents=True)
-        shutil.copy(NBAIOT / "benign_traffic.csv", device / "benign_traffic.csv")
-    shutil.copy(NBAIOT / "scan.csv", doorbell / "gafgyt_attacks" / "scan.csv")
-    shutil.copy(NBAIOT / "thermostat_udp.csv", thermostat / "gafgyt_attacks" / "udp.csv")
+        sample_csv("benign_traffic", device / "benign_traffic.csv")
+    sample_csv("scan", doorbell / "gafgyt_attacks" / "scan.csv")
+    sample_csv("thermostat_udp", thermostat / "gafgyt_attacks" / "udp.csv")
     if big:
         for attack in ("tcp", "udp"):
             (doorbell / "gafgyt_attacks" / f"{attack}.csv.gz").symlink_to(NBAIOT / "ennio_doorbell_gafgyt" / f"{attack}.csv.gz")
     else:
-        shutil.copy(NBAIOT / "doorbell_udp.csv", doorbell / "gafgyt_attacks" / "udp.csv")
+        sample_csv("doorbell_udp", doorbell / "gafgyt_attacks" / "udp.csv")
     return root
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 import yaml
-from data_helpers import NBAIOT, SMALL_BUILTIN, client, experiment, traceable_csv
+from data_helpers import SMALL_BUILTIN, client, experiment, sample_csv, traceable_csv
 
 from p2p_job import presets
 from p2p_job.datasets import DataError
@@ -237,11 +236,11 @@ def test_builtin_preset_runs_on_small_builtin_data_when_scaled():
 
 def test_nbaiot_5_2_4_preset_on_the_samples_under_the_papers_device_names(tmp_path):
     """Table 3's layout at 1 %, on real N-BaIoT rows laid out as the three devices it names."""
-    attacks = {"Provision_PT_838_Security_Camera": "scan.csv", "SimpleHome_XCS7_1002_WHT_Security_Camera": "thermostat_udp.csv", "Danmini_Doorbell": "doorbell_udp.csv"}
+    attacks = {"Provision_PT_838_Security_Camera": "scan", "SimpleHome_XCS7_1002_WHT_Security_Camera": "thermostat_udp", "Danmini_Doorbell": "doorbell_udp"}
     for device, attack in attacks.items():
         (tmp_path / device / "gafgyt_attacks").mkdir(parents=True)
-        shutil.copy(NBAIOT / "benign_traffic.csv", tmp_path / device / "benign_traffic.csv")
-        shutil.copy(NBAIOT / attack, tmp_path / device / "gafgyt_attacks" / "udp.csv")
+        sample_csv("benign_traffic", tmp_path / device / "benign_traffic.csv")
+        sample_csv(attack, tmp_path / device / "gafgyt_attacks" / "udp.csv")
     exp = parse_experiment(experiment({"preset": "nbaiot-5.2.4", "scale": 0.01}, {"kind": "nbaiot", "path": str(tmp_path)}))
     shards = build_shards(exp)
     assert [s.train.counts for s in shards.clients.values()] == [
