@@ -157,21 +157,36 @@ def test_an_s3_store_without_credentials_fails_the_run_at_once(tmp_path, tiny_sp
                                                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
 
-@pytest.mark.slow
-def test_a_workers_fatal_error_reaches_the_console_in_one_line_without_retries(tmp_path, tiny_spec):
-    """A dataset file that exists but is not BoT-IoT: every worker meets it while loading,
-    exits 3 (fatal data), and ``p2pk run`` stops at the first with that worker's own line."""
+def test_a_dataset_the_runner_cannot_read_fails_the_run_at_once_naming_it(tmp_path, tiny_spec):
+    """The runner cuts the shards once, before any worker starts: a file that is not BoT-IoT
+    ends the run in one line naming file and line, with no worker started."""
     (tmp_path / "botiot.csv").write_text("hello\nthis is not bot-iot\n")
     spec = tiny_spec("baddata", n_clients=2, dataset={"kind": "botiot", "path": "botiot.csv"})
     run = p2pk("run", str(spec), "--out", str(tmp_path / "out"))
     output, _ = run.communicate(timeout=240)
     assert run.returncode == 1, output
+    assert output.strip().splitlines()[-1] == (f"p2pk run: fatal data: {tmp_path / 'botiot.csv'}: cannot tell the "
+                                               "delimiter (comma, semicolon or tab) from line 1: 'hello'")
+    assert not (tmp_path / "out/logs").exists()
+
+
+@pytest.mark.slow
+def test_a_workers_fatal_error_reaches_the_console_in_one_line_without_retries(tmp_path, tiny_spec):
+    """client-a's own checkpoint in the store is corrupt: its worker exits 5 (fatal checkpoint)
+    and ``p2pk run`` stops at once with that worker's own line; nothing is restarted."""
+    from p2p_job.store import DirectoryStore, checkpoint_key
+
+    spec, store = tiny_spec("corrupt", n_clients=2), tmp_path / "store"
+    DirectoryStore(str(store)).put_bytes(checkpoint_key("corrupt", "ksmote", "client-a", "latest.json"), b"{not json")
+    run = p2pk("run", str(spec), "--out", str(tmp_path / "out"), "--store", store.as_uri(), "--resume")
+    output, _ = run.communicate(timeout=240)
+    assert run.returncode == 1, output
     last = output.strip().splitlines()[-1]
-    assert last.startswith("p2pk run: worker ksmote/client-"), output
-    assert ": fatal data: " in last and "botiot.csv" in last and "(exit 3; log: " in last
+    assert last.startswith("p2pk run: worker ksmote/client-a: fatal checkpoint: "), output
+    assert last.endswith(f"(exit 5; log: {tmp_path / 'out/logs/ksmote/client-a.log'})")
     assert "restarting" not in output
-    for log in (tmp_path / "out/logs/ksmote").glob("*.log"):
-        assert [e["cause"] for e in events(log) if e["event"] == "worker_failed"] in ([], ["data"])
+    log = events(tmp_path / "out/logs/ksmote/client-a.log")
+    assert [e["cause"] for e in log if e["event"] == "worker_failed"] == ["checkpoint"]
 
 
 def test_unknown_method_is_a_usage_error(tmp_path, tiny_spec):
@@ -205,3 +220,33 @@ def test_a_workers_log_gives_the_runner_its_progress(tmp_path):
     assert worker.last["round"] == 4 and worker.resumed_from == 3
     assert worker.waiting == {} and worker.round_reached() == 5
     assert worker.log_path.read_text().splitlines() == lines
+
+
+@pytest.mark.slow
+def test_a_rerun_into_the_same_folder_resumes_or_is_refused(tmp_path, tiny_spec):
+    """``--rounds`` reaches the workers (through the spec as run, ``<out>/spec.yaml``); piped,
+    the console gets a line per worker round; running again with the same spec and code
+    resumes and says so (no worker is started: every round is done), with another spec it is
+    refused, naming the field and the choice."""
+    spec, out = tiny_spec("again", n_clients=2, rounds=3), tmp_path / "out"
+    first = p2pk("run", str(spec), "--out", str(out), "--rounds", "1")
+    output, _ = first.communicate(timeout=240)
+    assert first.returncode == 0, output
+    assert set(read_parquet(out / "results.parquet")["round"]) == {1}
+    assert "ksmote/client-a round 1: global FNR" in output and f"drawing figures in {out / 'figures'}" in output
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "done" and record["store"] == (out / "store").resolve().as_uri()
+
+    again = p2pk("run", str(spec), "--out", str(out), "--rounds", "1")
+    output, _ = again.communicate(timeout=240)
+    assert again.returncode == 0, output
+    assert f"resuming the run in {out}" in output
+    assert "ksmote: every client has finished its 1 rounds already (in the store)" in output
+    assert len([e for e in events(out / "logs/ksmote/client-a.log") if e["event"] == "worker_start"]) == 1
+
+    refused = p2pk("run", str(spec), "--out", str(out))
+    output, _ = refused.communicate(timeout=240)
+    assert refused.returncode == 2, output
+    assert output.strip().splitlines()[-1] == (
+        f"p2pk run: {out} holds results of a different spec (spec.rounds: 1 → 3); run into a fresh folder (--out), "
+        "or add --force to delete its results and start again")
