@@ -17,6 +17,7 @@ COMMANDS = (
     "simulate",
     "run",
     "compare",
+    "collect",
     "worker",
     "operator",
 )

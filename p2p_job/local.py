@@ -218,11 +218,11 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
 
 
 def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSettings) -> pd.DataFrame:
-    """Every client's ``metrics/<client>.parquet`` of every method named, as one results frame."""
-    from p2p_job.results import rows_frame
+    """Every client's ``metrics/<client>.parquet`` of every method named, as one results frame
+    (``p2p_job.collect``, which ``p2pk collect`` uses too)."""
+    from p2p_job.collect import store_frame
 
-    store = open_run_store(settings)
-    return rows_frame(row for m in methods for c in exp.spec.scenario.clients for row in read_metrics(store, exp.name, m, c.name))
+    return store_frame(open_run_store(settings), exp.name, methods, [c.name for c in exp.spec.scenario.clients])
 
 
 def open_run_store(settings: RunSettings):
