@@ -43,9 +43,10 @@ from p2p_job.exchange import Exchange, Publication
 from p2p_job.ksmote import NeighbourCache
 from p2p_job.metrics import evaluate, fnr_by_kind
 from p2p_job.model import State, build_model, initial_state, load_model_state, model_state
+from p2p_job.operating import choose_threshold
 from p2p_job.rebalancing import Rebalanced, rebalance
 from p2p_job.received import ReceivedPolicy
-from p2p_job.results import RoundRecord
+from p2p_job.results import TUNED_METRICS, RoundRecord
 from p2p_job.robust import robust_merge
 from p2p_job.scenarios import ClientShard
 from p2p_job.screening import degenerate_state, minority_of, point_cap, screen_points, screen_weights
@@ -332,7 +333,7 @@ class Peer:
         merged = self._merge(r, exchange, own)
         if self.observer:
             self.observer.merged(merged)
-        metrics, by_kind = self._evaluate()
+        metrics, by_kind, threshold, tuned = self._evaluate()
         self.last_metrics = _flat_metrics(metrics)
         self.completed_round = r
         record = RoundRecord(
@@ -352,6 +353,8 @@ class Peer:
             round_seconds=trained.seconds + time.perf_counter() - start,
             fnr_by_kind=by_kind,
             train_kinds=self.train_kinds,
+            threshold=threshold,
+            tuned=tuned,
         )
         if self.observer:
             self.observer.evaluated(record)
@@ -476,18 +479,27 @@ class Peer:
             sets["global"] = self.shard.global_test
         return sets
 
-    def _evaluate(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-        """§5.1.2 metrics on each evaluation set, and the FNR per attack kind where the data
-        names kinds; the scores are kept in ``last_scores``."""
+    def _evaluate(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], float, dict[str, dict[str, float]]]:
+        """§5.1.2 metrics on each evaluation set at ``training.threshold``, the FNR per attack
+        kind where the data names kinds, this client's own operating point (chosen on its
+        validation scores, :mod:`p2p_job.operating`) and the threshold-dependent metrics of
+        every set at it; the scores are kept in ``last_scores``."""
         threshold = self.exp.spec.training.threshold
-        metrics, by_kind = {}, {}
-        self.last_scores = {}
-        for name, split in self.evaluation_sets().items():
-            scores = self.last_scores[name] = predict_scores(self.model, split.X, self.device)
+        evaluation = self.exp.spec.evaluation
+        sets = self.evaluation_sets()
+        self.last_scores = {name: predict_scores(self.model, split.X, self.device) for name, split in sets.items()}
+        tuned_threshold = choose_threshold(
+            sets["local"].y, self.last_scores["local"], evaluation.operating_point, evaluation.target_fpr, default=threshold
+        )
+        metrics, by_kind, tuned = {}, {}, {}
+        for name, split in sets.items():
+            scores = self.last_scores[name]
             metrics[name] = evaluate(split.y, scores, threshold)
+            at_own = evaluate(split.y, scores, tuned_threshold)
+            tuned[name] = {m: at_own[m] for m in TUNED_METRICS}
             if split.kinds is not None:
                 by_kind[name] = fnr_by_kind(split.y, scores, split.kinds, threshold)
-        return metrics, by_kind
+        return metrics, by_kind, tuned_threshold, tuned
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -25,6 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from p2p_job.metrics import METRIC_NAMES
+
+#: Metrics that depend on the decision threshold, reported again at the client's own threshold
+#: (``p2p_job.operating``) as ``tuned_<name>``.
+TUNED_METRICS = ("fnr", "fpr", "precision", "recall", "f1")
 from p2p_job.summary import DEFAULT_LAST
 
 #: The results schema (docs/internals.md, "Results"), in column order.
@@ -47,6 +51,8 @@ SCHEMA = pa.schema(
         ("round_seconds", pa.float64()),
         ("fnr_by_kind", pa.map_(pa.string(), pa.float64())),
         ("train_kinds", pa.list_(pa.string())),
+        ("threshold", pa.float64()),
+        *[(f"tuned_{name}", pa.float64()) for name in TUNED_METRICS],
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -62,7 +68,9 @@ class RoundRecord:
     publications, ``aggregated`` tells whether the peer averaged (eq. 5) this round.
     ``fnr_by_kind`` maps an evaluation set to the FNR of each attack kind in it, and
     ``train_kinds`` lists the attack kinds of the client's own training rows (both empty when
-    the data names no kinds).
+    the data names no kinds). ``threshold`` is the client's own operating point this round
+    (``evaluation.operatingPoint`` on its validation set) and ``tuned`` maps an evaluation set
+    to the :data:`TUNED_METRICS` at it (NaN when not given).
     """
 
     experiment: str
@@ -81,6 +89,8 @@ class RoundRecord:
     round_seconds: float
     fnr_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     train_kinds: tuple[str, ...] = ()
+    threshold: float = float("nan")
+    tuned: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
         """The record as rows of :data:`SCHEMA`, one per evaluation set."""
@@ -98,7 +108,9 @@ class RoundRecord:
         key = {"experiment": self.experiment, "method": self.method, "client": self.client, "round": self.round}
         return [
             {**key, "eval": eval_set, **{m: float(values[m]) for m in METRIC_NAMES}, **common,
-             "fnr_by_kind": dict(self.fnr_by_kind.get(eval_set, {})), "train_kinds": list(self.train_kinds)}
+             "fnr_by_kind": dict(self.fnr_by_kind.get(eval_set, {})), "train_kinds": list(self.train_kinds),
+             "threshold": float(self.threshold),
+             **{f"tuned_{m}": float(self.tuned.get(eval_set, {}).get(m, float("nan"))) for m in TUNED_METRICS}}
             for eval_set, values in self.metrics.items()
         ]
 

@@ -492,6 +492,12 @@ class EvaluationSpec(SpecModel):
         10, ge=0, le=100_000, description="Keep each client's scores on its evaluation sets every this many rounds and at the last round (0: the last round only)."
     )
 
+    operating_point: Literal["best-f1", "target-fpr"] = Field(
+        "best-f1",
+        description="Besides training.threshold (the paper's 0.5), each client picks a threshold on its own validation set every round and reports every set at it too: best-f1 (highest validation F1) or target-fpr (lowest threshold with validation FPR ≤ targetFpr).",
+    )
+    target_fpr: float = Field(0.01, ge=0, le=1, description="target-fpr: the false positive rate allowed on the validation set.")
+
     def saves_scores(self, r: int, rounds: int) -> bool:
         """Whether round ``r`` of ``rounds`` keeps its scores."""
         return r == rounds or (self.scores_every > 0 and r % self.scores_every == 0)

@@ -6,7 +6,8 @@ optionally with two more columns: ``run`` (a label, when several result folders 
 and ``seed`` (when one experiment was repeated over seeds, ``--seeds``). A *line* is one
 (run, method); each line is summarised per evaluation set.
 
-- **Final round**: the mean over clients of each metric at the line's last round.
+- **Final round**: the mean over clients of each metric at the line's last round; FNR* and FPR*
+  are the FNR and FPR at each client's own threshold (``p2p_job.operating``).
 - **Last rounds**: the mean over clients and over the last ``last`` rounds (default 5): the
   curves of §5.2 are jagged from round to round, so one round alone says little.
 - **FNR per attack kind**: where the rows carry ``fnr_by_kind``, a table per evaluation set at
@@ -28,7 +29,7 @@ import pandas as pd
 from p2p_job.metrics import METRIC_NAMES
 
 #: Metrics of the summary tables (§5.1.2), in the order shown; the figures show every metric.
-SUMMARY_METRICS = ("fnr", "fpr", "precision", "recall", "f1", "auc")
+SUMMARY_METRICS = ("fnr", "fpr", "precision", "recall", "f1", "auc", "tuned_fnr", "tuned_fpr")
 LABELS = {
     "fnr": "FNR",
     "fpr": "FPR",
@@ -38,6 +39,8 @@ LABELS = {
     "auc": "AUC",
     "precision_at_recall_75": "Precision at recall 0.75",
     "recall_at_precision_75": "Recall at precision 0.75",
+    "tuned_fnr": "FNR*",
+    "tuned_fpr": "FPR*",
 }
 #: Rounds averaged by the "last rounds" table unless told otherwise.
 DEFAULT_LAST = 5
@@ -78,6 +81,7 @@ def summarize(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> Summary:
         raise ValueError(f"--last must be at least 1, got {last}")
     keys = line_keys(frame) + ["eval"]
     rows = _seeded(frame)
+    rows = rows.assign(**{m: np.nan for m in SUMMARY_METRICS if m not in rows.columns})  # older results
     metrics = list(SUMMARY_METRICS)
     final_round = rows.groupby(keys + ["seed"], sort=False)["round"].transform("max")
     final = rows[rows["round"] == final_round]
@@ -134,6 +138,8 @@ def _tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
 #: Mark of an attack kind absent from a client's own training rows in the per-kind tables.
 UNSEEN = "†"
 UNSEEN_NOTE = f"{UNSEEN}: no row of this attack kind in the client's own training data."
+#: What the starred columns of the main tables are.
+TUNED_NOTE = "FNR*, FPR*: at each client's own threshold, chosen on its validation set (evaluation.operatingPoint); FNR, FPR at training.threshold."
 
 
 def kind_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -187,8 +193,7 @@ def summary_markdown(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> str:
     for title, header, body in _tables(summarize(frame, last)) + _kind_grids(frame):
         lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        if title.startswith("FNR per attack kind"):
-            lines += ["", UNSEEN_NOTE]
+        lines += ["", UNSEEN_NOTE if title.startswith("FNR per attack kind") else TUNED_NOTE]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -202,7 +207,7 @@ def summary_tables(frame: pd.DataFrame, title: str = "", last: int = DEFAULT_LAS
     for name, header, body in _tables(summarize(frame, last)) + _kind_grids(frame):
         per_kind = name.startswith("FNR per attack kind")
         table = Table(title=f"{title}: {name}" if title else name, box=box.SIMPLE_HEAD, pad_edge=False,
-                      collapse_padding=True, caption=UNSEEN_NOTE if per_kind else None)
+                      collapse_padding=True, caption=UNSEEN_NOTE if per_kind else TUNED_NOTE)
         for column in header:
             table.add_column(column, justify="left" if column in ("run", "method", "eval", "client", "trained on") else "right")
         for cells in body:

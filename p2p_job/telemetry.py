@@ -30,7 +30,7 @@ from prometheus_client import (
 )
 
 from p2p_job.metrics import METRIC_NAMES
-from p2p_job.results import kind_rates
+from p2p_job.results import TUNED_METRICS, kind_rates
 
 #: Prometheus gauge of each metric of ``p2p_job.metrics`` (§5.1.2), labelled with ``eval``.
 METRIC_GAUGES = {
@@ -44,6 +44,8 @@ METRIC_GAUGES = {
     "recall_at_precision_75": "p2pk_recall_at_precision_75",
 }
 assert tuple(METRIC_GAUGES) == METRIC_NAMES
+#: The threshold-dependent metrics again at the client's own operating point (p2p_job.operating).
+TUNED_GAUGES = {name: METRIC_GAUGES[name].replace("p2pk_", "p2pk_tuned_", 1) for name in TUNED_METRICS}
 
 LABELS = ("experiment", "client", "method")
 #: Pushgateway job name; the grouping key adds experiment, method and client.
@@ -66,6 +68,15 @@ class Telemetry:
             name: Gauge(gauge, f"{name} of the last completed round (§5.1.2)", (*LABELS, "eval"), registry=reg)
             for name, gauge in METRIC_GAUGES.items()
         }
+        self.tuned = {
+            name: Gauge(gauge, f"{name} of the last completed round at the client's own threshold (evaluation.operatingPoint)",
+                        (*LABELS, "eval"), registry=reg)
+            for name, gauge in TUNED_GAUGES.items()
+        }
+        self.threshold = Gauge(
+            "p2pk_operating_threshold", "The client's own decision threshold, chosen on its validation set in the last completed round",
+            LABELS, registry=reg,
+        )
         self.fnr_by_kind = Gauge(
             "p2pk_false_negative_rate_by_kind", "False negative rate of one attack kind in the last completed round",
             (*LABELS, "eval", "kind"), registry=reg,
@@ -142,6 +153,10 @@ class Telemetry:
             self.train_loss.labels(**self.labels).set(row["train_loss"])
             for name in METRIC_NAMES:
                 self.metric[name].labels(**self.labels, eval=row["eval"]).set(row[name])
+            if "threshold" in row:
+                self.threshold.labels(**self.labels).set(row["threshold"])
+                for name in TUNED_METRICS:
+                    self.tuned[name].labels(**self.labels, eval=row["eval"]).set(row[f"tuned_{name}"])
             for kind, rate in kind_rates(row.get("fnr_by_kind")).items():
                 self.fnr_by_kind.labels(**self.labels, eval=row["eval"], kind=kind).set(rate)
 

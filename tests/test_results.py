@@ -93,7 +93,7 @@ def test_output_folder(tmp_path):
     assert "ksmote" in text and "0.3000" in text and "FNR" in text
     markdown = summary_markdown(frame)
     assert (tmp_path / "summary.md").read_text() == markdown
-    assert markdown.splitlines()[4] == "| ksmote | local | 2 | 0.3000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 |"
+    assert markdown.splitlines()[4] == "| ksmote | local | 2 | 0.3000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | — | — |"  # no own thresholds given
     figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert figures == sorted(
         f"{name}-{eval_set}.png" for name in ("methods", "ksmote", "none") for eval_set in ("local", "global")

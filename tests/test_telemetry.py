@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from p2p_job.metrics import METRIC_NAMES
 from p2p_job.peer import Merged, Trained
-from p2p_job.results import RoundRecord
+from p2p_job.results import TUNED_METRICS, RoundRecord
 from p2p_job.telemetry import METRIC_GAUGES, JsonFormatter, Telemetry, configure_logging, parse_log_line
 
 LABELS = {"experiment": "exp", "client": "client-a", "method": "ksmote"}
@@ -25,7 +25,8 @@ DESIGN_NAMES = {
     "p2pk_f1", "p2pk_auc", "p2pk_precision_at_recall_75", "p2pk_recall_at_precision_75", "p2pk_train_loss",
     "p2pk_round_duration_seconds", "p2pk_exchange_wait_seconds", "p2pk_exchange_bytes_total",
     "p2pk_synthetic_points_total", "p2pk_neighbours_missing_total", "p2pk_payloads_rejected_total",
-    "p2pk_false_negative_rate_by_kind",
+    "p2pk_false_negative_rate_by_kind", "p2pk_store_retries_total", "p2pk_store_wait_seconds", "p2pk_operating_threshold", "p2pk_tuned_false_negative_rate",
+    "p2pk_tuned_false_positive_rate", "p2pk_tuned_precision", "p2pk_tuned_recall", "p2pk_tuned_f1",
 }
 
 
@@ -35,7 +36,8 @@ def record(r: int, fnr: float) -> RoundRecord:
                        n_received=8, neighbours_used=1, neighbours_missing=1, payloads_rejected=1,
                        aggregated=True, round_seconds=1.5,
                        fnr_by_kind={"global": {"gafgyt/udp": fnr / 2, "gafgyt/scan": 1.0}, "local": {"gafgyt/udp": fnr}},
-                       train_kinds=("gafgyt/udp",))
+                       train_kinds=("gafgyt/udp",), threshold=0.25 + r / 100,
+                       tuned={e: {m: fnr / 4 if m == "fnr" else 0.75 for m in TUNED_METRICS} for e in ("local", "global")})
 
 
 def samples(telemetry: Telemetry) -> dict[tuple, float]:
@@ -70,6 +72,9 @@ def test_every_design_metric_with_its_labels():
     assert value("p2pk_false_negative_rate", eval="global") == 0.1  # the last round's value
     assert value("p2pk_false_negative_rate", eval="local") == 0.1
     assert value("p2pk_auc", eval="local") == 0.5
+    assert value("p2pk_operating_threshold") == 0.27  # the client's own threshold of round 2
+    assert value("p2pk_tuned_false_negative_rate", eval="global") == 0.025
+    assert value("p2pk_tuned_false_positive_rate", eval="local") == 0.75
     assert value("p2pk_false_negative_rate_by_kind", eval="global", kind="gafgyt/udp") == 0.05
     assert value("p2pk_false_negative_rate_by_kind", eval="global", kind="gafgyt/scan") == 1.0
     assert value("p2pk_false_negative_rate_by_kind", eval="local", kind="gafgyt/udp") == 0.1
