@@ -197,7 +197,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "client": {"type": "string"},
         "round": {"type": "integer", "minimum": 0},
         "n_base": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
-        "variance": {"type": "number", "minimum": 0, "maximum": 1},  # tighter: p2p_job.screening
+        "variance": {"type": "number", "minimum": 0},  # finite: decode_manifest; tighter: p2p_job.screening
         "n_synthetic": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
         "payloads": {
             "type": "object",
@@ -248,6 +248,8 @@ def decode_manifest(data: bytes, where: str, *, experiment: str, method: str, cl
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(document))
     if error is not None:
         raise PayloadRejected("schema", where, f"{error.json_path}: {error.message}")
+    if not math.isfinite(document["variance"]):  # JSON's 1e999 parses as infinity
+        raise PayloadRejected("schema", where, f"$.variance: {document['variance']} is not finite")
     claimed = {k: document[k] for k in ("experiment", "method", "client", "round")}
     wanted = {"experiment": experiment, "method": method, "client": client, "round": round}
     if claimed != wanted:

@@ -49,7 +49,7 @@ from p2p_job.received import ReceivedPolicy
 from p2p_job.results import TUNED_METRICS, RoundRecord
 from p2p_job.robust import robust_merge
 from p2p_job.scenarios import ClientShard
-from p2p_job.screening import degenerate_state, minority_of, point_cap, screen_points, screen_weights
+from p2p_job.screening import degenerate_state, max_variance, minority_of, point_cap, screen_points, screen_weights
 from p2p_job.seeding import rng, torch_seed
 from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, RobustRule, resolved_method_name
 from p2p_job.topology import build_topology
@@ -210,6 +210,7 @@ class Peer:
         self.optimizer = make_optimizer(self.model, spec.training)
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
+        self._train_low, self._train_high = shard.train.X.min(axis=0), shard.train.X.max(axis=0)  # own feature ranges
         self.received_policy = ReceivedPolicy(spec.rebalancing, shard.train.y)
         self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own encoding
         self.received_y = np.empty(0, dtype=np.int8)
@@ -396,7 +397,7 @@ class Peer:
             return reason, None
         spec = self.exp.spec
         counts = self._client_specs[pub.client].train
-        reason = screen_weights(pub.n_base, pub.variance, counts.total)
+        reason = screen_weights(pub.n_base, pub.variance, counts.total, max_variance(spec.dataset.preprocessing.scaling))
         if reason:
             return reason, None
         with np.errstate(over="ignore", invalid="ignore"):
@@ -404,7 +405,7 @@ class Peer:
         reason = screen_points(
             X, pub.synthetic_y, label=minority_of(counts.benign, counts.malicious),
             cap=self.point_caps.get(pub.client, 0),
-            tolerance=spec.rebalancing.point_tolerance,
+            tolerance=spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
         )
         if reason:
             return reason, None

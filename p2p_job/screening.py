@@ -8,8 +8,9 @@ receiver's own feature ranges, and the model's own invariants. Each check return
 ``"<reason>: <detail>"`` with a reason of :data:`p2p_job.payloads.REJECT_REASONS`:
 
 * ``bad-weights`` — |D_k| above the training rows the spec gives client k, or a variance summary
-  outside [0, 1/4] (Var(D_base) is a mean of per-feature variances of min-max scaled rows, each in
-  [0, 1], so by Popoviciu's inequality at most 1/4) or not finite. The weight inputs of
+  that is negative, not finite, or — when the spec's scaling puts every feature in [0, 1]
+  (``minmax``, ``quantile``; one-hot columns too) — above 1/4 (Var(D_base) is then a mean of
+  per-feature variances of values in [0, 1], at most 1/4 by Popoviciu's inequality). The weight inputs of
   equation 6 are self-reported; these are their hard bounds (``aggregation.maxWeightShare``
   caps their influence further).
 * ``too-many-points`` — more shared points than equation 7 lets the sender publish:
@@ -18,8 +19,8 @@ receiver's own feature ranges, and the model's own invariants. Each check return
 * ``wrong-label`` — a shared point whose label is not the sender's minority class (D_syn holds
   only minority points, and the spec's counts say which class that is on the sender).
 * ``out-of-range`` — a shared point farther than ``rebalancing.pointTolerance`` of the
-  receiver's own feature ranges outside them (in its min-max scaled units: outside
-  ``[−t, 1 + t]``).
+  receiver's own feature ranges outside them (the ranges of its own preprocessed training rows;
+  with min-max scaling: outside ``[−t, 1 + t]``).
 * ``degenerate`` — a model that is not a model: a non-finite weight, a BatchNorm running variance
   ≤ 0, or non-finite outputs (checked by the peer with a forward pass).
 
@@ -33,8 +34,15 @@ import math
 
 import numpy as np
 
-#: Var(D_base) of min-max scaled rows is at most 1/4 (Popoviciu); a hair above for rounding.
-MAX_VARIANCE = 0.25 * (1 + 1e-9)
+#: Var(D_base) of rows in [0, 1] is at most 1/4 (Popoviciu); a hair above for rounding.
+MAX_UNIT_VARIANCE = 0.25 * (1 + 1e-9)
+#: Scalings of ``dataset.preprocessing.scaling`` that put every feature in [0, 1].
+UNIT_SCALINGS = ("minmax", "quantile")
+
+
+def max_variance(scaling: str) -> float:
+    """The largest Var(D_base) an honest client can report under ``scaling``."""
+    return MAX_UNIT_VARIANCE if scaling in UNIT_SCALINGS else math.inf
 
 
 def minority_of(benign: int, malicious: int) -> int:
@@ -49,19 +57,22 @@ def point_cap(n_base: int, share_fraction: float, ratio: float, shares: bool) ->
     return math.ceil(share_fraction * ratio * n_base) if shares else 0
 
 
-def screen_weights(n_base: int, variance: float, spec_n_base: int) -> str | None:
+def screen_weights(n_base: int, variance: float, spec_n_base: int, most_variance: float) -> str | None:
     """Equation 6's inputs: ``n_base`` in [1, the spec's training rows of that client],
-    ``variance`` finite and in [0, 1/4]."""
+    ``variance`` finite and in [0, ``most_variance``] (:func:`max_variance`)."""
     if not 1 <= n_base <= spec_n_base:
         return f"bad-weights: n_base {n_base} is outside [1, {spec_n_base}] (the spec's training rows of that client)"
-    if not (math.isfinite(variance) and 0.0 <= variance <= MAX_VARIANCE):
-        return f"bad-weights: variance {variance} is outside [0, 0.25] (min-max scaled features)"
+    if not (math.isfinite(variance) and 0.0 <= variance <= most_variance):
+        return f"bad-weights: variance {variance} is outside [0, {most_variance:.4g}] (its scaled features)"
     return None
 
 
-def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, tolerance: float) -> str | None:
-    """A neighbour's shared points, already in the receiver's scaled units: at most ``cap`` of
-    them, every label ``label``, every value finite and inside ``[−tolerance, 1 + tolerance]``."""
+def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, tolerance: float,
+                  low: np.ndarray, high: np.ndarray) -> str | None:
+    """A neighbour's shared points, already in the receiver's preprocessed units: at most
+    ``cap`` of them, every label ``label``, every value finite and no farther than
+    ``tolerance`` times the feature's range ``high − low`` (the receiver's own training rows;
+    a constant feature counts a range of 1) outside ``[low, high]``."""
     if len(y) > cap:
         return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)"
     wrong = np.flatnonzero(np.asarray(y) != label)
@@ -69,11 +80,12 @@ def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, 
         return f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, the sender's minority class is {label} (row {wrong[0]})"
     if not np.isfinite(X_scaled).all():
         return "non-finite: synthetic points overflow this peer's scaling"
-    outside = (X_scaled < -tolerance) | (X_scaled > 1 + tolerance)
+    span = np.where(high > low, high - low, 1.0)
+    outside = (X_scaled < low - tolerance * span) | (X_scaled > high + tolerance * span)
     if outside.any():
         row, col = np.argwhere(outside)[0]
         return (f"out-of-range: {int(outside.any(axis=1).sum())} point(s) beyond {tolerance} of this peer's feature ranges "
-                f"(row {row}, feature {col} at {float(X_scaled[row, col]):.4g} in its scaled units)")
+                f"(row {row}, feature {col} at {float(X_scaled[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])")
     return None
 
 

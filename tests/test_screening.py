@@ -1,0 +1,45 @@
+"""p2p_job.screening: a neighbour's values against the receiver's own facts, by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from p2p_job.screening import degenerate_state, max_variance, minority_of, point_cap, screen_points, screen_weights
+
+
+def test_weight_inputs_are_bounded_by_the_spec_and_the_scaling():
+    assert screen_weights(92, 0.1, 92, max_variance("minmax")) is None
+    assert screen_weights(93, 0.1, 92, max_variance("minmax")).startswith("bad-weights: n_base 93")
+    assert screen_weights(10**12, 0.1, 92, max_variance("minmax")).startswith("bad-weights")
+    assert screen_weights(92, 0.26, 92, max_variance("quantile")).startswith("bad-weights: variance 0.26")
+    assert screen_weights(92, 3.0, 92, max_variance("robust")) is None  # median/IQR scaling has no such bound
+    assert screen_weights(92, math.inf, 92, max_variance("robust")).startswith("bad-weights")
+    assert screen_weights(92, -0.1, 92, max_variance("robust")).startswith("bad-weights")
+
+
+def test_point_caps_and_labels_follow_equation_7_and_the_senders_counts():
+    assert point_cap(92, 0.5, 1.0, True) == 46 and point_cap(92, 0.1, 1.0, True) == 10  # ⌈9.2⌉
+    assert point_cap(92, 0.5, 1.0, False) == 0
+    assert minority_of(80, 12) == 1 and minority_of(10, 30) == 0 and minority_of(5, 5) == 1
+
+
+def test_points_are_judged_against_the_receivers_own_ranges():
+    low, high = np.array([0.0, -2.0]), np.array([1.0, 2.0])  # ranges 1 and 4
+    ok = np.array([[1.9, 5.9], [-0.9, -5.9]], np.float32)  # each within 1 range of its interval
+    y = np.ones(2, np.int8)
+    assert screen_points(ok, y, cap=2, label=1, tolerance=1.0, low=low, high=high) is None
+    assert screen_points(ok, y, cap=1, label=1, tolerance=1.0, low=low, high=high).startswith("too-many-points: 2")
+    assert screen_points(ok, y, cap=2, label=0, tolerance=1.0, low=low, high=high).startswith("wrong-label: 2 point(s)")
+    far = ok.copy()
+    far[1, 1] = -6.1  # 4.1 below the low end of a range of 4
+    reason = screen_points(far, y, cap=2, label=1, tolerance=1.0, low=low, high=high)
+    assert reason.startswith("out-of-range: 1 point(s)") and "row 1, feature 1" in reason
+    assert screen_points(np.full((1, 2), np.inf, np.float32), y[:1], cap=2, label=1, tolerance=1.0, low=low, high=high).startswith("non-finite")
+
+
+def test_degenerate_states():
+    assert degenerate_state({"w": np.ones(2, np.float32), "bn.running_var": np.ones(2, np.float32)}) is None
+    assert degenerate_state({"bn.running_var": np.array([1.0, 0.0], np.float32)}).startswith("degenerate: bn.running_var has 1")
+    assert degenerate_state({"w": np.array([np.nan], np.float32)}).startswith("degenerate: w holds NaN")
