@@ -261,20 +261,28 @@ def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None
 
 def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods: list[str] | None = None,
               on_tick: Callable[[list[Worker]], None] = lambda workers: None,
-              say: Callable[[str], None] = lambda message: None) -> pd.DataFrame:
+              say: Callable[[str], None] = lambda message: None,
+              on_notes: Callable[[list[str]], None] = lambda notes: None) -> pd.DataFrame:
     """Check what every worker needs (:func:`preflight`), then run the spec's methods (all, or
     those named) one after the other, skipping any whose every client has already finished
     its rounds in the store (``say`` tells); return the results rows (those methods, and any
     other of the spec the store holds complete) and write them with summary and figures to
-    ``settings.out``."""
+    ``settings.out``. The run's choices (``p2p_job.choices``) are said before the workers start,
+    handed to ``on_notes`` (the run record) and end ``summary.md``."""
+    from p2p_job.choices import data_notes, spec_notes
     from p2p_job.results import write_results
-    from p2p_job.shards import ensure_shards
     from p2p_job.scores import collect_kept
+    from p2p_job.shards import ensure_shards, read_load_report
+    from p2p_job.store import shards_prefix
 
     names = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods)]
     preflight(exp, exp_path, settings)
     store = open_run_store(settings)  # creates the bucket once, before the workers (whose credentials may not allow it)
     ensure_shards(exp, store, exp_path.resolve().parent)
+    notes = spec_notes(exp) + data_notes(read_load_report(store, shards_prefix(exp.name)))
+    for note in notes:
+        say(note)
+    on_notes(notes)
     done = rounds_done(exp, store)
     for name in names:
         if done[name] >= exp.spec.rounds:
@@ -286,5 +294,5 @@ def run_local(exp: P2PExperiment, exp_path: Path, settings: RunSettings, methods
     clients = [c.name for c in exp.spec.scenario.clients]
     for name in complete:
         collect_kept(store, exp.name, name, clients, settings.out)
-    write_results(frame, settings.out, title=exp.name, say=say)
+    write_results(frame, settings.out, title=exp.name, notes=notes, say=say)
     return frame

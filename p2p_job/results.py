@@ -155,14 +155,15 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", title: str = "",
                   last: int = DEFAULT_LAST, autoscale: bool = False, scores: pd.DataFrame | None = None,
-                  say: Callable[[str], None] = lambda message: None) -> None:
+                  notes: list[str] | None = None, say: Callable[[str], None] = lambda message: None) -> None:
     """A results folder: ``results.parquet``, ``<name>.txt`` and ``<name>.md`` (the tables of
     ``p2p_job.summary``) and ``figures/*.png`` (``p2p_job.figures``). Every runner and command
     that writes results calls this. A ``frame`` with a ``run`` column (``p2pk compare``) or a
     ``seed`` column (``--seeds``) is not one run's rows: then no ``results.parquet`` is written
     (each run's folder has its own). ``say`` is told before the figures are drawn (seconds).
     ROC curves (``roc-<eval>.png``) are drawn from ``scores`` (``p2p_job.scores.read_scores``
-    rows), by default the scores kept in ``out_dir`` itself."""
+    rows), by default the scores kept in ``out_dir`` itself. ``notes`` (``p2p_job.choices``: the
+    loader's choices about columns, warnings about the spec) end the summary files."""
     from rich.console import Console
 
     from p2p_job.figures import plot_figures, plot_kind_figures, plot_roc
@@ -175,8 +176,10 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     console = Console(record=True, width=160, file=io.StringIO())
     for table in summary_tables(frame, title, last):
         console.print(table)
-    (out_dir / f"{name}.txt").write_text(console.export_text(), encoding="utf-8")
-    (out_dir / f"{name}.md").write_text(summary_markdown(frame, last), encoding="utf-8")
+    listed = "".join(f"- {note}\n" for note in notes or [])
+    choices = f"\n## Data and choices\n\n{listed}" if listed else ""
+    (out_dir / f"{name}.txt").write_text(console.export_text() + choices, encoding="utf-8")
+    (out_dir / f"{name}.md").write_text(summary_markdown(frame, last) + choices, encoding="utf-8")
     say(f"drawing figures in {out_dir / 'figures'}")
     plot_figures(frame, out_dir / "figures", autoscale=autoscale)
     plot_kind_figures(frame, out_dir / "figures")

@@ -7,9 +7,10 @@ run without retraining.
   global), ``label`` (0/1), ``kind`` (its attack kind, null when the data names none) and
   ``score`` (the sigmoid output the metrics of §5.1.2 threshold).
 - **Final model**: after the last round, ``model.safetensors`` with the network's weights
-  (``model.<name>``, float32, BN buffers included) and the client's min-max scaler
-  (``scaler.data_min``/``scaler.data_max``, float64: the network reads scaled features), with
-  metadata naming the client, method, round, features and hidden layers.
+  (``model.<name>``, float32, BN buffers included) and metadata naming the client, method, round,
+  hidden layers, the raw features, the encoded inputs the network reads and the preprocessing
+  that maps one to the other (``dataset.preprocessing`` and the categories; the client refits it
+  on its own training rows, which the shards give again for the same seed).
 
 Where they live (the same relative layout in a store run prefix and a results folder):
 ``scores/<method>/<client>/<r:05d>.parquet`` and ``models/<method>/<client>.safetensors`` in a
@@ -61,31 +62,29 @@ def decode_scores(data: bytes) -> pd.DataFrame:
     return pq.read_table(pa.BufferReader(data), schema=SCHEMA).to_pandas()
 
 
-def encode_model(state: State, scaler, *, client: str, method: str, round: int, feature_names: list[str],
+def encode_model(state: State, preprocessor, *, client: str, method: str, round: int, preprocessing: dict,
                  hidden_layers: list[int]) -> bytes:
-    """A client's final model as safetensors: weights, its scaler and what they mean."""
+    """A client's final model as safetensors: its weights and what they mean."""
     arrays = {f"model.{name}": np.ascontiguousarray(value, dtype=np.float32) for name, value in state.items()}
-    arrays["scaler.data_min"] = np.asarray(scaler.data_min, dtype=np.float64)
-    arrays["scaler.data_max"] = np.asarray(scaler.data_max, dtype=np.float64)
     metadata = {"format": MODEL_FORMAT, "client": client, "method": method, "round": str(round),
-                "feature_names": json.dumps(list(feature_names)), "hidden_layers": json.dumps(list(hidden_layers))}
+                "hidden_layers": json.dumps(list(hidden_layers)),
+                "feature_names": json.dumps(list(preprocessor.feature_names)),
+                "input_names": json.dumps(list(preprocessor.output_names)),
+                "preprocessing": json.dumps(preprocessing), "categories": json.dumps(preprocessor.categories)}
     return safetensors_save(arrays, metadata=metadata)
 
 
-def decode_model(data: bytes) -> tuple[State, dict[str, np.ndarray], dict[str, str]]:
-    """``(state, scaler arrays, metadata)`` of a file written by :func:`encode_model`."""
+def decode_model(data: bytes) -> tuple[State, dict[str, str]]:
+    """``(state, metadata)`` of a file written by :func:`encode_model`."""
     arrays = safetensors_load(data)
     header_len = int.from_bytes(data[:8], "little")  # safetensors: 8-byte length, then the JSON header
     metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
     if metadata.get("format") != MODEL_FORMAT:
         raise ValueError(f"not a {MODEL_FORMAT} file (metadata {metadata})")
-    state = {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
-    scaler = {k.removeprefix("scaler."): v for k, v in arrays.items() if k.startswith("scaler.")}
-    return state, scaler, metadata
+    return {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}, metadata
 
 
-def keep_round(peer, r: int, feature_names: list[str], put_scores: Callable[[bytes], None],
-               put_model: Callable[[bytes], None]) -> None:
+def keep_round(peer, r: int, put_scores: Callable[[bytes], None], put_model: Callable[[bytes], None]) -> None:
     """After a peer's round ``r``: hand its scores to ``put_scores`` when ``evaluation.scoresEvery``
     keeps this round, and its model to ``put_model`` after the last round. Every runner calls
     this; only where the bytes go differs."""
@@ -93,8 +92,9 @@ def keep_round(peer, r: int, feature_names: list[str], put_scores: Callable[[byt
     if spec.evaluation.saves_scores(r, spec.rounds):
         put_scores(encode_scores(peer.last_scores, peer.evaluation_sets()))
     if r == spec.rounds:
-        put_model(encode_model(model_state(peer.model), peer.shard.scaler, client=peer.client, method=peer.method_name,
-                               round=r, feature_names=feature_names, hidden_layers=spec.training.hidden_layers))
+        put_model(encode_model(model_state(peer.model), peer.shard.preprocessor, client=peer.client, method=peer.method_name,
+                               round=r, preprocessing=spec.dataset.preprocessing.model_dump(mode="json", by_alias=True),
+                               hidden_layers=spec.training.hidden_layers))
 
 
 # --------------------------------------------------------------------------- results folders
@@ -135,9 +135,9 @@ def collect_kept(store, experiment: str, method: str, clients: list[str], out_di
             write_file(model_path(out_dir, method, client), data)
 
 
-def keep_in_folder(peer, r: int, feature_names: list[str], out_dir: Path) -> None:
+def keep_in_folder(peer, r: int, out_dir: Path) -> None:
     """:func:`keep_round` into a results folder (``p2pk simulate``)."""
-    keep_round(peer, r, feature_names, lambda data: write_file(scores_path(out_dir, peer.method_name, peer.client, r), data),
+    keep_round(peer, r, lambda data: write_file(scores_path(out_dir, peer.method_name, peer.client, r), data),
                lambda data: write_file(model_path(out_dir, peer.method_name, peer.client), data))
 
 

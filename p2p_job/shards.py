@@ -97,7 +97,8 @@ def write_shards(shards: Shards, where: Store | Path | str, root: str = "", *, f
     report = shards.load_report
     _put(store, f"{root}{MANIFEST}", _json({
         "format": FORMAT, "fingerprint": fingerprint, "feature_names": shards.feature_names, "kind_column": shards.kind_column,
-        "load_report": {"rows_read": report.rows_read, "rows_dropped": report.rows_dropped, "problems": list(report.problems)},
+        "load_report": {"rows_read": report.rows_read, "rows_dropped": report.rows_dropped, "problems": list(report.problems),
+                        "columns": [list(note) for note in report.columns]},
         "clients": clients,
     }))
 
@@ -107,13 +108,21 @@ def read_shards(where: Store | Path | str, root: str = "") -> Shards:
     store = _store(where)
     manifest = _manifest(store, f"{root}{MANIFEST}", {"clients": dict, "feature_names": list, "load_report": dict})
     clients = {name: _read_client(store, name, root, manifest.get("fingerprint")) for name in manifest["clients"]}
-    report = manifest["load_report"]
     first = next(iter(clients.values()), None)
     preprocessing = PreprocessingSpec() if first is None else first[1]
     categories = {} if first is None else first[2]
     return Shards({name: c[0] for name, c in clients.items()}, manifest["feature_names"],
-                  LoadReport(report["rows_read"], report["rows_dropped"], tuple(report["problems"])),
-                  manifest.get("kind_column"), preprocessing, categories)
+                  _load_report(manifest["load_report"]), manifest.get("kind_column"), preprocessing, categories)
+
+
+def read_load_report(where: Store | Path | str, root: str = "") -> LoadReport:
+    """What the loader read, dropped and did with columns, from the shards' manifest alone."""
+    return _load_report(_manifest(_store(where), f"{root}{MANIFEST}", {"load_report": dict})["load_report"])
+
+
+def _load_report(report: dict) -> LoadReport:
+    return LoadReport(report["rows_read"], report["rows_dropped"], tuple(report["problems"]),
+                      tuple(tuple(note) for note in report.get("columns", [])))
 
 
 def read_client_shard(where: Store | Path | str, client: str, root: str = "", *,

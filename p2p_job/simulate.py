@@ -105,7 +105,7 @@ def simulate_methods(
             round_records = [peer.merge_and_evaluate(r, exchange) for peer in group]
             if keep_in is not None:
                 for peer in group:
-                    keep_in_folder(peer, r, shards.feature_names, keep_in)
+                    keep_in_folder(peer, r, keep_in)
             exchange.forget(r + 1)
             method_records += round_records
             if on_round:
@@ -130,14 +130,16 @@ def simulate(
     on_round: RoundCallback | None = None,
     engine: Engine = "batched",
     keep_in: Path | None = None,
+    shards: Shards | None = None,
 ) -> pd.DataFrame:
     """Run the experiment's methods (all, or those named) side by side and return the results
     rows.
 
     ``device`` overrides ``spec.runtime.device``; ``base_dir`` resolves relative dataset paths
     (the spec file's folder); ``engine`` is ``batched`` or ``per-peer`` (module docstring);
-    ``keep_in`` is the results folder that keeps scores and models."""
+    ``keep_in`` is the results folder that keeps scores and models; ``shards``, when the caller
+    built them already (``build_shards(exp, base_dir)``)."""
     selected = select_methods(exp, methods)
     torch_device = resolve_device(device or exp.spec.runtime.device)
-    shards = build_shards(exp, base_dir)
+    shards = build_shards(exp, base_dir) if shards is None else shards
     return results_frame(simulate_methods(exp, selected, shards, torch_device, on_round, engine, keep_in))

@@ -202,7 +202,7 @@ def run_worker(cfg: WorkerConfig) -> int:
             record = peer.merge_and_evaluate(r, exchange)
             rows += record.rows()
             store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_rows(rows))
-            keep_round(peer, r, feature_names,
+            keep_round(peer, r,
                        lambda data: store.put_bytes(scores_key(exp.name, method_name, cfg.client, r), data),
                        lambda data: store.put_bytes(model_key(exp.name, method_name, cfg.client), data))
             checkpoints.save(r, peer.state())

@@ -217,19 +217,25 @@ def test_scores_are_kept_at_the_chosen_rounds_and_reproduce_the_metrics(tmp_path
 
 
 def test_a_kept_model_scores_the_global_test_again(tmp_path):
-    """The final model file alone (weights + scaler) reproduces the last round's kept scores."""
+    """The final model file and the preprocessing it names reproduce the last round's kept scores
+    from the raw rows."""
+    from p2p_job.preprocessing import Preprocessor
+    from p2p_job.spec import PreprocessingSpec
+
     exp, _, out = _kept_run(tmp_path, rounds=2, every=0)
     shards = build_shards(exp)
-    state, scaler, meta = decode_model(model_path(out, "ksmote", "client-b").read_bytes())
+    state, meta = decode_model(model_path(out, "ksmote", "client-b").read_bytes())
     assert meta["client"] == "client-b" and meta["round"] == "2" and json.loads(meta["feature_names"]) == shards.feature_names
-    assert np.array_equal(scaler["data_min"], shards.clients["client-b"].scaler.data_min)
-    model = build_model(len(shards.feature_names), exp.spec.training)
+    shard = shards.clients["client-b"]
+    preprocessor = Preprocessor.fit(PreprocessingSpec.model_validate(json.loads(meta["preprocessing"])), json.loads(meta["feature_names"]),
+                                    shard.train.raw, json.loads(meta["categories"]))
+    model = build_model(len(json.loads(meta["input_names"])), exp.spec.training)
     load_model_state(model, state)
-    split = shards.clients["client-b"].global_test
     kept = read_scores(out)
     kept = kept[(kept["method"] == "ksmote") & (kept["client"] == "client-b") & (kept["eval"] == "global")]
     assert set(kept["round"]) == {2}  # scoresEvery 0: the last round only
-    assert np.array_equal(predict_scores(model, split.X, "cpu"), kept["score"].to_numpy())
+    rescored = predict_scores(model, preprocessor.transform(shard.global_test.raw), "cpu")
+    assert np.array_equal(rescored, kept["score"].to_numpy())
 
 
 def test_roc_curves_are_drawn_from_kept_scores_and_compared(tmp_path):
@@ -243,3 +249,59 @@ def test_roc_curves_are_drawn_from_kept_scores_and_compared(tmp_path):
     # ROC curves again, later, without retraining: `p2pk compare` on the finished folder.
     assert main(["compare", str(out), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "figures" / "roc-global.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- no silent choices
+
+
+def test_botiot_loader_names_every_column_it_does_not_take(tmp_path):
+    from data_helpers import BOTIOT
+
+    from p2p_job.choices import data_notes
+    from p2p_job.datasets import botiot
+
+    report = botiot.load(BOTIOT, None, False).report
+    notes = {column: action for column, action, _ in report.columns}
+    assert notes == {"pkSeqID": "dropped", "proto": "dropped", "saddr": "dropped", "sport": "dropped", "daddr": "dropped",
+                     "dport": "dropped", "attack": "label", "category": "group", "subcategory": "group"}
+    assert "column 'proto': dropped — not one of the ten 'best' features the paper trains on (§5.1.1)" in data_notes(report)
+
+
+def test_tabular_loader_names_text_columns_it_drops(tmp_path):
+    from p2p_job.datasets import tabular
+
+    path = tmp_path / "flows.csv"
+    path.write_text("bytes,proto,site,label\n10,tcp,s1,normal\n20,udp,s2,attack\n")
+    report = tabular.load(path, None, "label", ["normal"], "site", False).report
+    assert report.columns == (
+        ("label", "label", "dataset.labelColumn: dataset.benignValues are benign, every other value malicious"),
+        ("site", "group", "dataset.groupColumn: a group column for the scenario's selectors"),
+        ("proto", "dropped", "holds no number (text): not a feature by default; list it in dataset.features or encode it (dataset.preprocessing.categorical)"),
+    )
+    listed = tabular.load(path, ["bytes"], "label", ["normal"], None, False).report
+    assert ("proto", "dropped", "not listed in dataset.features") in listed.columns
+
+
+def test_choices_reach_shards_data_prepare_and_the_summary(tmp_path, capsys):
+    import yaml
+
+    from p2p_job.cli import main
+    from p2p_job.shards import read_load_report
+
+    path = tmp_path / "flows.csv"
+    rows = ["bytes,proto,label"] + [f"{i},tcp,{'attack' if i % 5 == 0 else 'normal'}" for i in range(200)]
+    path.write_text("\n".join(rows) + "\n")
+    doc = experiment({"kind": "imbalanced-iid", "clients": [client("a", (100, 20), (40, 10))]},
+                     {"kind": "tabular", "path": str(path), "labelColumn": "label", "benignValues": ["normal"]})
+    doc["spec"]["methods"] = [{"rebalancing": "random-over", "share": True, "shareRealRows": True}]
+    doc["spec"]["training"] = {"hiddenLayers": [4]}
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["data", "prepare", str(spec), "--out", str(tmp_path / "shards")]) == 0
+    assert "column 'proto': dropped — holds no number (text)" in capsys.readouterr().out
+    assert ("proto", "dropped") == read_load_report(tmp_path / "shards").columns[1][:2]
+    assert main(["simulate", str(spec), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: method 'random-over' publishes exact copies of real training rows" in err and "column 'proto'" in err
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Data and choices" in summary and "- WARNING: method 'random-over'" in summary and "- column 'proto': dropped" in summary

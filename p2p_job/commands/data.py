@@ -128,3 +128,5 @@ def _print(shards, title: str) -> None:
     console.print(f"{len(shards.feature_names)} features; dataset rows read: {report.rows_read}, bad rows dropped: {report.rows_dropped}")
     for problem in report.problems:
         console.print(f"  dropped: {problem}", markup=False, highlight=False)
+    for column, action, reason in report.columns:
+        console.print(f"column {column!r}: {action} — {reason}", markup=False, highlight=False, soft_wrap=True)

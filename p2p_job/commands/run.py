@@ -73,7 +73,8 @@ def run(args) -> int:
             if settings.store and not known and not args.resume:
                 _claim_store(exp, settings, open_run_store(settings), force=args.force, run_prefix=run_prefix)
             run.record["store"] = settings.store_url()
-            return run_local(exp, run.spec_path, settings, methods(args), on_tick, progress.say)
+            return run_local(exp, run.spec_path, settings, methods(args), on_tick, progress.say,
+                             on_notes=lambda notes: run.record.update(choices=notes))
         except WorkerFailed as exc:
             raise RunFailed(str(exc)) from None
         except DataError as exc:

@@ -77,6 +77,7 @@ def run(args) -> int:
         import pandas as pd
         import torch
 
+        from p2p_job.choices import data_notes, spec_notes
         from p2p_job.datasets import DataError
         from p2p_job.results import read_parquet, results_frame, write_results
         from p2p_job.scenarios import build_shards
@@ -95,6 +96,7 @@ def run(args) -> int:
                 progress.say(f"kept from the earlier run: {', '.join(frames)} (every round done)")
         wanted = [m for m in wanted if m not in frames]
         records: dict[str, list] = {m: [] for m in wanted}
+        notes = run.record.get("choices", [])
         key = ("simulate", exp.spec.seed)
         progress.say(f"{exp.name}: building shards, then {len(wanted)} method(s) × {exp.spec.rounds} rounds")
         progress.add(key, exp.name, total=len(wanted) * exp.spec.rounds)
@@ -111,16 +113,20 @@ def run(args) -> int:
             if wanted:
                 device = resolve_device(args.device or exp.spec.runtime.device)
                 shards = build_shards(exp)
+                notes = spec_notes(exp) + data_notes(shards.load_report)
+                for note in notes:
+                    progress.say(note)
+                run.record["choices"] = notes
                 simulate_methods(exp, select_methods(exp, wanted), shards, device, on_round, args.engine, run.out)
         except KeyboardInterrupt:
             if frames or any(records.values()):
                 progress.say(f"interrupted: writing the rounds every method finished to {run.out}")
-                write_results(results(), run.out, title=exp.name, say=progress.say)
+                write_results(results(), run.out, title=exp.name, notes=notes, say=progress.say)
             raise
         except (DataError, DeviceError, torch.cuda.OutOfMemoryError) as exc:
             raise RunFailed(str(exc)) from None
         frame = results()
-        write_results(frame, run.out, title=exp.name, say=progress.say)
+        write_results(frame, run.out, title=exp.name, notes=notes, say=progress.say)
         return frame
 
     return execute(args, "simulate", run_one)

@@ -28,6 +28,19 @@ FEATURES = ["seq", "stddev", "N_IN_Conn_P_SrcIP", "min", "state_number", "mean",
 LABEL = "attack"
 
 
+def column_notes(columns: list[str]) -> list[tuple[str, str, str]]:
+    """What the loader does with each column of the file that is not one of :data:`FEATURES`."""
+    notes = []
+    for column in columns:
+        if column == LABEL:
+            notes.append((column, "label", "the 0/1 label (1 = attack)"))
+        elif column in ("category", "subcategory"):
+            notes.append((column, "group", "with the other of category/subcategory, the attack family '<category>/<subcategory>' (group 'family'; 'benign' on normal rows)"))
+        elif column not in FEATURES:
+            notes.append((column, "dropped", "not one of the ten 'best' features the paper trains on (§5.1.1)"))
+    return notes
+
+
 def load(path: Path, families: list[str] | None, drop_bad_rows: bool) -> Table:
     """Every normal row and the attack rows of the chosen families (default: all)."""
     header = first_row(path)
@@ -50,5 +63,6 @@ def load(path: Path, families: list[str] | None, drop_bad_rows: bool) -> Table:
     labels = label[keep].astype(np.int8)
     attack_family = (frame["category"].astype(str) + "/" + frame["subcategory"].astype(str)).to_numpy(dtype=object).astype(str)
     family = np.where(labels == 1, attack_family[keep], BENIGN_FAMILY)
+    report = report.with_columns(*column_notes([str(c) for c in frame.columns]))
     table = Table(features, labels, {"family": family}, list(FEATURES), report)
     return table.take(select_family(table, families, str(path))) if families else table

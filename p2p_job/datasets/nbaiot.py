@@ -24,6 +24,8 @@ BENIGN_FILE = "benign_traffic"
 #: Attack folders, keyed by botnet name.
 ATTACK_FOLDERS = {"gafgyt": "gafgyt_attacks", "mirai": "mirai_attacks"}
 SUFFIXES = (".csv", ".csv.gz")
+#: The files hold only features: the label and the family come from where a file lies.
+FILE_NOTE = ("(file name)", "label", "no label column: benign_traffic.csv is benign; <botnet>_attacks/<attack>.csv is malicious, family '<botnet>/<attack>'; the folder is the device")
 
 
 def load(root: Path, devices: list[str] | None, families: list[str] | None, drop_bad_rows: bool) -> Table:
@@ -66,7 +68,7 @@ def load(root: Path, devices: list[str] | None, families: list[str] | None, drop
             "family": np.repeat(np.array([f for _, _, f in parts]), n),
         },
         feature_names=feature_names,
-        report=report,
+        report=report.with_columns(FILE_NOTE),
     )
 
 

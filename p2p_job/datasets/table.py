@@ -23,20 +23,34 @@ class DataError(ValueError):
     """Bad input data; the message names the file, row and column where it can."""
 
 
+#: What a loader did with a column of the file that is not a feature as it stands:
+#: ``(column, action, reason)``, action one of :data:`COLUMN_ACTIONS`.
+ColumnNote = tuple[str, str, str]
+COLUMN_ACTIONS = ("dropped", "label", "group", "transformed")
+
+
 @dataclass(frozen=True)
 class LoadReport:
-    """What a loader read and what it dropped (only with ``dataset.dropBadRows``)."""
+    """What a loader read and what it dropped: rows (only with ``dataset.dropBadRows``) and
+    every column of the file it did not take as a feature as it stands, with the reason
+    (``columns``), so no choice of the loader is silent."""
 
     rows_read: int = 0
     rows_dropped: int = 0
     problems: tuple[str, ...] = ()  # the first few dropped rows, "file: row R (line L), column 'c': …"
+    columns: tuple[ColumnNote, ...] = ()
 
     def __add__(self, other: "LoadReport") -> "LoadReport":
         return LoadReport(
             self.rows_read + other.rows_read,
             self.rows_dropped + other.rows_dropped,
             (self.problems + other.problems)[:MAX_PROBLEMS],
+            tuple(dict.fromkeys(self.columns + other.columns)),
         )
+
+    def with_columns(self, *notes: ColumnNote) -> "LoadReport":
+        """The report with more column notes (duplicates dropped, order kept)."""
+        return replace(self, columns=tuple(dict.fromkeys(self.columns + tuple(tuple(n) for n in notes))))
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,23 @@ def load(
     X, keep, report = sheet.features(names, drop_bad_rows, problems)
     groups = {c: frame[c].to_numpy(dtype=object).astype(str)[keep] for c in text}
     labels = (~np.isin(label_text[keep], benign_values)).astype(np.int8)
-    return Table(X, labels, groups, list(names), report)
+    return Table(X, labels, groups, list(names), report.with_columns(*_column_notes(frame, names, label_column, group_column, features is not None)))
+
+
+def _column_notes(frame: pd.DataFrame, names: list[str], label_column: str, group_column: str | None, listed: bool) -> list[tuple[str, str, str]]:
+    """What the loader did with each column that is not a feature."""
+    notes = [(label_column, "label", "dataset.labelColumn: dataset.benignValues are benign, every other value malicious")]
+    if group_column:
+        notes.append((group_column, "group", "dataset.groupColumn: a group column for the scenario's selectors"))
+    for column in frame.columns:
+        if column in names or column in (label_column, group_column):
+            continue
+        if listed:
+            reason = "not listed in dataset.features"
+        else:
+            reason = "holds no number (text): not a feature by default; list it in dataset.features or encode it (dataset.preprocessing.categorical)"
+        notes.append((str(column), "dropped", reason))
+    return notes
 
 
 def _holds_numbers(column: pd.Series) -> bool:
