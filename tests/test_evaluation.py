@@ -305,3 +305,5 @@ def test_choices_reach_shards_data_prepare_and_the_summary(tmp_path, capsys):
     assert "WARNING: method 'random-over' publishes exact copies of real training rows" in err and "column 'proto'" in err
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "## Data and choices" in summary and "- WARNING: method 'random-over'" in summary and "- column 'proto': dropped" in summary
+    recorded = json.loads((tmp_path / "out" / "run.json").read_text())["choices"]
+    assert recorded[0].startswith("WARNING: method 'random-over'") and any(n.startswith("column 'proto': dropped") for n in recorded)
