@@ -28,6 +28,7 @@ exchange through a directory store (``<out>/store`` by default) or S3 (``--store
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
@@ -44,7 +45,7 @@ import pandas as pd
 from p2p_job.restarts import RestartBudget
 from p2p_job.simulate import select_methods
 from p2p_job.spec import P2PExperiment, resolved_method_name
-from p2p_job.store import open_store
+from p2p_job.store import checkpoint_key, open_store
 from p2p_job.telemetry import parse_log_line
 from p2p_job.worker import FATAL_EXIT_CODES, read_metrics
 
@@ -232,14 +233,20 @@ def open_run_store(settings: RunSettings):
 
 
 def rounds_done(exp: P2PExperiment, store) -> dict[str, int]:
-    """Per method of the spec: the rounds every client has finished (the least over clients),
-    from the store's metrics files; 0 where a method has none."""
-    done = {}
-    for method in exp.spec.methods:
-        name = resolved_method_name(method, exp.spec.aggregation.rule)
-        done[name] = min(max((row["round"] for row in read_metrics(store, exp.name, name, c.name)), default=0)
-                         for c in exp.spec.scenario.clients)
-    return done
+    """Per method of the spec: the rounds every client has committed (the least over clients),
+    from each client's ``checkpoints/<client>/latest.json`` (the worker's commit point: metrics
+    rows past it are redone on a restart); 0 where a client has none or it is unreadable (its
+    worker then says why)."""
+    from p2p_job.checkpoints import LATEST
+
+    def committed(method: str, client: str) -> int:
+        try:
+            return int(json.loads(store.get_bytes(checkpoint_key(exp.name, method, client, LATEST)) or b"{}").get("round", 0))
+        except (ValueError, TypeError, AttributeError):
+            return 0
+
+    return {name: min(committed(name, c.name) for c in exp.spec.scenario.clients)
+            for name in (resolved_method_name(m, exp.spec.aggregation.rule) for m in exp.spec.methods)}
 
 
 def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None:

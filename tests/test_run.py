@@ -250,3 +250,17 @@ def test_a_rerun_into_the_same_folder_resumes_or_is_refused(tmp_path, tiny_spec)
     assert output.strip().splitlines()[-1] == (
         f"p2pk run: {out} holds results of a different spec (spec.rounds: 1 → 3); run into a fresh folder (--out), "
         "or add --force to delete its results and start again")
+
+
+def test_rounds_done_are_the_checkpoints_commit_points(tmp_path, tiny_spec):
+    """A method is skipped on a rerun only when every client's checkpoint (the worker's commit
+    point) reached the last round; metrics rows alone do not count, an unreadable record is 0."""
+    from p2p_job.local import rounds_done
+    from p2p_job.store import DirectoryStore, checkpoint_key
+
+    exp = load_experiment(tiny_spec("done", n_clients=2, methods=[{"rebalancing": "ksmote"}, {"rebalancing": "none"}]))
+    store = DirectoryStore(str(tmp_path / "store"))
+    for method, client, body in (("ksmote", "client-a", b'{"round": 2}'), ("ksmote", "client-b", b'{"round": 1}'),
+                                 ("none", "client-a", b'{"round": 2}'), ("none", "client-b", b"[not a record")):
+        store.put_bytes(checkpoint_key("done", method, client, "latest.json"), body)
+    assert rounds_done(exp, store) == {"ksmote": 1, "none": 0}
