@@ -31,6 +31,14 @@ Choices the paper leaves open, fixed here:
 - An empty minority gives no points (:func:`ksmote_sample`); :class:`KSMOTE` raises, as every
   imbalanced-learn sampler does for data with one class.
 - Which class is the minority is decided from the counts (label 0 may be the minority).
+
+Categorical features (``onehot_blocks``, the one-hot columns of each categorical feature, as
+:class:`p2p_job.preprocessing.Preprocessor` lays them out): equation 3 would give a point a
+fraction of several categories, which no real row has. As SMOTE-NC does (Chawla et al., 2002;
+imbalanced-learn's ``SMOTENC``), the numeric part follows equation 3 and each categorical
+feature takes the category most frequent among the base point's N neighbours (the lowest
+column on a tie; the base's own category when it has no neighbour), one-hot encoded. Neighbours
+are searched on every encoded column (a different category adds √2 to the distance).
 """
 
 from __future__ import annotations
@@ -131,6 +139,7 @@ def ksmote_sample(
     rng: np.random.Generator,
     out: np.ndarray | None = None,
     cache: NeighbourCache | None = None,
+    onehot_blocks: tuple[tuple[int, int], ...] = (),
 ) -> np.ndarray:
     """Algorithm 1: ``n_samples`` synthetic minority points (float32, shape (n_samples, d)).
 
@@ -139,7 +148,8 @@ def ksmote_sample(
     of the module docstring. ``out``, a C-contiguous float array of shape (n_samples, d),
     receives the points instead of a new array (so :class:`KSMOTE` writes straight into its
     result); it is returned, unless there are no points to make. ``cache``: see
-    :class:`NeighbourCache`.
+    :class:`NeighbourCache`. ``onehot_blocks``: ``(start, stop)`` column ranges of one-hot
+    encoded categorical features, set as the module docstring says.
     """
     X_min = np.asarray(X_min, dtype=np.float32)
     if X_min.ndim != 2:
@@ -167,7 +177,20 @@ def ksmote_sample(
         uniforms = rng.random((len(block_bases), count, neighbours.shape[1]), dtype=np.float32)
         block_out = out[rows].reshape(len(block_bases), count, d)
         interpolate(X_min[block_bases], X_min[neighbours[block]], uniforms, out=block_out)
+    for start, stop in onehot_blocks:
+        category = _neighbourhood_category(X_min[:, start:stop], bases, neighbours)
+        per_point = np.repeat(category, [per_base + 1] * remainder + [per_base] * (n_bases - remainder))
+        out[:, start:stop] = 0
+        out[np.arange(n_samples), start + per_point] = 1
     return out
+
+
+def _neighbourhood_category(onehot: np.ndarray, bases: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Per base, the column of the category most frequent among its neighbours' one-hot rows
+    (the lowest column on a tie); with no neighbours, the base's own category."""
+    if neighbours.shape[1] == 0:
+        return np.argmax(onehot[bases], axis=1)
+    return np.argmax(onehot[neighbours].sum(axis=1), axis=1)
 
 
 class KSMOTE(BaseOverSampler):
@@ -189,6 +212,9 @@ class KSMOTE(BaseOverSampler):
     neighbour_cache : NeighbourCache or None, default=None
         Reuse the nearest-neighbour search across calls on the same minority rows (a peer's
         every round); the output is the same with or without it.
+    onehot_blocks : sequence of (start, stop), default=()
+        Column ranges of one-hot encoded categorical features: their category comes from the
+        base point's neighbours, as SMOTE-NC (module docstring).
 
     Synthetic points are appended after the original rows, class by class, as other
     imbalanced-learn over-samplers do. Sparse input is not supported.
@@ -199,14 +225,16 @@ class KSMOTE(BaseOverSampler):
         "k": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
         "neighbour_cache": [NeighbourCache, None],
+        "onehot_blocks": ["array-like"],
     }
 
-    def __init__(self, *, sampling_strategy="auto", k=15, n_neighbors=20, random_state=None, neighbour_cache=None):
+    def __init__(self, *, sampling_strategy="auto", k=15, n_neighbors=20, random_state=None, neighbour_cache=None, onehot_blocks=()):
         super().__init__(sampling_strategy=sampling_strategy)
         self.k = k
         self.n_neighbors = n_neighbors
         self.random_state = random_state
         self.neighbour_cache = neighbour_cache
+        self.onehot_blocks = onehot_blocks
 
     def _check_X_y(self, X, y, accept_sparse=None):
         return super()._check_X_y(X, y, accept_sparse=False)
@@ -219,7 +247,8 @@ class KSMOTE(BaseOverSampler):
         y_parts, start = [y], len(X)
         for label, n_samples in self.sampling_strategy_.items():
             rows = X_res[start : start + n_samples]
-            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows, cache=self.neighbour_cache)
+            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows, cache=self.neighbour_cache,
+                          onehot_blocks=tuple(tuple(b) for b in self.onehot_blocks))
             y_parts.append(np.full(n_samples, label, dtype=y.dtype))
             start += n_samples
         return X_res, np.concatenate(y_parts)

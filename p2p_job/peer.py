@@ -242,7 +242,8 @@ class Peer:
         base = self.shard.train
         # Line 5: D_syn is regenerated from D_base every round.
         rebalanced = rebalance(
-            self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"), self.neighbour_cache
+            self.method.rebalancing, base.X, base.y, spec.rebalancing, self._rng(r, "rebalance"), self.neighbour_cache,
+            tuple(self.shard.preprocessor.onehot_blocks),
         )
         # Lines 6–7: D_base ∪ D_syn ∪ D_o_syn; under rebalancing.received = balanced only the part
         # of D_syn that D_o_syn does not already fill (p2p_job.received).

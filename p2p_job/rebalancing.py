@@ -44,6 +44,14 @@ class Rebalanced:
     minority: int  # 0 or 1
 
 
+def snap_categories(X: np.ndarray, onehot_blocks) -> None:
+    """Set each one-hot block of the rows of ``X`` (in place) to the category of its largest entry."""
+    for start, stop in onehot_blocks:
+        chosen = np.argmax(X[:, start:stop], axis=1)
+        X[:, start:stop] = 0
+        X[np.arange(len(X)), start + chosen] = 1
+
+
 def minority_label(y: np.ndarray) -> int:
     """The class with fewer rows in ``y`` (0/1 labels); 1 on a tie."""
     n_benign, n_malicious = np.bincount(y, minlength=2)
@@ -51,7 +59,7 @@ def minority_label(y: np.ndarray) -> int:
 
 
 def _sampler(method: str, minority: int, n_min: int, n_maj: int, params: RebalancingSpec, seed: int,
-             cache: NeighbourCache | None = None):
+             cache: NeighbourCache | None = None, onehot_blocks: tuple[tuple[int, int], ...] = ()):
     """The imbalanced-learn sampler for ``method``, or None when it would not change the data."""
     if method == "random-under":
         keep = min(n_maj, max(1, int(n_min / params.ratio)))
@@ -64,17 +72,22 @@ def _sampler(method: str, minority: int, n_min: int, n_maj: int, params: Rebalan
         return RandomOverSampler(sampling_strategy=target, random_state=seed)
     if method == "smote":
         return SMOTE(sampling_strategy=target, k_neighbors=min(params.neighbours, n_min - 1), random_state=seed)
-    return KSMOTE(sampling_strategy=target, k=params.k, n_neighbors=params.neighbours, random_state=seed, neighbour_cache=cache)
+    return KSMOTE(sampling_strategy=target, k=params.k, n_neighbors=params.neighbours, random_state=seed, neighbour_cache=cache,
+                  onehot_blocks=onehot_blocks)
 
 
 def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generator,
-              cache: NeighbourCache | None = None) -> Rebalanced:
+              cache: NeighbourCache | None = None, onehot_blocks: tuple[tuple[int, int], ...] = ()) -> Rebalanced:
     """Apply rebalancing ``method`` to one client's base data ``(X, y)``.
 
     ``rng`` seeds the sampler (one integer is drawn from it whatever the method, so the
     stream's later use does not depend on the method). Over-samplers keep the original rows
     first and append D_syn. ``cache`` (one per peer) lets K-SMOTE reuse its neighbour search
     while the minority rows stay the same (:class:`p2p_job.ksmote.NeighbourCache`).
+    ``onehot_blocks`` are the column ranges of one-hot encoded categorical features: K-SMOTE
+    gives them the category of the base's neighbours (SMOTE-NC's rule); SMOTE's interpolated
+    points get, per block, the category of their largest entry, so every synthetic point has a
+    valid category.
     """
     if method not in METHODS:
         raise ValueError(f"unknown rebalancing method {method!r}; expected one of {', '.join(METHODS)}")
@@ -91,13 +104,15 @@ def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generat
     n_min = int(np.sum(y == minority))
     sampler = None
     if method != "none" and n_min >= 2:
-        sampler = _sampler(method, minority, n_min, len(y) - n_min, params, seed, cache)
+        sampler = _sampler(method, minority, n_min, len(y) - n_min, params, seed, cache, tuple(onehot_blocks))
     if sampler is None:
         X_out, y_out = X, y
     else:
         X_out, y_out = sampler.fit_resample(X, y)
         X_out, y_out = X_out.astype(np.float32, copy=False), y_out.astype(np.int8, copy=False)
     n_added = max(0, len(y_out) - len(y))
+    if method == "smote":
+        snap_categories(X_out[len(X_out) - n_added :], onehot_blocks)
     return Rebalanced(
         X=X_out,
         y=y_out,

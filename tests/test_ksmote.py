@@ -255,3 +255,58 @@ def test_neighbour_cache_gives_the_same_points_and_fits_once_per_minority():
     KSMOTE(random_state=0, n_neighbors=3, neighbour_cache=cache).fit_resample(X_other, y)
     assert cache.fits == 3
     assert clone(KSMOTE(neighbour_cache=cache)).get_params()["neighbour_cache"] is not None
+
+
+# --------------------------------------------------------------------------- categorical features
+
+
+def _mixed(n_min: int, seed: int) -> np.ndarray:
+    """Minority rows: 2 numeric columns, then a 3-category and a 2-category one-hot block."""
+    g = np.random.default_rng(seed)
+    numeric = g.normal(size=(n_min, 2))
+    first = np.eye(3)[g.integers(0, 3, n_min)]
+    second = np.eye(2)[g.integers(0, 2, n_min)]
+    return np.hstack([numeric, first, second]).astype(np.float32)
+
+
+BLOCKS = ((2, 5), (5, 7))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_min=st.integers(1, 12), n_samples=st.integers(1, 25), k=st.integers(1, 6), n_neighbors=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_categorical_points_are_valid_and_take_their_neighbourhoods_category(n_min, n_samples, k, n_neighbors, seed):
+    X = _mixed(n_min, seed + 1)
+    points = ksmote_sample(X, n_samples, k, n_neighbors, np.random.default_rng(seed), onehot_blocks=BLOCKS)
+    numeric_only = ksmote_sample(X, n_samples, k, n_neighbors, np.random.default_rng(seed))
+    # Eq. 3 on the numeric part, exactly as without categories (same draws).
+    np.testing.assert_array_equal(points[:, :2], numeric_only[:, :2])
+    bases, neighbours, groups = _neighbourhoods_and_rows(X, n_samples, k, n_neighbors, seed)
+    for base, row_neighbours, rows in zip(bases, neighbours, groups):
+        vertices = X[[base, *row_neighbours]][:, :2].astype(np.float64)
+        for start, stop in BLOCKS:
+            around = X[list(row_neighbours) or [base], start:stop].sum(axis=0)  # category counts among the neighbours
+            for point in points[rows]:
+                block = point[start:stop]
+                assert sorted(block.tolist()) == [0.0] * (stop - start - 1) + [1.0]  # one valid category
+                assert around[np.argmax(block)] == around.max()  # the most frequent one
+                assert np.argmax(block) == np.argmax(around)  # lowest column on a tie
+        for point in points[rows]:
+            assert _distance_to_hull(point[:2].astype(np.float64), vertices) < 1e-4
+
+
+def test_categorical_category_by_hand_and_determinism():
+    # Base 0 (category c0) has neighbours 1, 2 (c2, c2) and 3 (c1): its points take c2.
+    X = np.array([[0, 0, 1, 0, 0], [0.1, 0, 0, 0, 1], [0, 0.1, 0, 0, 1], [0.2, 0.2, 0, 1, 0]], np.float32)
+    sampler = KSMOTE(sampling_strategy={1: 10}, k=1, n_neighbors=3, random_state=3, onehot_blocks=[(2, 5)])
+    y = np.array([0] * 6 + [1] * 4)
+    X_all = np.vstack([np.zeros((6, 5), np.float32), X])
+    X_res, _ = sampler.fit_resample(X_all, y)
+    again, _ = clone(sampler).fit_resample(X_all, y)
+    np.testing.assert_array_equal(X_res, again)
+    new = X_res[len(X_all):]
+    assert len(new) == 6
+    bases, neighbours = base_neighbourhoods(X, 1, 3, np.random.default_rng(np.random.RandomState(3).randint(2**31 - 1)))
+    expected = np.argmax(X[neighbours[0], 2:].sum(axis=0))
+    assert (np.argmax(new[:, 2:], axis=1) == expected).all() and (new[:, 2:].sum(axis=1) == 1).all()
+    if bases[0] == 0:
+        assert expected == 2

@@ -118,3 +118,14 @@ def test_bad_input_is_named():
         rebalance("none", X, np.where(y == 1, 2, 0), RebalancingSpec(), np.random.default_rng(0))
     with pytest.raises(ValueError, match="one label per row"):
         rebalance("none", X, y[:-1], RebalancingSpec(), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("method", ["random-over", "smote", "ksmote"])
+def test_synthetic_points_have_valid_categories(method):
+    g = np.random.default_rng(4)
+    y = np.array([0] * 80 + [1] * 12, np.int8)
+    X = np.hstack([g.normal(size=(92, 3)), np.eye(4)[g.integers(0, 4, 92)]]).astype(np.float32)
+    out = rebalance(method, X, y, RebalancingSpec(k=5, neighbours=4), np.random.default_rng(0), onehot_blocks=((3, 7),))
+    block = out.synthetic_X[:, 3:7]
+    assert len(block) == 68 and set(np.unique(block).tolist()) == {0.0, 1.0} and (block.sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(out.X[:92], X)  # the base rows untouched
