@@ -1,22 +1,33 @@
-"""Seconds per round of p2pk's peers against a plain PyTorch loop doing the same arithmetic.
+"""``p2pk simulate``'s training engines against a plain per-client PyTorch loop, and the wall
+time of the paper-scale experiment.
 
 Run by hand (not by pytest)::
 
-    .venv/bin/python benchmarks/bench_simulation.py [--rounds 3] [--device cpu] [--threads 1]
+    .venv/bin/python benchmarks/bench_simulation.py [--threads 1] [--clients 3,9,27] [--rounds 3] [--repeats 2]
 
-Setting: paper scale (Table 1, N-BaIoT): three clients of about 12k benign and a few dozen
-malicious training rows each, built-in data with 115 features, the 115→80→50→10→1 network,
-5 local epochs, batch 128, fully connected, every peer aggregating every round (eq. 5–6) and
-evaluating on its validation set and the global test set.
+Setting: paper scale (Table 1, N-BaIoT): clients of about 12k benign and a few dozen malicious
+training rows each (11,844, 11,855 and 15,820 rows), built-in data with 115 features, the
+115→80→50→10→1 network, 5 local epochs, batch 128.
 
-* ``p2pk``: :func:`p2p_job.simulate.simulate_method` — every ``Peer`` through a
-  ``MemoryExchange`` (rebalancing method ``none``, so both sides train on the same rows).
-* ``plain``: the same per-client work written directly against PyTorch: one model and Adam per
-  client, the same number of batches (index permutations of 128), the same eq. 5 average over
-  the same p_k, the same scoring and metrics; no peer, exchange, publication or delta.
+1. **Local training, 3 / 9 / 27 clients** (one round of Algorithm 2 lines 8–10 for every
+   client; clients beyond three reuse the three shards' rows in turn):
 
-The ratio p2pk / plain is p2pk's overhead. Also printed: a K-SMOTE round (rebalancing and
-sharing included), for scale.
+   * ``plain``: the per-client loop written directly against PyTorch — per client an
+     ``nn.Module`` (dropout, BatchNorm) and ``torch.optim.Adam``, 5 epochs of index
+     permutations in batches of 128, one client after the other.
+   * ``per-peer``: :func:`p2p_job.training.train_many` with one client at a time (what
+     ``p2pk worker`` and ``p2pk simulate --engine per-peer`` do).
+   * ``batched``: :func:`p2p_job.training.train_many` with every client in one stack (the
+     default ``p2pk simulate`` engine).
+
+   Ratios are plain / engine (above 1: the engine is faster), measured in the same run, the
+   variants taking turns, best of ``--repeats``.
+
+2. **The full experiment**: all five methods of §5.2.2 (none, random-over, random-under,
+   SMOTE, K-SMOTE) with 3 clients, ``--rounds`` rounds of :func:`p2p_job.simulate.simulate_methods`
+   (batched engine, every peer of every method in one stack) and of ``none`` alone; seconds per
+   round, round 1 against the last measured round, and 300 rounds extrapolated from the mean
+   of the measured rounds after the first (said so in the output).
 """
 
 from __future__ import annotations
@@ -24,17 +35,18 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
-from p2p_job.aggregation import data_variance, mixing_weights, weighted_average
-from p2p_job.metrics import evaluate
-from p2p_job.model import build_model, initial_state, load_model_state, model_state
+from p2p_job.model import build_model, initial_state, load_model_state
 from p2p_job.scenarios import Shards, build_shards
-from p2p_job.simulate import simulate_method
+from p2p_job.simulate import simulate_methods
 from p2p_job.spec import P2PExperiment, parse_experiment
+from p2p_job.training import TrainingTask, _batches, make_optimizer, resolve_device, train_many
 
 BENIGN, MALICIOUS = (11821, 11821, 15762), (23, 34, 58)  # Table 1's training rows
+PAPER_ROUNDS = 300
 
 
 def experiment(rounds: int) -> P2PExperiment:
@@ -57,95 +69,121 @@ def experiment(rounds: int) -> P2PExperiment:
             "rounds": rounds,
             "dataset": {"kind": "builtin", "builtin": {"devices": 3, "benignPerDevice": 20000, "maliciousPerFamily": 400}},
             "scenario": {"kind": "non-iid", "clients": clients, "globalTest": {"benign": 2000, "malicious": 200}},
-            "methods": [{"rebalancing": "none"}, {"rebalancing": "ksmote"}],
+            "methods": [{"rebalancing": m} for m in ("none", "random-over", "random-under", "smote", "ksmote")],
         },
     }
     return parse_experiment(doc, "bench_simulation")
 
 
-def plain_rounds(exp: P2PExperiment, shards: Shards, device: torch.device) -> None:
-    """The baseline: the same arithmetic per round, written directly against PyTorch."""
-    spec = exp.spec
-    training, names = spec.training, list(shards.clients)
-    n_features = len(shards.feature_names)
-    w0 = initial_state(exp, n_features)
-    data = [shards.clients[name] for name in names]
-    models, optimizers = [], []
-    for _ in names:
-        model = build_model(n_features, training).to(device)
+def _clients(exp: P2PExperiment, shards: Shards, n: int, device: torch.device):
+    """n fresh (model, Adam, X, y) from w0; client i trains on shard i mod 3's rows."""
+    data = [shards.clients[name].train for name in shards.clients]
+    w0 = initial_state(exp, len(shards.feature_names))
+    out = []
+    for i in range(n):
+        model = build_model(len(shards.feature_names), exp.spec.training).to(device)
         load_model_state(model, w0)
-        models.append(model)
-        optimizers.append(torch.optim.Adam(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay))
-    weights = mixing_weights(
-        [data_variance(s.train.X) for s in data], [len(s.train.y) for s in data], spec.aggregation.lambda_
-    )
+        split = data[i % len(data)]
+        out.append((model, make_optimizer(model, exp.spec.training), split.X, split.y))
+    return out
+
+
+def plain_training(exp: P2PExperiment, clients, device: torch.device) -> None:
+    """The baseline: each client's local training as a plain PyTorch loop, one after the other."""
+    training = exp.spec.training
     loss_fn = nn.BCEWithLogitsLoss()
-    for r in range(spec.rounds):
-        for i, (model, optimizer, shard) in enumerate(zip(models, optimizers, data)):
-            X = torch.as_tensor(shard.train.X).to(device)
-            y = torch.as_tensor(shard.train.y, dtype=torch.float32).to(device).unsqueeze(1)
-            generator = torch.Generator().manual_seed(1000 * r + i)
-            model.train()
-            for _ in range(training.local_epochs):
-                order = torch.randperm(len(X), generator=generator).to(device)
-                for start in range(0, len(X), training.batch_size):
-                    idx = order[start : start + training.batch_size]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = loss_fn(model(X[idx]), y[idx])
-                    loss.backward()
-                    optimizer.step()
-        states = [model_state(model) for model in models]
-        merged = weighted_average(states, weights)  # full topology: every peer gets the same average
-        for model, shard in zip(models, data):
-            load_model_state(model, merged)
-            model.eval()
-            with torch.inference_mode():
-                for split in (shard.validation, shard.global_test):
-                    scores = torch.sigmoid(model(torch.as_tensor(split.X).to(device))).squeeze(1).cpu().numpy()
-                    evaluate(split.y, scores, training.threshold)
+    for i, (model, optimizer, X, y) in enumerate(clients):
+        X_t = torch.as_tensor(X).to(device)
+        y_t = torch.as_tensor(y, dtype=torch.float32).to(device).unsqueeze(1)
+        generator = torch.Generator().manual_seed(i)
+        model.train()
+        for _ in range(training.local_epochs):
+            for idx in _batches(len(X_t), training.batch_size, torch.randperm(len(X_t), generator=generator)):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(X_t[idx.to(device)]), y_t[idx.to(device)])
+                loss.backward()
+                optimizer.step()
 
 
-def best_seconds_per_round(variants: dict, rounds: int, repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` timed runs of each variant, per round. The variants take turns, so
-    a change in the machine's load hits them alike; the first turn also warms PyTorch up."""
+def engine_training(exp: P2PExperiment, clients, device: torch.device, batched: bool) -> None:
+    tasks = [TrainingTask(model, optimizer, X, y, i) for i, (model, optimizer, X, y) in enumerate(clients)]
+    if batched:
+        train_many(tasks, exp.spec.training, device)
+    else:
+        for task in tasks:
+            train_many([task], exp.spec.training, device)
+
+
+def best_seconds(variants: dict, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timed runs of each variant. The variants take turns, so a change in
+    the machine's load hits them alike."""
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(repeats):
         for name, run in variants.items():
             start = time.perf_counter()
             run()
-            best[name] = min(best[name], (time.perf_counter() - start) / rounds)
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def scaling(exp: P2PExperiment, shards: Shards, counts: list[int], repeats: int, device: torch.device) -> None:
+    print(f"\n1. local training, one round ({exp.spec.training.local_epochs} epochs, batch {exp.spec.training.batch_size}), "
+          f"best of {repeats}: seconds and plain / engine")
+    print(f"{'clients':>8} {'plain s':>9} {'per-peer s':>11} {'batched s':>10} {'plain/per-peer':>15} {'plain/batched':>14}")
+    for n in counts:
+        clients = {name: _clients(exp, shards, n, device) for name in ("plain", "per-peer", "batched")}
+        best = best_seconds(
+            {
+                "plain": lambda: plain_training(exp, clients["plain"], device),
+                "per-peer": lambda: engine_training(exp, clients["per-peer"], device, batched=False),
+                "batched": lambda: engine_training(exp, clients["batched"], device, batched=True),
+            },
+            repeats,
+        )
+        print(f"{n:>8} {best['plain']:>9.2f} {best['per-peer']:>11.2f} {best['batched']:>10.2f} "
+              f"{best['plain'] / best['per-peer']:>15.2f} {best['plain'] / best['batched']:>14.2f}", flush=True)
+
+
+def experiment_time(exp: P2PExperiment, shards: Shards, rounds: int, device: torch.device) -> None:
+    print(f"\n2. the experiment, {rounds} measured rounds, batched engine (every peer of the methods in one stack)")
+    methods = {m.rebalancing: m for m in exp.spec.methods}
+    for label, selected in (("none alone", [methods["none"]]), ("all five methods", list(methods.values()))):
+        stamps = [time.perf_counter()]
+
+        def on_round(method, r, records, selected=selected):
+            if method == selected[-1].rebalancing:  # the last method of the round is done
+                stamps.append(time.perf_counter())
+
+        simulate_methods(exp, selected, shards, device, on_round)
+        per_round = np.diff(stamps)
+        later = per_round[1:] if len(per_round) > 1 else per_round
+        estimate = per_round[0] + later.mean() * (PAPER_ROUNDS - 1)
+        print(f"{label:>17}: seconds per round {', '.join(f'{s:.2f}' for s in per_round)}; "
+              f"round {len(per_round)} / round 1 = {per_round[-1] / per_round[0]:.2f}; "
+              f"{PAPER_ROUNDS} rounds ≈ {estimate / 60:.1f} min (extrapolated from rounds 2–{len(per_round)})", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (best is kept)")
+    parser.add_argument("--clients", default="3,9,27", help="client counts of the local-training table")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of the full experiment")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each training variant (best is kept)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (p2pk simulate's default is 1)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: scaling, experiment")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     exp = experiment(args.rounds)
     shards = build_shards(exp)
-    none, ksmote = exp.spec.methods
     rows = {name: len(s.train.y) for name, s in shards.clients.items()}
-    print(f"{len(rows)} clients, training rows {rows}, {len(shards.feature_names)} features, "
-          f"{exp.spec.training.local_epochs} local epochs, batch {exp.spec.training.batch_size}, "
-          f"{args.rounds} rounds on {device} ({torch.get_num_threads()} threads), best of {args.repeats}")
-
-    best = best_seconds_per_round(
-        {
-            "plain": lambda: plain_rounds(exp, shards, device),
-            "p2pk": lambda: simulate_method(exp, none, shards, device),
-            "ksmote": lambda: simulate_method(exp, ksmote, shards, device),
-        },
-        args.rounds,
-        args.repeats,
-    )
-    print(f"plain PyTorch loop      {best['plain']:8.2f} s/round")
-    print(f"p2pk peers (none)       {best['p2pk']:8.2f} s/round   ratio p2pk/plain = {best['p2pk'] / best['plain']:.3f}")
-    print(f"p2pk peers (ksmote)     {best['ksmote']:8.2f} s/round   (rebalancing to r = 1 doubles the rows)")
+    print(f"training rows {rows}, {len(shards.feature_names)} features, {exp.spec.training.local_epochs} local epochs, "
+          f"batch {exp.spec.training.batch_size}, on {device} ({torch.get_num_threads()} threads)")
+    skip = set(args.skip.split(","))
+    if "scaling" not in skip:
+        scaling(exp, shards, [int(n) for n in args.clients.split(",")], args.repeats, device)
+    if "experiment" not in skip:
+        experiment_time(exp, shards, args.rounds, device)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.payloads import state_layout
     from p2p_job.peer import Peer, neighbourhoods
     from p2p_job.restarts import record_start
-    from p2p_job.results import encode_rows
+    from p2p_job.results import MetricsFile
     from p2p_job.scores import keep_round
     from p2p_job.simulate import select_methods
     from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
@@ -192,6 +192,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     rows = [row for row in read_metrics(store, exp.name, method_name, cfg.client) if row["round"] <= done]
     if rows:
         telemetry.set_gauges(row for row in rows if row["round"] == done)
+    metrics_file = MetricsFile(rows)
     log.info("worker_start", extra={"fields": {
         "experiment": exp.name, "method": method_name, "client": cfg.client, "rounds": spec.rounds,
         "resume_from": done, "neighbours": neighbours, "store": repr(store.store), "device": str(device),
@@ -200,8 +201,7 @@ def run_worker(cfg: WorkerConfig) -> int:
         for r in range(done + 1, spec.rounds + 1):
             peer.train_and_publish(r, exchange)
             record = peer.merge_and_evaluate(r, exchange)
-            rows += record.rows()
-            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), encode_rows(rows))
+            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), metrics_file.append(record.rows()))
             keep_round(peer, r,
                        lambda data: store.put_bytes(scores_key(exp.name, method_name, cfg.client, r), data),
                        lambda data: store.put_bytes(model_key(exp.name, method_name, cfg.client), data))
