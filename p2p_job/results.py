@@ -170,7 +170,8 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     ``p2p_job.summary``) and ``figures/*.png`` (``p2p_job.figures``). Every runner and command
     that writes results calls this. A ``frame`` with a ``run`` column (``p2pk compare``) or a
     ``seed`` column (``--seeds``) is not one run's rows: then no ``results.parquet`` is written
-    (each run's folder has its own). ``say`` is told before the figures are drawn (seconds).
+    (each run's folder has its own). ``say`` is told of the figures as they are drawn (a
+    progress line each: they take seconds).
     ROC curves (``roc-<eval>.png``) are drawn from ``scores`` (``p2p_job.scores.read_scores``
     rows), by default the scores kept in ``out_dir`` itself. ``notes`` (``p2p_job.choices``: the
     loader's choices about columns, warnings about the spec) end the summary files."""
@@ -191,6 +192,6 @@ def write_results(frame: pd.DataFrame, out_dir: Path, *, name: str = "summary", 
     (out_dir / f"{name}.txt").write_text(console.export_text() + choices, encoding="utf-8")
     (out_dir / f"{name}.md").write_text(summary_markdown(frame, last) + choices, encoding="utf-8")
     say(f"drawing figures in {out_dir / 'figures'}")
-    plot_figures(frame, out_dir / "figures", autoscale=autoscale)
+    plot_figures(frame, out_dir / "figures", autoscale=autoscale, say=say)
     plot_kind_figures(frame, out_dir / "figures")
     plot_roc(read_scores(out_dir) if scores is None else scores, out_dir / "figures")

@@ -120,7 +120,13 @@ def test_cli_writes_results_summary_and_figures(tmp_path, capsys):
         "kinds-global.png", "kinds-local.png", "ksmote-global.png", "ksmote-local.png", "methods-global.png", "methods-local.png",
         "roc-global.png", "roc-local.png",
     ]
-    assert "Final round, mean over clients" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Final round, mean over clients" in captured.out
+    # A progress line per figure, in the order they are drawn.
+    assert [line for line in captured.err.splitlines() if line.startswith("figure ")] == [
+        "figure 1/4: methods-local.png", "figure 2/4: methods-global.png", "figure 3/4: ksmote-local.png",
+        "figure 4/4: ksmote-global.png",
+    ]
 
 
 @pytest.mark.parametrize(
