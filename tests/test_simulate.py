@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -123,7 +124,7 @@ def test_cli_writes_results_summary_and_figures(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "Final round, mean over clients" in captured.out
     # A progress line per figure, in the order they are drawn.
-    assert [line for line in captured.err.splitlines() if line.startswith("figure ")] == [
+    assert re.findall(r"figure \d+/\d+: \S+", captured.err + captured.out) == [
         "figure 1/4: methods-local.png", "figure 2/4: methods-global.png", "figure 3/4: ksmote-local.png",
         "figure 4/4: ksmote-global.png",
     ]
