@@ -86,7 +86,7 @@ def cluster():
     core = client.CoreV1Api()
     core.create_namespace({"metadata": {"name": namespace}})
     core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "e2e-store"},
+        "metadata": {"name": "e2e-store", "labels": {"p2pk.io/store-credentials": "true"}},  # the operator reads only labelled Secrets
         "stringData": {"accessKey": store["P2PK_E2E_S3_ACCESS_KEY"], "secretKey": store["P2PK_E2E_S3_SECRET_KEY"]},
     })
     operator = subprocess.Popen([sys.executable, "-m", "p2pk_operator", "--namespace", namespace],
