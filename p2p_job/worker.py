@@ -207,7 +207,7 @@ def run_worker(cfg: WorkerConfig) -> int:
                        lambda data: store.put_bytes(model_key(exp.name, method_name, cfg.client), data))
             checkpoints.save(r, peer.state())
             telemetry.push()
-            log.info("round_end", extra={"fields": _round_fields(record, store)})
+            log.info("round_end", extra={"fields": _round_fields(record, store, checkpoints.last_bytes)})
         log.info("worker_done", extra={"fields": {"rounds": spec.rounds, "store_seconds": round(store.seconds, 3)}})
         _linger(cfg.linger_seconds)
     finally:
@@ -254,8 +254,9 @@ def _check_spec(store: Store, experiment: str, method: str, text: str) -> None:
                           "use another store (or --out), or delete that experiment's folder first")
 
 
-def _round_fields(record, store) -> dict:
-    """The ``round_end`` log line: what ``p2pk run`` shows, and the store's running totals."""
+def _round_fields(record, store, checkpoint_bytes: int) -> dict:
+    """The ``round_end`` log line: what ``p2pk run`` shows, the store's running totals and the
+    bytes of this round's checkpoint."""
     eval_set = "global" if "global" in record.metrics else "local"
     return {
         "round": record.round, "method": record.method, "client": record.client, "eval": eval_set,
@@ -263,7 +264,7 @@ def _round_fields(record, store) -> dict:
         "train_loss": record.train_loss, "round_seconds": round(record.round_seconds, 3),
         "neighbours_used": record.neighbours_used, "neighbours_missing": record.neighbours_missing,
         "payloads_rejected": record.payloads_rejected, "store_seconds": round(store.seconds, 3),
-        "bytes_written": store.bytes_written, "bytes_read": store.bytes_read,
+        "bytes_written": store.bytes_written, "bytes_read": store.bytes_read, "checkpoint_bytes": checkpoint_bytes,
     }
 
 
