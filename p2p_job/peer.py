@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from p2p_job.adversaries import adversary_for
 from p2p_job.aggregation import (
     data_variance,
     fedavg_weights,
@@ -203,6 +204,8 @@ class Peer:
 
         n_features = self.n_features = shard.train.X.shape[1]
         self.w0: State = initial_state(exp, n_features)
+        #: ``spec.adversaries``: what this client publishes instead of its honest publication (None: honest).
+        self.adversary = adversary_for(exp, self.method_name, shard, self.w0)
         self.model = build_model(n_features, spec.training).to(self.device)
         load_model_state(self.model, self.w0)
         self._probe = build_model(n_features, spec.training).to(self.device)  # screens neighbours' models
@@ -282,7 +285,8 @@ class Peer:
             synthetic_y=np.asarray(shared_y, dtype=np.int8),
             metrics=dict(self.last_metrics),
         )
-        exchange.publish(publication)
+        # An adversary keeps its honest publication for its own average and publishes its attack's.
+        exchange.publish(self.adversary(publication) if self.adversary else publication)
         seconds = prepared.seconds + train_seconds + time.perf_counter() - start
         trained_event = Trained(
             self.method_name, self.client, r, seconds, loss, prepared.n_train, len(rebalanced.synthetic_y), len(shared_y)
@@ -357,6 +361,7 @@ class Peer:
             train_kinds=self.train_kinds,
             threshold=threshold,
             tuned=tuned,
+            adversarial=self.adversary is not None,
         )
         if self.observer:
             self.observer.evaluated(record)

@@ -53,6 +53,7 @@ SCHEMA = pa.schema(
         ("train_kinds", pa.list_(pa.string())),
         ("threshold", pa.float64()),
         *[(f"tuned_{name}", pa.float64()) for name in TUNED_METRICS],
+        ("adversarial", pa.bool_()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -71,6 +72,8 @@ class RoundRecord:
     the data names no kinds). ``threshold`` is the client's own operating point this round
     (``evaluation.operatingPoint`` on its validation set) and ``tuned`` maps an evaluation set
     to the :data:`TUNED_METRICS` at it (NaN when not given).
+    the data names no kinds). ``adversarial`` marks a client that ``spec.adversaries`` names
+    (summaries leave it out: they report honest clients).
     """
 
     experiment: str
@@ -91,6 +94,7 @@ class RoundRecord:
     train_kinds: tuple[str, ...] = ()
     threshold: float = float("nan")
     tuned: dict[str, dict[str, float]] = field(default_factory=dict)
+    adversarial: bool = False
 
     def rows(self) -> list[dict]:
         """The record as rows of :data:`SCHEMA`, one per evaluation set."""
@@ -110,7 +114,8 @@ class RoundRecord:
             {**key, "eval": eval_set, **{m: float(values[m]) for m in METRIC_NAMES}, **common,
              "fnr_by_kind": dict(self.fnr_by_kind.get(eval_set, {})), "train_kinds": list(self.train_kinds),
              "threshold": float(self.threshold),
-             **{f"tuned_{m}": float(self.tuned.get(eval_set, {}).get(m, float("nan"))) for m in TUNED_METRICS}}
+             **{f"tuned_{m}": float(self.tuned.get(eval_set, {}).get(m, float("nan"))) for m in TUNED_METRICS},
+             "adversarial": self.adversarial}
             for eval_set, values in self.metrics.items()
         ]
 

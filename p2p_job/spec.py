@@ -503,6 +503,45 @@ class EvaluationSpec(SpecModel):
         return r == rounds or (self.scores_every > 0 and r % self.scores_every == 0)
 
 
+# --------------------------------------------------------------------------- adversaries
+
+#: Attacks a client can mount (``p2p_job.adversaries``): on its model delta and weight inputs, or
+#: on the points it shares.
+AttackKind = Literal[
+    "scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base",
+    "label-flip", "out-of-range", "flooding",
+]
+#: The attacks on shared points: ``points`` applies to these only.
+POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
+
+
+class AdversarySpec(SpecModel):
+    """A client that misbehaves from round ``fromRound`` on: it trains honestly, keeps its honest
+    model for itself, and publishes what ``attack`` makes of its publication (an experiment
+    feature for measuring poisoning; see ``p2p_job.adversaries`` and docs/robustness.md)."""
+
+    client: str = Field(..., pattern=DNS_LABEL, max_length=40, description="The misbehaving client (a scenario client).")
+    attack: AttackKind = Field(
+        ...,
+        description="scaled-delta | sign-flip | model-replacement | gaussian-noise | inflated-n-base (on the model) | "
+        "label-flip | out-of-range | flooding (on the shared points).",
+    )
+    from_round: int = Field(1, ge=1, le=99_999, description="First round the client misbehaves in.")
+    factor: float | None = Field(
+        None, gt=0, le=1e12,
+        description="Strength: scaled-delta multiplies the delta (default 10), sign-flip by −factor (1), model-replacement "
+        "lowers the output bias by factor, boosted by the client count (10), gaussian-noise is the noise σ (1), inflated-n-base "
+        "multiplies |D_base| (1000), out-of-range puts points up to factor feature ranges away (1000).",
+    )
+    points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip (5000), out-of-range (200) and flooding (20000).")
+
+    @model_validator(mode="after")
+    def _points_for_point_attacks(self) -> "AdversarySpec":
+        if self.points is not None and self.attack not in POINT_ATTACKS:
+            raise FieldError(("points",), f"applies to {', '.join(POINT_ATTACKS)} only, not {self.attack!r}")
+        return self
+
+
 class RuntimeSpec(SpecModel):
     """How peers run and exchange; runners and flags may override."""
 
@@ -649,6 +688,10 @@ class ExperimentSpec(SpecModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+    adversaries: list[AdversarySpec] = Field(
+        default_factory=list, max_length=MAX_CLIENTS,
+        description="Clients that misbehave, and how (p2p_job.adversaries); results mark them and summaries leave them out.",
+    )
 
     @model_validator(mode="after")
     def _unique_methods(self) -> "ExperimentSpec":
@@ -667,7 +710,22 @@ class ExperimentSpec(SpecModel):
         build_topology(self.topology, [c.name for c in self.scenario.clients], self.seed)  # raises FieldError
         if self.dataset.kind == "builtin":
             _check_builtin_supply(self.dataset.builtin, self.scenario)
+        self._check_adversaries()
         return self
+
+    def _check_adversaries(self) -> None:
+        clients = [c.name for c in self.scenario.clients]
+        seen: set[str] = set()
+        for i, adversary in enumerate(self.adversaries):
+            if adversary.client not in clients:
+                raise FieldError(("adversaries", i, "client"), f"no client {adversary.client!r} in the scenario (clients: {clients})")
+            if adversary.client in seen:
+                raise FieldError(("adversaries", i, "client"), f"client {adversary.client!r} is named twice; give each adversary one attack")
+            seen.add(adversary.client)
+            if adversary.from_round > self.rounds:
+                raise FieldError(("adversaries", i, "fromRound"), f"round {adversary.from_round} comes after the last round ({self.rounds})")
+        if clients and seen >= set(clients):
+            raise FieldError(("adversaries",), "every client is an adversary: leave at least one honest client to measure")
 
 
 def _check_builtin_supply(builtin: BuiltinDataSpec, scenario: ScenarioSpec) -> None:

@@ -14,6 +14,8 @@ and ``seed`` (when one experiment was repeated over seeds, ``--seeds``). A *line
   the last round: a row per (line, client), a column per attack kind, the kinds absent from
   the client's own training rows (``train_kinds``) marked with :data:`UNSEEN` — "does a client
   detect what it never saw?" as a table. With several seeds, the mean across seeds.
+- **Honest clients only**: rows marked ``adversarial`` (clients ``spec.adversaries`` names) are
+  left out of every mean, and the tables say so and name them; per-client figures still show them.
 - **Spread**: with several seeds, each seed's value is computed as above and the table gives
   their mean ± the sample standard deviation across seeds; the figures' band spans the lowest
   to the highest seed. With one seed the band spans the lowest to the highest client.
@@ -51,6 +53,15 @@ def line_keys(frame: pd.DataFrame) -> list[str]:
     return (["run"] if "run" in frame.columns else []) + ["method"]
 
 
+def honest(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of honest clients, and the adversarial clients left out (results column
+    ``adversarial``; frames without it are all honest)."""
+    if "adversarial" not in frame.columns:
+        return frame, []
+    marked = frame["adversarial"].fillna(False).astype(bool)
+    return frame[~marked], sorted(frame.loc[marked, "client"].unique())
+
+
 def _seeded(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if "seed" in frame.columns else frame.assign(seed=0)
 
@@ -73,6 +84,7 @@ class Summary:
     last_std: pd.DataFrame
     n_last: int
     seeds: int
+    left_out: tuple[str, ...] = ()  # adversarial clients, not in any mean
 
 
 def summarize(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> Summary:
@@ -80,7 +92,8 @@ def summarize(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> Summary:
     if last < 1:
         raise ValueError(f"--last must be at least 1, got {last}")
     keys = line_keys(frame) + ["eval"]
-    rows = _seeded(frame)
+    kept, left_out = honest(frame)
+    rows = _seeded(kept)
     rows = rows.assign(**{m: np.nan for m in SUMMARY_METRICS if m not in rows.columns})  # older results
     metrics = list(SUMMARY_METRICS)
     final_round = rows.groupby(keys + ["seed"], sort=False)["round"].transform("max")
@@ -100,7 +113,7 @@ def summarize(frame: pd.DataFrame, last: int = DEFAULT_LAST) -> Summary:
     final_mean.insert(0, "round", rounds)
     last_mean.insert(0, "round", rounds)
     last_mean.insert(0, "first", first)
-    return Summary(final_mean, final_std, last_mean, last_std, last, int(rows["seed"].nunique()))
+    return Summary(final_mean, final_std, last_mean, last_std, last, int(rows["seed"].nunique()), tuple(left_out))
 
 
 def final_round_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +131,8 @@ def _cell(mean: float, std: float) -> str:
 def _tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the two tables."""
     spread = f", mean ± std across {summary.seeds} seeds" if summary.seeds > 1 else ""
+    if summary.left_out:
+        spread += f" (honest clients only; adversarial, left out: {', '.join(summary.left_out)})"
     label_header = ["run", "method"] if len(summary.final.index.names) == 3 else ["method"]
     out = []
     for title, column, means, stds, rounds in (
@@ -234,7 +249,7 @@ def curves(frame: pd.DataFrame, by: list[str] | None = None) -> dict[str, dict[s
     """Per evaluation set, one :class:`Curve` per line (``by``: the columns naming a line;
     default :func:`line_keys`), keyed by its label."""
     by = by or line_keys(frame)
-    rows = _seeded(frame)
+    rows = _seeded(frame if "client" in by else honest(frame)[0])
     metrics = list(METRIC_NAMES)
     out: dict[str, dict[str, Curve]] = {}
     for eval_set, in_eval in rows.groupby("eval", sort=False):

@@ -262,7 +262,7 @@ def test_validate_refuses_a_malformed_file_naming_where(tmp_path, capsys, conten
     spec = write_case(tmp_path, content)
     start = time.perf_counter()
     err = _refused(["validate", str(spec)], path, capsys)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # seconds, on a loaded machine; an alias bomb would take hours
     assert path in err.splitlines()[1], err
 
 

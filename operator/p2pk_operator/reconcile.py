@@ -317,6 +317,7 @@ def _observe(plan: Plan, body: Any, services: Services, status: ExperimentStatus
         previous=status,
         generation=generation,
         now=now,
+        adversaries=frozenset(a.client for a in plan.exp.spec.adversaries),
     )
 
 

@@ -11,7 +11,7 @@ client) and each client's progress in the store (``p2pk_operator.progress``) —
   status does; a condition appears the first time it is true;
 - ``clients``: one entry per (method, client) Job: its state, pod failures, rounds, FNR/FPR;
 - ``round``: rounds completed by the slowest and the fastest client, of ``spec.rounds``;
-- ``fnr``/``fpr``: the latest rates, mean over clients, of the spec's first method
+- ``fnr``/``fpr``: the latest rates, mean over honest clients (not those spec.adversaries names), of the spec's first method
   (``methods`` has them per method);
 - ``observedGeneration``: the generation this status describes.
 
@@ -91,8 +91,8 @@ class MethodStatus(StatusModel):
 
     name: str
     round: RoundProgress
-    fnr: float | None = Field(None, description="Latest false negative rate, mean over clients.")
-    fpr: float | None = Field(None, description="Latest false positive rate, mean over clients.")
+    fnr: float | None = Field(None, description="Latest false negative rate, mean over honest clients.")
+    fpr: float | None = Field(None, description="Latest false positive rate, mean over honest clients.")
 
 
 class ExperimentStatus(StatusModel):
@@ -102,8 +102,8 @@ class ExperimentStatus(StatusModel):
     observed_generation: int | None = Field(None, description="metadata.generation this status describes.")
     ready_clients: str | None = Field(None, description="Clients whose Jobs are all running or succeeded / clients.")
     round: RoundProgress | None = None
-    fnr: float | None = Field(None, description="Latest false negative rate, mean over clients, of the first method.")
-    fpr: float | None = Field(None, description="Latest false positive rate, mean over clients, of the first method.")
+    fnr: float | None = Field(None, description="Latest false negative rate, mean over honest clients, of the first method.")
+    fpr: float | None = Field(None, description="Latest false positive rate, mean over honest clients, of the first method.")
     methods: list[MethodStatus] | None = None
     clients: list[ClientStatus] | None = None
     conditions: list[Condition] | None = None
@@ -200,8 +200,11 @@ def derive_status(
     previous: ExperimentStatus,
     generation: int,
     now: str,
+    adversaries: frozenset[str] = frozenset(),
 ) -> ExperimentStatus:
     """The status from the observed Jobs (matched by name) and progress (by (method, client)).
+    Rates are means over honest clients: those ``adversaries`` names (``spec.adversaries``) are
+    left out of them.
 
     ``problems`` are found by the caller (unreadable metrics, a refused spec change) and make
     the Degraded condition true together with failed Jobs of a still running experiment and
@@ -226,7 +229,7 @@ def derive_status(
         by_client.setdefault(c.client, []).append(c.state)
     ready = sum(all(s in ("Running", "Succeeded") for s in ss) for ss in by_client.values())
 
-    per_method = [_method_status(m, [c for c in clients if c.method == m], rounds) for m in methods]
+    per_method = [_method_status(m, [c for c in clients if c.method == m], rounds, adversaries) for m in methods]
     status = previous.model_copy(
         update={
             "phase": phase,
@@ -277,8 +280,9 @@ def _client_status(e: ExpectedJob, job: dict | None, before: ClientStatus | None
     return ClientStatus(method=e.method, client=e.client, job=e.job, state=state, failures=failures, message=message, **measured)
 
 
-def _method_status(method: str, clients: list[ClientStatus], rounds: int) -> MethodStatus:
-    return MethodStatus(name=method, round=_round(clients, rounds), fnr=_mean([c.fnr for c in clients]), fpr=_mean([c.fpr for c in clients]))
+def _method_status(method: str, clients: list[ClientStatus], rounds: int, adversaries: frozenset[str]) -> MethodStatus:
+    honest = [c for c in clients if c.client not in adversaries]
+    return MethodStatus(name=method, round=_round(clients, rounds), fnr=_mean([c.fnr for c in honest]), fpr=_mean([c.fpr for c in honest]))
 
 
 def _round(clients: list[ClientStatus], total: int) -> RoundProgress:

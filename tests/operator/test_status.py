@@ -55,6 +55,16 @@ def test_job_state(status, expected):
     assert job_state({"metadata": {"name": "j"}, "status": status}) == expected
 
 
+def test_rates_are_means_over_honest_clients_but_rounds_count_everyone():
+    progress = {("ksmote", "a"): ClientProgress(3, 3, "global", 0.2, 0.01), ("ksmote", "b"): ClientProgress(1, 1, "global", 1.0, 0.5)}
+    status = derive_status(
+        expected=EXPECTED, methods=METHODS, rounds=10, jobs=jobs(ksmote_a=RUNNING, ksmote_b=RUNNING), progress=progress,
+        problems=[], previous=ExperimentStatus(), generation=1, now=T1, adversaries=frozenset({"b"}),
+    )
+    assert (status.fnr, status.fpr) == (0.2, 0.01)  # b, the adversary, is left out of the rates
+    assert status.methods[0].round.slowest == 1 and [c.fnr for c in status.clients[:2]] == [0.2, 1.0]
+
+
 def test_nothing_started_is_pending_and_adds_no_false_conditions():
     status = observe(jobs(ksmote_a=PENDING, ksmote_b=PENDING, none_a=PENDING, none_b=PENDING))
     assert (status.phase, status.ready_clients, status.conditions) == ("Pending", "0/2", None)

@@ -1,0 +1,163 @@
+"""Attacks as an experiment feature: clients named in ``spec.adversaries`` misbehave on the
+publishing side, so the same attack runs under ``p2pk simulate``, ``p2pk run`` and Kubernetes.
+
+An adversary trains honestly (Algorithm 2, lines 5–9), keeps its honest model for its own
+average, and publishes (DESIGN step 3) what its attack makes of the honest
+:class:`~p2p_job.exchange.Publication`: :class:`Adversary` is applied by
+:meth:`p2p_job.peer.Peer.train_and_publish` just before ``exchange.publish``, so there is no
+second copy of the round logic. From ``fromRound`` on, every random draw comes from
+``rng(seed, method, client, round, "adversary")``: an attack is reproducible in any runner.
+
+On the model (what a robust aggregation rule must withstand):
+
+- ``scaled-delta``: delta × factor (default 10) — a boosted update (Bhagoji et al., ICML 2019).
+- ``sign-flip``: delta × −factor (default 1) — the sign-flipping attack (Li et al., RSA, AAAI 2019).
+- ``model-replacement``: the honest model with its output bias lowered by ``factor`` (default 10:
+  every score tends to benign), the change boosted by γ = the number of clients so that a plain
+  average over the neighbourhood lands on it — X̃ = G + γ(X − G) with G ≈ the attacker's own
+  model (Bagdasaryan et al., "How to backdoor federated learning", AISTATS 2020).
+- ``gaussian-noise``: the delta replaced by N(0, factor²) per entry (default σ = 1) — the
+  Gaussian Byzantine of Blanchard et al., "Machine learning with adversaries" (Krum), NIPS 2017.
+- ``inflated-n-base``: |D_base| × factor (default 1000): the weight input of eq. 6 that decides
+  the attacker's share of every average.
+
+On the shared points (eq. 7; what shared-point sanitisation must withstand), all in raw units:
+
+- ``label-flip``: ``points`` (default 5000) of its own training rows, drawn with replacement,
+  labels flipped (Tolpegin et al., "Data poisoning attacks against FL systems", ESORICS 2020).
+- ``out-of-range``: ``points`` (default 200) random points from 0.5 to 1 × ``factor`` (default
+  1000) of its own feature ranges above its minimum, labelled with its minority class.
+- ``flooding``: ``points`` (default 20000) of its own minority-class training rows, drawn with
+  replacement, correctly labelled: only the count is hostile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from p2p_job.exchange import Publication
+from p2p_job.model import State
+from p2p_job.scenarios import ClientShard
+from p2p_job.seeding import rng
+from p2p_job.spec import AdversarySpec, P2PExperiment
+
+#: Default ``factor`` and ``points`` of each attack (``spec.adversaries[].factor`` / ``.points``).
+DEFAULTS: dict[str, tuple[float | None, int | None]] = {
+    "scaled-delta": (10.0, None),
+    "sign-flip": (1.0, None),
+    "model-replacement": (10.0, None),
+    "gaussian-noise": (1.0, None),
+    "inflated-n-base": (1000.0, None),
+    "label-flip": (None, 5000),
+    "out-of-range": (1000.0, 200),
+    "flooding": (None, 20000),
+}
+
+
+class Adversary:
+    """One client's attack: ``adversary(publication)`` is what it publishes instead of the honest
+    ``publication`` (unchanged before ``fromRound``). ``shard`` is the client's own data (its
+    scaler maps points to raw units), ``w0`` the initial weights (names the output layer),
+    ``n_clients`` the boost of model replacement."""
+
+    def __init__(self, spec: AdversarySpec, exp: P2PExperiment, method: str, shard: ClientShard, w0: State):
+        default_factor, default_points = DEFAULTS[spec.attack]
+        self.spec = spec
+        self.factor = spec.factor if spec.factor is not None else default_factor
+        self.points = spec.points if spec.points is not None else default_points
+        self.seed, self.method, self.shard = exp.spec.seed, method, shard
+        self.output_bias = list(w0)[-1]  # the last Linear's bias: one logit
+        self.n_clients = len(exp.spec.scenario.clients)
+        self._attack: Callable[[Adversary, Publication, np.random.Generator], Publication] = ATTACKS[spec.attack]
+
+    @property
+    def client(self) -> str:
+        return self.shard.name
+
+    def __call__(self, pub: Publication) -> Publication:
+        if pub.round < self.spec.from_round:
+            return pub
+        return self._attack(self, pub, rng(self.seed, self.method, self.client, pub.round, "adversary"))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _own_rows(self, count: int, gen: np.random.Generator, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` of its training rows (of class ``label`` when given) drawn with replacement, raw units."""
+        train = self.shard.train
+        pool = np.flatnonzero(train.y == label) if label is not None else np.arange(len(train.y))
+        if len(pool) == 0:
+            pool = np.arange(len(train.y))
+        rows = gen.choice(pool, size=count, replace=True)
+        return self.shard.scaler.inverse_transform(train.X[rows]), train.y[rows].astype(np.int8)
+
+    def _minority(self) -> int:
+        y = self.shard.train.y
+        return int(np.count_nonzero(y == 1) <= np.count_nonzero(y == 0))
+
+
+def _scaled_delta(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    return replace(pub, delta={k: (v * np.float32(adv.factor)).astype(np.float32) for k, v in pub.delta.items()})
+
+
+def _sign_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    return replace(pub, delta={k: (v * np.float32(-adv.factor)).astype(np.float32) for k, v in pub.delta.items()})
+
+
+def _model_replacement(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    delta = dict(pub.delta)
+    delta[adv.output_bias] = (delta[adv.output_bias] - np.float32(adv.n_clients * adv.factor)).astype(np.float32)
+    return replace(pub, delta=delta)
+
+
+def _gaussian_noise(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    return replace(pub, delta={k: gen.normal(0.0, adv.factor, v.shape).astype(np.float32) for k, v in pub.delta.items()})
+
+
+def _inflated_n_base(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    return replace(pub, n_base=int(round(pub.n_base * adv.factor)))
+
+
+def _label_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    X, y = adv._own_rows(adv.points, gen)
+    return replace(pub, synthetic_X=X, synthetic_y=(1 - y).astype(np.int8))
+
+
+def _out_of_range(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    d = adv.shard.train.X.shape[1]
+    scaled = gen.uniform(0.5 * adv.factor, adv.factor, (adv.points, d))
+    X = adv.shard.scaler.inverse_transform(scaled)
+    return replace(pub, synthetic_X=X, synthetic_y=np.full(adv.points, adv._minority(), dtype=np.int8))
+
+
+def _flooding(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    X, y = adv._own_rows(adv.points, gen, label=adv._minority())
+    return replace(pub, synthetic_X=X, synthetic_y=y)
+
+
+#: The transform of each attack kind.
+ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publication]] = {
+    "scaled-delta": _scaled_delta,
+    "sign-flip": _sign_flip,
+    "model-replacement": _model_replacement,
+    "gaussian-noise": _gaussian_noise,
+    "inflated-n-base": _inflated_n_base,
+    "label-flip": _label_flip,
+    "out-of-range": _out_of_range,
+    "flooding": _flooding,
+}
+
+
+def adversary_for(exp: P2PExperiment, method: str, shard: ClientShard, w0: State) -> Adversary | None:
+    """The client's :class:`Adversary` when ``spec.adversaries`` names it, else None (honest)."""
+    for spec in exp.spec.adversaries:
+        if spec.client == shard.name:
+            return Adversary(spec, exp, method, shard, w0)
+    return None
+
+
+def adversarial_clients(exp: P2PExperiment) -> set[str]:
+    """The clients ``spec.adversaries`` names."""
+    return {a.client for a in exp.spec.adversaries}

@@ -1,0 +1,250 @@
+"""Attacks as an experiment feature (``spec.adversaries``, p2p_job.adversaries): each transform
+checked by hand, the spec's rules, real peers over the directory store facing each attack, and an
+end-to-end simulation whose results mark the adversary and whose summary leaves it out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from p2p_job.adversaries import ATTACKS, DEFAULTS, Adversary, adversary_for
+from p2p_job.cli import main
+from p2p_job.exchange import MemoryExchange, Publication
+from p2p_job.model import initial_state
+from p2p_job.payloads import state_layout
+from p2p_job.peer import Peer, neighbourhoods
+from p2p_job.results import read_parquet
+from p2p_job.scenarios import ClientShard, Scaler, Split
+from p2p_job.spec import AttackKind, InvalidSpec, parse_experiment
+from p2p_job.store import DirectoryStore
+from p2p_job.store_exchange import StoreExchange
+from p2p_job.summary import final_round_summary
+
+CLIENTS = ("a", "b", "c", "d")
+D = 4
+
+
+def _doc(adversaries=(), rounds=2, **spec) -> dict:
+    return {
+        "apiVersion": "p2pk.io/v1alpha1",
+        "kind": "P2PExperiment",
+        "metadata": {"name": "attack-test"},
+        "spec": {
+            "seed": 5,
+            "rounds": rounds,
+            "scenario": {"kind": "imbalanced-iid", "clients": [
+                {"name": c, "train": {"benign": 60, "malicious": 8}, "validation": {"benign": 30, "malicious": 6}} for c in CLIENTS]},
+            "methods": [{"rebalancing": "ksmote"}],
+            "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
+            "training": {"hiddenLayers": [8, 4], "localEpochs": 1, "batchSize": 16, "learningRate": 1e-3},
+            "adversaries": list(adversaries),
+            **spec,
+        },
+    }
+
+
+def _shard(name: str, index: int) -> ClientShard:
+    """60 benign and 8 malicious rows in the client's own raw units (offset and scale per client)."""
+    g = np.random.default_rng(200 + index)
+
+    def raw(nb: int, nm: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.array([0, 1], np.int8), [nb, nm])
+        return (10.0 * (index + 1) + (2.0 + index) * (g.normal(0, 1, (len(y), D)) + 2.0 * y[:, None])).astype(np.float32), y
+
+    X, y = raw(60, 8)
+    scaler = Scaler(data_min=X.min(axis=0).astype(np.float64), data_max=X.max(axis=0).astype(np.float64))
+    Xv, yv = raw(30, 6)
+    Xt, yt = raw(30, 6)
+    return ClientShard(name, Split(scaler.transform(X), y), Split(scaler.transform(Xv), yv), Split(scaler.transform(Xt), yt), scaler)
+
+
+SHARDS = {c: _shard(c, i) for i, c in enumerate(CLIENTS)}
+
+
+def _adversary(attack: str, **fields) -> tuple[Adversary, Publication]:
+    exp = parse_experiment(_doc([{"client": "d", "attack": attack, **fields}]))
+    w0 = initial_state(exp, D)
+    adversary = adversary_for(exp, "ksmote", SHARDS["d"], w0)
+    g = np.random.default_rng(0)
+    delta = {k: g.normal(0, 0.1, v.shape).astype(np.float32) for k, v in w0.items()}
+    X = SHARDS["d"].scaler.inverse_transform(SHARDS["d"].train.X[-3:])
+    pub = Publication("d", 1, delta, 68, 0.25, X, np.ones(3, np.int8), {"local_fnr": 0.5})
+    return adversary, pub
+
+
+def test_every_attack_kind_has_a_transform_and_defaults():
+    assert set(ATTACKS) == set(DEFAULTS) == set(AttackKind.__args__)
+
+
+def test_scaled_delta_and_sign_flip_multiply_the_delta():
+    adv, pub = _adversary("scaled-delta", factor=3)
+    out = adv(pub)
+    for k, v in pub.delta.items():
+        np.testing.assert_allclose(out.delta[k], 3 * v, rtol=1e-6)
+        assert out.delta[k].dtype == np.float32
+    assert (out.n_base, out.variance, out.synthetic_X is pub.synthetic_X) == (68, 0.25, True)
+    adv, pub = _adversary("sign-flip")
+    out = adv(pub)
+    for k, v in pub.delta.items():
+        np.testing.assert_array_equal(out.delta[k], -v)
+    adv, pub = _adversary("scaled-delta")
+    assert adv.factor == 10.0
+
+
+def test_model_replacement_lowers_the_output_bias_boosted_by_the_client_count():
+    adv, pub = _adversary("model-replacement", factor=2)
+    out = adv(pub)
+    bias = list(pub.delta)[-1]
+    assert pub.delta[bias].shape == (1,)
+    np.testing.assert_allclose(out.delta[bias], pub.delta[bias] - 4 * 2, rtol=1e-6)  # γ = 4 clients
+    for k in list(pub.delta)[:-1]:
+        np.testing.assert_array_equal(out.delta[k], pub.delta[k])
+
+
+def test_gaussian_noise_replaces_the_delta_with_seeded_noise():
+    adv, pub = _adversary("gaussian-noise", factor=2)
+    out, again = adv(pub), adv(pub)
+    stacked = np.concatenate([v.ravel() for v in out.delta.values()])
+    assert abs(stacked.std() - 2.0) < 0.2 and abs(stacked.mean()) < 0.2
+    for k in pub.delta:
+        np.testing.assert_array_equal(out.delta[k], again.delta[k])  # seeded by (seed, method, client, round)
+        assert not np.allclose(out.delta[k], pub.delta[k])
+    later = adv(Publication(**{**pub.__dict__, "round": 2}))
+    assert not np.array_equal(later.delta[list(pub.delta)[0]], out.delta[list(pub.delta)[0]])
+
+
+def test_inflated_n_base_multiplies_the_size_only():
+    adv, pub = _adversary("inflated-n-base", factor=1e6)
+    out = adv(pub)
+    assert out.n_base == 68_000_000 and out.variance == 0.25 and out.delta is pub.delta
+
+
+def test_label_flip_shares_own_rows_with_flipped_labels():
+    adv, pub = _adversary("label-flip", points=50)
+    out = adv(pub)
+    shard = SHARDS["d"]
+    raw_train = shard.scaler.inverse_transform(shard.train.X)
+    assert out.synthetic_X.shape == (50, D) and out.synthetic_y.dtype == np.int8
+    for x, y in zip(out.synthetic_X, out.synthetic_y):
+        (row,) = np.flatnonzero(np.all(np.isclose(raw_train, x, rtol=1e-5), axis=1))[:1]
+        assert y == 1 - shard.train.y[row]
+
+
+def test_out_of_range_points_lie_factor_ranges_away_labelled_with_the_minority():
+    adv, pub = _adversary("out-of-range", factor=100, points=20)
+    out = adv(pub)
+    scaled = SHARDS["d"].scaler.transform(out.synthetic_X)
+    assert out.synthetic_X.shape == (20, D)
+    assert scaled.min() >= 50 - 1e-3 and scaled.max() <= 100 + 1e-3
+    assert set(out.synthetic_y) == {1}  # malicious is d's minority (8 of 68)
+
+
+def test_flooding_shares_many_correctly_labelled_minority_rows():
+    adv, pub = _adversary("flooding", points=1000)
+    out = adv(pub)
+    assert out.synthetic_X.shape == (1000, D) and set(out.synthetic_y) == {1}
+    malicious = SHARDS["d"].scaler.inverse_transform(SHARDS["d"].train.X[SHARDS["d"].train.y == 1])
+    assert all(np.isclose(malicious, x, rtol=1e-5).all(axis=1).any() for x in out.synthetic_X[:50])
+
+
+def test_an_adversary_is_honest_before_its_first_round():
+    adv, pub = _adversary("sign-flip", fromRound=2)
+    assert adv(pub) is pub
+    assert adv(Publication(**{**pub.__dict__, "round": 2})).delta[list(pub.delta)[0]][0, 0] == -pub.delta[list(pub.delta)[0]][0, 0]
+
+
+@pytest.mark.parametrize(
+    ("adversaries", "path", "words"),
+    [
+        ([{"client": "z", "attack": "sign-flip"}], "spec.adversaries[0].client", "no client 'z'"),
+        ([{"client": "a", "attack": "sign-flip"}, {"client": "a", "attack": "flooding"}], "spec.adversaries[1].client", "named twice"),
+        ([{"client": "a", "attack": "sign-flip", "fromRound": 3}], "spec.adversaries[0].fromRound", "after the last round"),
+        ([{"client": "a", "attack": "sign-flip", "points": 5}], "spec.adversaries[0].points", "applies to label-flip"),
+        ([{"client": "a", "attack": "poison"}], "spec.adversaries[0].attack", "Input should be"),
+        ([{"client": "a", "attack": "scaled-delta", "factor": float("inf")}], "spec.adversaries[0].factor", "finite"),
+        ([{"client": c, "attack": "sign-flip"} for c in CLIENTS], "spec.adversaries", "at least one honest client"),
+    ],
+)
+def test_the_spec_refuses_adversaries_that_cannot_be(adversaries, path, words):
+    with pytest.raises(InvalidSpec) as info:
+        parse_experiment(_doc(adversaries))
+    assert any(p == path and words in m for p, m in info.value.errors), info.value.errors
+
+
+# --------------------------------------------------------------------------- real peers
+
+
+def _round_over_the_store(tmp_path, exp) -> list:
+    """One round of four real peers exchanging through a directory store."""
+    method = exp.spec.methods[0]
+    hood = neighbourhoods(exp, method, list(CLIENTS))
+    peers = {c: Peer(exp, method, SHARDS[c], hood[c], "cpu") for c in CLIENTS}
+    store = DirectoryStore(tmp_path / "store")
+    layout = state_layout(peers["a"].w0)
+    exchanges = {c: StoreExchange(store, experiment=exp.name, method="ksmote", client=c, feature_names=[f"f{i}" for i in range(D)],
+                                  layout=layout, max_payload_bytes=64 * 2**20, timeout=5) for c in CLIENTS}
+    for c, peer in peers.items():
+        peer.train_and_publish(1, exchanges[c])
+    return [peers[c].merge_and_evaluate(1, exchanges[c]) for c in CLIENTS]
+
+
+@pytest.mark.parametrize("attack", sorted(DEFAULTS))
+def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
+    """One attacker of four (full mesh), through the directory store with the robust defaults a
+    hostile neighbourhood calls for: no honest peer fails, every model stays finite, and the
+    attack is either refused (a rejection counted) or bounded (honest rates stay rates)."""
+    extra = {"points": 300} if attack in ("label-flip", "flooding") else {}
+    exp = parse_experiment(_doc([{"client": "d", "attack": attack, **extra}], rounds=1, aggregation={"robustRule": "median"}))
+    records = _round_over_the_store(tmp_path, exp)
+    honest = [r for r in records if not r.adversarial]
+    assert [r.client for r in records if r.adversarial] == ["d"] and len(honest) == 3
+    for record in honest:
+        for values in record.metrics.values():
+            assert 0.0 <= values["fnr"] <= 1.0 and 0.0 <= values["fpr"] <= 1.0
+    rejected = sum(r.payloads_rejected for r in honest)
+    if attack in ("inflated-n-base", "out-of-range", "label-flip", "flooding"):
+        assert rejected == 3, (attack, [(r.client, r.payloads_rejected) for r in honest])
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_simulate_marks_the_adversary_and_summarises_honest_clients_only(tmp_path, capsys):
+    doc = _doc([{"client": "b", "attack": "sign-flip", "factor": 5}], rounds=2)
+    doc["spec"]["dataset"] = {"kind": "builtin", "builtin": {"devices": 4, "families": 2, "features": 8, "benignPerDevice": 150, "maliciousPerFamily": 20}}
+    doc["spec"]["scenario"] = {"kind": "non-iid", "clients": [
+        {"name": c, "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
+         "train": {"benign": 80, "malicious": 10}, "validation": {"benign": 30, "malicious": 10}} for i, c in enumerate(CLIENTS)],
+        "globalTest": {"benign": 100, "malicious": 40}}
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(spec), "--out", str(tmp_path / "out")]) == 0
+    frame = read_parquet(tmp_path / "out" / "results.parquet")
+    assert set(frame.loc[frame["adversarial"], "client"]) == {"b"}
+    assert set(frame.loc[~frame["adversarial"], "client"]) == {"a", "c", "d"}
+    final = frame[frame["round"] == 2]
+    summary = final_round_summary(frame)
+    for eval_set in ("local", "global"):
+        honest = final[(final["eval"] == eval_set) & ~final["adversarial"]]
+        for metric in ("fnr", "fpr"):
+            assert summary.loc[("ksmote", eval_set), metric] == pytest.approx(honest[metric].mean())
+    assert summary.loc[("ksmote", "global"), "fnr"] != pytest.approx(final[final["eval"] == "global"]["fnr"].mean())
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "honest clients only; adversarial, left out: b" in text
+    assert "honest clients only" in capsys.readouterr().out
+
+
+def test_the_same_attack_gives_the_same_publication_in_any_runner():
+    """simulate (MemoryExchange) and a worker (StoreExchange) call the same Peer: what the
+    adversary publishes depends on (seed, method, client, round) only."""
+    exp = parse_experiment(_doc([{"client": "d", "attack": "gaussian-noise"}], rounds=1))
+    published = []
+    for _ in range(2):
+        hood = neighbourhoods(exp, exp.spec.methods[0], list(CLIENTS))
+        peer = Peer(exp, exp.spec.methods[0], SHARDS["d"], hood["d"], "cpu")
+        exchange = MemoryExchange()
+        peer.train_and_publish(1, exchange)
+        published.append(exchange.gather(1, ["d"]).publications["d"])
+    for k in published[0].delta:
+        np.testing.assert_array_equal(published[0].delta[k], published[1].delta[k])
