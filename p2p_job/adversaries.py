@@ -26,7 +26,8 @@ On the shared points (eq. 7; what shared-point sanitisation must withstand), all
 - ``label-flip``: ``points`` (default 5000) of its own training rows, drawn with replacement,
   labels flipped (Tolpegin et al., "Data poisoning attacks against FL systems", ESORICS 2020).
 - ``out-of-range``: ``points`` (default 200) random points from 0.5 to 1 × ``factor`` (default
-  1000) of its own feature ranges above its minimum, labelled with its minority class.
+  1000) in its own encoded (min-max scaled) units, mapped back to raw units, labelled with its
+  minority class.
 - ``flooding``: ``points`` (default 20000) of its own minority-class training rows, drawn with
   replacement, correctly labelled: only the count is hostile.
 """
@@ -59,8 +60,8 @@ DEFAULTS: dict[str, tuple[float | None, int | None]] = {
 
 class Adversary:
     """One client's attack: ``adversary(publication)`` is what it publishes instead of the honest
-    ``publication`` (unchanged before ``fromRound``). ``shard`` is the client's own data (its
-    scaler maps points to raw units), ``w0`` the initial weights (names the output layer),
+    ``publication`` (unchanged before ``fromRound``). ``shard`` is the client's own data (raw rows,
+    and its preprocessor maps encoded points to raw units), ``w0`` the initial weights (names the output layer),
     ``n_clients`` the boost of model replacement."""
 
     def __init__(self, spec: AdversarySpec, exp: P2PExperiment, method: str, shard: ClientShard, w0: State):
@@ -91,7 +92,7 @@ class Adversary:
         if len(pool) == 0:
             pool = np.arange(len(train.y))
         rows = gen.choice(pool, size=count, replace=True)
-        return self.shard.scaler.inverse_transform(train.X[rows]), train.y[rows].astype(np.int8)
+        return train.raw[rows].astype(np.float32), train.y[rows].astype(np.int8)
 
     def _minority(self) -> int:
         y = self.shard.train.y
@@ -126,9 +127,9 @@ def _label_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> P
 
 
 def _out_of_range(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
-    d = adv.shard.train.X.shape[1]
-    scaled = gen.uniform(0.5 * adv.factor, adv.factor, (adv.points, d))
-    X = adv.shard.scaler.inverse_transform(scaled)
+    d = adv.shard.train.X.shape[1]  # encoded features
+    encoded = gen.uniform(0.5 * adv.factor, adv.factor, (adv.points, d)).astype(np.float32)
+    X = adv.shard.preprocessor.inverse_transform(encoded)
     return replace(pub, synthetic_X=X, synthetic_y=np.full(adv.points, adv._minority(), dtype=np.int8))
 
 

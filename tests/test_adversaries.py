@@ -15,7 +15,9 @@ from p2p_job.model import initial_state
 from p2p_job.payloads import state_layout
 from p2p_job.peer import Peer, neighbourhoods
 from p2p_job.results import read_parquet
-from p2p_job.scenarios import ClientShard, Scaler, Split
+from p2p_job.preprocessing import Preprocessor
+from p2p_job.scenarios import ClientShard, Split
+from p2p_job.spec import PreprocessingSpec
 from p2p_job.spec import AttackKind, InvalidSpec, parse_experiment
 from p2p_job.store import DirectoryStore
 from p2p_job.store_exchange import StoreExchange
@@ -53,10 +55,10 @@ def _shard(name: str, index: int) -> ClientShard:
         return (10.0 * (index + 1) + (2.0 + index) * (g.normal(0, 1, (len(y), D)) + 2.0 * y[:, None])).astype(np.float32), y
 
     X, y = raw(60, 8)
-    scaler = Scaler(data_min=X.min(axis=0).astype(np.float64), data_max=X.max(axis=0).astype(np.float64))
+    pre = Preprocessor.fit(PreprocessingSpec(), [f"f{j}" for j in range(D)], X)
     Xv, yv = raw(30, 6)
     Xt, yt = raw(30, 6)
-    return ClientShard(name, Split(scaler.transform(X), y), Split(scaler.transform(Xv), yv), Split(scaler.transform(Xt), yt), scaler)
+    return ClientShard(name, Split(pre.transform(X), y, X), Split(pre.transform(Xv), yv, Xv), Split(pre.transform(Xt), yt, Xt), pre)
 
 
 SHARDS = {c: _shard(c, i) for i, c in enumerate(CLIENTS)}
@@ -68,7 +70,7 @@ def _adversary(attack: str, **fields) -> tuple[Adversary, Publication]:
     adversary = adversary_for(exp, "ksmote", SHARDS["d"], w0)
     g = np.random.default_rng(0)
     delta = {k: g.normal(0, 0.1, v.shape).astype(np.float32) for k, v in w0.items()}
-    X = SHARDS["d"].scaler.inverse_transform(SHARDS["d"].train.X[-3:])
+    X = SHARDS["d"].train.raw[-3:]
     pub = Publication("d", 1, delta, 68, 0.25, X, np.ones(3, np.int8), {"local_fnr": 0.5})
     return adversary, pub
 
@@ -124,7 +126,7 @@ def test_label_flip_shares_own_rows_with_flipped_labels():
     adv, pub = _adversary("label-flip", points=50)
     out = adv(pub)
     shard = SHARDS["d"]
-    raw_train = shard.scaler.inverse_transform(shard.train.X)
+    raw_train = shard.train.raw
     assert out.synthetic_X.shape == (50, D) and out.synthetic_y.dtype == np.int8
     for x, y in zip(out.synthetic_X, out.synthetic_y):
         (row,) = np.flatnonzero(np.all(np.isclose(raw_train, x, rtol=1e-5), axis=1))[:1]
@@ -134,7 +136,7 @@ def test_label_flip_shares_own_rows_with_flipped_labels():
 def test_out_of_range_points_lie_factor_ranges_away_labelled_with_the_minority():
     adv, pub = _adversary("out-of-range", factor=100, points=20)
     out = adv(pub)
-    scaled = SHARDS["d"].scaler.transform(out.synthetic_X)
+    scaled = SHARDS["d"].preprocessor.transform(out.synthetic_X)
     assert out.synthetic_X.shape == (20, D)
     assert scaled.min() >= 50 - 1e-3 and scaled.max() <= 100 + 1e-3
     assert set(out.synthetic_y) == {1}  # malicious is d's minority (8 of 68)
@@ -144,7 +146,7 @@ def test_flooding_shares_many_correctly_labelled_minority_rows():
     adv, pub = _adversary("flooding", points=1000)
     out = adv(pub)
     assert out.synthetic_X.shape == (1000, D) and set(out.synthetic_y) == {1}
-    malicious = SHARDS["d"].scaler.inverse_transform(SHARDS["d"].train.X[SHARDS["d"].train.y == 1])
+    malicious = SHARDS["d"].train.raw[SHARDS["d"].train.y == 1]
     assert all(np.isclose(malicious, x, rtol=1e-5).all(axis=1).any() for x in out.synthetic_X[:50])
 
 
