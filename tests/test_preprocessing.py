@@ -107,3 +107,58 @@ def test_undefined_or_unmatched_columns_are_named():
     # A receiver's log1p of a raw value ≤ −1 is NaN, which the peer rejects as non-finite.
     pre = Preprocessor.fit(_spec(transforms=[{"columns": ["bytes"], "transform": "log1p"}]), NAMES, _rows())
     assert np.isnan(pre.transform(np.array([[-2, 1, 1, 7]], np.float32))[0, 0])
+
+
+def _flows(path, n_per_device=120):
+    """A flow table with heavy-tailed counters and a text protocol column: attacks are UDP floods."""
+    import pandas as pd
+
+    g = np.random.default_rng(5)
+    rows = []
+    for device in ("cam", "bell"):
+        for i in range(n_per_device):
+            attack = i % 8 == 0
+            rows.append({
+                "bytes": float(g.lognormal(12 if attack else 6, 1.5)), "pkts": float(g.lognormal(5 if attack else 2, 1)),
+                "proto": "udp" if attack else g.choice(["tcp", "icmp"]), "label": "attack" if attack else "normal", "device": device,
+            })
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_text_categorical_column_loads_encodes_and_travels_as_a_valid_category(tmp_path):
+    from data_helpers import client, experiment
+
+    from p2p_job.exchange import MemoryExchange
+    from p2p_job.peer import Peer, neighbourhoods
+    from p2p_job.scenarios import build_shards
+    from p2p_job.spec import parse_experiment
+
+    dataset = {
+        "kind": "tabular", "path": str(_flows(tmp_path / "flows.csv")), "labelColumn": "label", "benignValues": ["normal"],
+        "groupColumn": "device",
+        "preprocessing": {"categorical": ["proto"], "transforms": [{"columns": ["*"], "transform": "log1p"}]},
+    }
+    scenario = {"kind": "non-iid", "clients": [client("a", (60, 6), (20, 3), ["cam"], ["cam"]), client("b", (60, 6), (20, 3), ["bell"], ["bell"])],
+                "globalTest": {"benign": 20, "malicious": 4}}
+    doc = experiment(scenario, dataset)
+    doc["spec"]["rounds"] = 1
+    doc["spec"]["rebalancing"] = {"k": 3, "neighbours": 3, "shareFraction": 0.5}
+    doc["spec"]["training"] = {"hiddenLayers": [4], "localEpochs": 1}
+    exp = parse_experiment(doc)
+    shards = build_shards(exp)
+    assert shards.feature_names == ["bytes", "pkts", "proto"] and shards.categories == {"proto": ["icmp", "tcp", "udp"]}
+    for shard in shards.clients.values():  # the same width everywhere, whatever a client saw
+        assert shard.preprocessor.output_names == ["bytes", "pkts", "proto=icmp", "proto=tcp", "proto=udp"]
+        assert shard.train.X.shape[1] == 5
+    method = exp.spec.methods[0]
+    peers = {c: Peer(exp, method, shards.clients[c], n, "cpu") for c, n in neighbourhoods(exp, method, list(shards.clients)).items()}
+    exchange = MemoryExchange()
+    for peer in peers.values():
+        peer.train_and_publish(1, exchange)
+    shared = exchange.gather(1, ["a"]).publications["a"].synthetic_X
+    assert len(shared) > 0 and set(np.unique(shared[:, 2]).tolist()) <= {0.0, 1.0, 2.0}  # raw codes, not fractions
+    record = peers["b"].merge_and_evaluate(1, exchange)
+    assert record.payloads_rejected == 0 and record.n_received == len(shared)
+    received = peers["b"].received_X[:, 2:]
+    assert (received.sum(axis=1) == 1).all()  # valid one-hot in b's own encoding

@@ -129,6 +129,18 @@ class Sheet:
         keep = ~bad_rows
         return features[keep], keep, report
 
+    def categories(self, columns: list[str], keep: np.ndarray) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """Categorical columns of the kept rows as codes (float32 ``(n, len(columns))``): each
+        value's index in the column's sorted distinct values (as text), and those values."""
+        self.require(columns)
+        codes, vocabularies = [], {}
+        for column in columns:
+            text = self.frame[column].to_numpy(dtype=object).astype(str)[keep]
+            vocabularies[column], index = np.unique(text, return_inverse=True)
+            vocabularies[column] = vocabularies[column].tolist()
+            codes.append(index.astype(np.float32))
+        return np.column_stack(codes) if codes else np.empty((int(keep.sum()), 0), np.float32), vocabularies
+
     def _describe(self, row: int, columns: list[str], bad_cells: np.ndarray, checks: dict[str, tuple[np.ndarray, str]]) -> str:
         for column, (mask, reason) in checks.items():
             if mask[row]:

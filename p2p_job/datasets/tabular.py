@@ -27,14 +27,21 @@ def load(
     benign_values: list[str],
     group_column: str | None,
     drop_bad_rows: bool,
+    categorical: list[str] = (),
 ) -> Table:
-    """Rows of the file; ``features`` default to every column but label and group that holds numbers."""
+    """Rows of the file; ``features`` default to every column but label and group that holds
+    numbers. ``categorical`` columns (``dataset.preprocessing.categorical``) are read as text
+    and become category codes (:meth:`~p2p_job.datasets.reading.Sheet.categories`), after the
+    other features unless ``features`` places them."""
     text = [label_column] + ([group_column] if group_column else [])
-    sheet = _read(path, text, drop_bad_rows)
-    sheet.require(text)
+    categorical = list(categorical)
+    sheet = _read(path, [*text, *categorical], drop_bad_rows)
+    sheet.require([*text, *categorical])
     frame = sheet.frame
-    names = features or [c for c in frame.columns if c not in text and _holds_numbers(frame[c])]
-    if not names:
+    names = list(features or [c for c in frame.columns if c not in text and c not in categorical and _holds_numbers(frame[c])])
+    names += [c for c in categorical if c not in names]
+    numeric = [c for c in names if c not in categorical]
+    if not numeric:
         raise DataError(f"{path}: no numeric feature columns besides {text}; name them in dataset.features")
 
     label_text = frame[label_column].to_numpy(dtype=object).astype(str)
@@ -42,11 +49,15 @@ def load(
         if value not in label_text:
             seen = sorted(set(label_text.tolist()))[:20]
             raise DataError(f"{path}: dataset.benignValues {value!r} never occurs in column {label_column!r}; values: {seen}")
-    problems = {c: (frame[c].isna().to_numpy(), "missing value") for c in text}
-    X, keep, report = sheet.features(names, drop_bad_rows, problems)
+    problems = {c: (frame[c].isna().to_numpy(), "missing value") for c in [*text, *categorical]}
+    X, keep, report = sheet.features(numeric, drop_bad_rows, problems)
+    codes, categories = sheet.categories(categorical, keep)
     groups = {c: frame[c].to_numpy(dtype=object).astype(str)[keep] for c in text}
     labels = (~np.isin(label_text[keep], benign_values)).astype(np.int8)
-    return Table(X, labels, groups, list(names), report.with_columns(*_column_notes(frame, names, label_column, group_column, features is not None)))
+    columns = {**{c: X[:, j] for j, c in enumerate(numeric)}, **{c: codes[:, j] for j, c in enumerate(categorical)}}
+    notes = _column_notes(frame, names, label_column, group_column, features is not None)
+    notes += [(c, "categorical", f"dataset.preprocessing.categorical: a category ({len(categories[c])} values), one-hot encoded") for c in categorical]
+    return Table(np.column_stack([columns[c] for c in names]).astype(np.float32), labels, groups, names, report.with_columns(*notes), categories)
 
 
 def _column_notes(frame: pd.DataFrame, names: list[str], label_column: str, group_column: str | None, listed: bool) -> list[tuple[str, str, str]]:
