@@ -11,14 +11,15 @@ scheduler and the kubelet do, through the API server:
   kubelet does; ``env`` and ``envFrom`` resolved (``secretKeyRef``, ``configMapKeyRef``,
   ``fieldRef``); volumes (``configMap``, ``secret``, ``emptyDir``, ``downwardAPI`` and
   ``projected`` — a ServiceAccount token comes from the TokenRequest API, bound to the pod)
-  written to a folder per pod, their mount paths rewritten in the command, args and env values;
+  written to a folder per pod, their mount paths rewritten in the command, args and literal env
+  values;
   a missing Secret or ConfigMap is the kubelet's ``CreateContainerConfigError`` until it exists;
 - **in-cluster configuration**: a pod with the ServiceAccount token mounted
   (``/var/run/secrets/kubernetes.io/serviceaccount``) gets ``KUBECONFIG`` naming a kubeconfig with
   that token and the API server's address (the in-cluster files live at fixed paths that cannot
   be rewritten), so it calls the API with its ServiceAccount's RBAC, as in a cluster;
 - **network**: pods share the host's network; each declared ``containerPort`` gets a free host
-  port and the number is rewritten where it stands alone in the args and env values (e.g.
+  port and the number is rewritten where it stands alone in the args and literal env values (e.g.
   ``--liveness=http://0.0.0.0:8080/healthz``, ``P2PK_METRICS_PORT=9400``); :meth:`NodeAgent.port`
   tells which;
 - **status**: phase, ``Ready`` conditions and container states (running, terminated with the exit
@@ -138,7 +139,8 @@ class NodeAgent:
         self.base_env = dict(base_env)
         self.images = dict(images or {})
         self.node = node
-        self.runs: dict[str, Run] = {}
+        self.runs: dict[str, Run] = {}  # by pod uid, while the pod exists
+        self.history: list[Run] = []  # every pod run, in start order (logs outlive pods)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,8 +190,9 @@ class NodeAgent:
     # ----------------------------------------------------------------- test helpers
 
     def run_of(self, namespace: str, name: str) -> Run | None:
+        """The latest run of the pod ``namespace/name`` (also after the pod is gone)."""
         with self._lock:
-            return next((r for r in self.runs.values() if (r.namespace, r.name) == (namespace, name)), None)
+            return next((r for r in reversed(self.history) if (r.namespace, r.name) == (namespace, name)), None)
 
     def log(self, namespace: str, name: str) -> str:
         run = self.run_of(namespace, name)
@@ -240,6 +243,7 @@ class NodeAgent:
                           spec.restart_policy or "Always")
                 with self._lock:
                     self.runs[meta.uid] = run
+                    self.history.append(run)
             self._drive(core, pod, run)
         with self._lock:
             gone = [r for uid, r in self.runs.items() if uid not in seen]
@@ -312,8 +316,8 @@ class NodeAgent:
         if run is not None and run.confirmed:
             return
         try:
-            core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
-                                       body={"preconditions": {"uid": pod.metadata.uid}})
+            core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace,
+                                       body={"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}})
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -350,8 +354,7 @@ class NodeAgent:
         fs = run.root / "fs"
         mounts = self._volumes(core, pod, run, fs)
         env = {"HOSTNAME": pod.metadata.name, **self._env(core, pod, c)}
-        if SERVICE_ACCOUNT_DIR in mounts and "KUBECONFIG" not in env:
-            env["KUBECONFIG"] = str(self._pod_kubeconfig(run, mounts[SERVICE_ACCOUNT_DIR]))
+        literal = {v.name for v in c.env or () if v.value_from is None}
         command = list(c.command or ())
         args = list(c.args or ())
         if not command:
@@ -370,7 +373,9 @@ class NodeAgent:
             return text
 
         argv = [rewrite(a) for a in argv]
-        env = {k: rewrite(v) for k, v in env.items()}
+        env = {k: rewrite(v) if k in literal else v for k, v in env.items()}
+        if SERVICE_ACCOUNT_DIR in mounts and "KUBECONFIG" not in env:
+            env["KUBECONFIG"] = str(self._pod_kubeconfig(run, mounts[SERVICE_ACCOUNT_DIR]))
         executable = shutil.which(argv[0], path=self.base_env.get("PATH")) if "/" not in argv[0] else argv[0]
         if executable is None:
             raise ConfigError(f"{argv[0]}: executable not found on the test node's PATH")

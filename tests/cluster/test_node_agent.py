@@ -126,3 +126,16 @@ def test_a_service_account_token_carries_its_rbac(control_plane, node_agent, nam
     assert batch.read_namespaced_job("rbac", namespace).status.succeeded == 1, output
     assert "configmap/kube-root-ca.crt" in output
     assert f'User "system:serviceaccount:{namespace}:reader" cannot list resource "secrets"' in output
+
+
+def test_a_deleted_running_pod_gets_sigterm_and_goes(control_plane, node_agent, namespace):
+    from kubernetes import client
+
+    core = client.CoreV1Api(control_plane.api_client())
+    script = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM'), sys.exit(0))); time.sleep(600)"
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "sleeper"}, "spec": {
+        "containers": [{"name": "main", "image": "python:3", "command": [sys.executable, "-u", "-c", script]}]}})
+    wait_for(lambda: core.read_namespaced_pod("sleeper", namespace).status.phase == "Running", 30, "the pod to run")
+    core.delete_namespaced_pod("sleeper", namespace)  # graceful: the node must confirm
+    wait_for(lambda: not _exists(core.read_namespaced_pod, "sleeper", namespace), 15, "the pod to go")
+    assert "got SIGTERM" in node_agent.log(namespace, "sleeper")
