@@ -9,7 +9,11 @@ One entry point serves creation, a restarted operator, a spec change and the per
 Creation is idempotent: an object that exists already (HTTP 409) is taken as made, if it is
 this experiment's (its ownerReference), and a client's Secret keeps the keys it was created
 with, so its MinIO user is granted the same keys again. Creation runs until the Created
-condition is true, so an operator stopped half-way finishes the job when it comes back.
+condition is true, so an operator stopped half-way finishes the job when it comes back. What
+blocks it is shown at once: a missing credentials Secret, MinIO refusing the admin keys or not
+answering set the Degraded condition (a Warning Event) and are retried every 30 s; a store
+without the MinIO admin API (``adminSecret`` on plain S3) fails the experiment
+(StoreAdminUnsupported), as only a spec change can help.
 
 The spec the Jobs run lives in the ConfigMap ``<exp>-spec``; a later change of the resource's
 spec is compared with it: changes of ``kubernetes.purgeOnDelete`` are safe (read at deletion),
@@ -21,11 +25,14 @@ then creates the experiment.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import kopf
+from minio.error import MinioAdminException
+from urllib3.exceptions import HTTPError
 
 from p2p_job.spec import InvalidSpec, dump_experiment, load_yaml, parse_experiment
 from p2p_job.store import RetryingStore, StoreError, metrics_key, open_store, spec_key
@@ -82,6 +89,44 @@ class SecretRefused(CredentialsUnavailable):
     for it, or its RBAC may not read it): the experiment says so in its InvalidSpec condition."""
 
 
+class CreationBlocked(Exception):
+    """Creation cannot go on, for ``reason`` (the condition's reason). A ``permanent`` cause
+    fails the experiment; the others are shown as the Degraded condition (and its Warning
+    Event) at once and retried every :data:`RETRY_DELAY` seconds."""
+
+    def __init__(self, reason: str, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.permanent = permanent
+
+
+def admin_failure(exc: Exception, endpoint: str, secret: str) -> CreationBlocked:
+    """What a failed MinIO admin call means. An HTTP error whose body is not a MinIO admin
+    error (JSON with a ``Code``) comes from a store without the MinIO admin API (an S3 store
+    answers ``/minio/admin/...`` as a missing bucket ``minio``): permanent, since only a spec
+    change can help. MinIO refusing the keys, or no answer at all, may pass: retried."""
+    if isinstance(exc, MinioAdminException):
+        status, body = str(exc._code), str(exc._body)
+        try:
+            code = json.loads(body).get("Code")
+        except (ValueError, AttributeError):
+            code = None
+        if not code:
+            return CreationBlocked(
+                "StoreAdminUnsupported",
+                f"the store at {endpoint} does not serve the MinIO admin API (HTTP {status} {_first_line(body)}); "
+                "spec.kubernetes.s3.adminSecret needs MinIO: use credentialsSecret (one shared user) with other S3 stores",
+                permanent=True,
+            )
+        return CreationBlocked("StoreAdminRefused", f"MinIO at {endpoint} refused the admin request with the keys of {secret}: HTTP {status} {code}")
+    return CreationBlocked("StoreUnreachable", f"cannot reach the MinIO admin API at {endpoint}: {_first_line(str(exc))}")
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -110,6 +155,14 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
             # the RBAC) changes no spec, so no update would bring the experiment back.
             refused = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
             _publish(body, patch, services, previous, set_condition(refused, "InvalidSpec", True, "SecretNotPermitted", str(exc), now))
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
+        except CreationBlocked as exc:
+            if exc.permanent:
+                failed = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
+                return _publish(body, patch, services, previous, set_condition(failed, "Failed", True, exc.reason, str(exc), now))
+            waiting = status.model_copy(update={"phase": status.phase or "Pending", "observed_generation": generation})
+            message = f"{exc}; retrying every {RETRY_DELAY} s"
+            _publish(body, patch, services, previous, set_condition(waiting, "Degraded", True, exc.reason, message, now))
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
         except (NameConflict, Rejected) as exc:
             failed = status.model_copy(update={"phase": "Failed", "observed_generation": generation})
@@ -143,19 +196,26 @@ def cleanup(body: Any, services: Services) -> None:
         except CredentialsUnavailable as exc:
             services.cluster.event(body, "Warning", "StoreKept", f"cannot purge the store: {exc}")
         else:
-            services.cluster.event(body, "Normal", "StorePurged", f"deleted {deleted} objects under {running.store_url}/{name}/")
+            services.cluster.event(body, "Normal", "StorePurged", f"deleted {counted(deleted, 'object')} under {running.store_url}/{name}/")
 
     if running.scoped:
         previous = ExperimentStatus.model_validate(body.get("status") or {})
         clients = sorted(set(running.clients) | {c.client for c in previous.clients or ()})
+        s3 = running.exp.spec.kubernetes.s3
         try:
-            admin = services.minio_admin(running.exp.spec.kubernetes.s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
-        except CredentialsUnavailable as exc:
-            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
-        else:
+            admin = services.minio_admin(s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
             for client in clients:
                 policies.revoke(admin, policies.user_name(namespace, name, client))
-            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {len(clients)} clients")
+        except CredentialsUnavailable as exc:
+            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
+        except (MinioAdminException, HTTPError, OSError) as exc:
+            failure = admin_failure(exc, s3.endpoint_url, f"Secret {namespace}/{s3.admin_secret}")
+            if not failure.permanent:
+                raise kopf.TemporaryError(f"cannot remove the clients' MinIO users yet: {failure}", delay=RETRY_DELAY) from None
+            # No MinIO admin API there, so no users were made: nothing to keep the deletion for.
+            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {failure}")
+        else:
+            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {counted(len(clients), 'client')}")
 
 
 # --------------------------------------------------------------------------- parts
@@ -199,13 +259,17 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
     except SecretRefused:
         raise  # reconcile says so in the status
     except CredentialsUnavailable as exc:
-        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from None
+        raise CreationBlocked("CredentialsUnavailable", str(exc)) from None
     if plan.scoped:
         admin = services.minio_admin(s3.endpoint_url, *keys)
         for client in plan.clients:
             fresh = manifests.client_secret(plan, client, policies.user_name(namespace, plan.name, client), secrets.token_urlsafe(30))
             values = manifests.secret_values(_ensure(services.cluster, fresh, owner))
-            policies.grant(admin, policies.ClientUser(values[ACCESS_KEY], values[SECRET_KEY], policies.client_policy(plan, client)))
+            user = policies.ClientUser(values[ACCESS_KEY], values[SECRET_KEY], policies.client_policy(plan, client))
+            try:
+                policies.grant(admin, user)
+            except (MinioAdminException, HTTPError, OSError) as exc:
+                raise admin_failure(exc, s3.endpoint_url, f"Secret {namespace}/{s3.admin_secret}") from exc
     _ensure(services.cluster, manifests.config_map(plan), owner)
     store = services.open_store(plan.store_url, endpoint=s3.endpoint_url, access_key=keys[0], secret_key=keys[1], create_bucket=True)
     text = dump_experiment(plan.exp).encode()
@@ -214,11 +278,16 @@ def _create(plan: Plan, owner: Any, services: Services) -> str:
     jobs = plan.expected_jobs()
     for e in jobs:
         _ensure(services.cluster, manifests.job(plan, e.method, e.client, services.pushgateway), owner)
-    secrets_made = f"{len(plan.clients)} client Secrets with scoped MinIO users" if plan.scoped else f"shared Secret {s3.credentials_secret}"
+    secrets_made = f"{counted(len(plan.clients), 'client Secret')} with scoped MinIO users" if plan.scoped else f"shared Secret {s3.credentials_secret}"
     return (
-        f"ConfigMap {manifests.config_map_name(plan.name)}, {secrets_made}, {len(jobs)} Jobs "
-        f"({len(plan.methods)} methods × {len(plan.clients)} clients)"
+        f"ConfigMap {manifests.config_map_name(plan.name)}, {secrets_made}, {counted(len(jobs), 'Job')} "
+        f"({counted(len(plan.methods), 'method')} × {counted(len(plan.clients), 'client')})"
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 method``, ``3 methods``: a count for an Event or condition message."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _ensure(cluster: Cluster, obj: dict, owner: Any) -> dict:

@@ -4,6 +4,7 @@ kopf and the kubernetes client are imported inside ``run`` (see docs/internals.m
 
 from __future__ import annotations
 
+import argparse
 import os
 
 
@@ -22,6 +23,10 @@ def register(sub) -> None:
                         "default $P2PK_ALLOWED_IMAGES (comma-separated); none given: any")
     p.add_argument("--allowed-service-account", action="append", metavar="NAME",
                    help="a ServiceAccount experiments' pods may run as (repeat); default $P2PK_ALLOWED_SERVICE_ACCOUNTS; none given: any")
+    p.add_argument("--observe-interval", metavar="SECONDS", type=_seconds,
+                   default=os.environ.get("P2PK_OBSERVE_INTERVAL") or "30",
+                   help="seconds between two status updates of a running experiment from its Jobs and the clients' "
+                        "metrics (default: $P2PK_OBSERVE_INTERVAL or 30)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     p.set_defaults(func=run_operator)
 
@@ -29,7 +34,18 @@ def register(sub) -> None:
     c.set_defaults(func=print_crd)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def run_operator(args) -> int:
+    os.environ["P2PK_OBSERVE_INTERVAL"] = str(args.observe_interval)  # read when the handlers register
     import kopf
 
     import p2pk_operator.handlers  # noqa: F401  (registers the handlers)

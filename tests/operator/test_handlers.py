@@ -11,13 +11,15 @@ import kopf
 import pytest
 import yaml
 import operator_fakes
+from minio.error import MinioAdminException
 from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
+from urllib3.exceptions import MaxRetryError
 
 from p2p_job.spec import parse_experiment
 from p2pk_operator import handlers, policies
 from p2pk_operator.admission import Admission
 from p2pk_operator.manifests import plan, secret_values
-from p2pk_operator.reconcile import changed_fields
+from p2pk_operator.reconcile import admin_failure, changed_fields, counted
 
 JOBS = [f"exp-{m}-{c}" for m in ("ksmote", "none") for c in ("a", "b", "c")]
 RUNNING = {"active": 1, "ready": 1}
@@ -287,10 +289,24 @@ def test_a_name_taken_by_something_else_fails_the_experiment(world):
     assert failed["reason"] == "NameConflict" and "Job exp-ksmote-b exists already" in failed["message"]
 
 
-def test_a_missing_admin_secret_is_retried_naming_it(world):
+def blocked(world: World, doc: dict | None = None) -> tuple[kopf.TemporaryError, dict]:
+    """Run the create handler where creation is blocked: the retry kopf is asked for, and the
+    resource with the status the handler patched before asking."""
+    patch = kopf.Patch()
+    body = resource(doc or experiment())
+    with pytest.raises(kopf.TemporaryError) as info:
+        handlers.created(body=body, patch=patch, memo=world.memo)
+    return info.value, with_status(body, patch)
+
+
+def test_a_missing_admin_secret_is_shown_at_once_and_retried(world):
     world.cluster.remove("Secret", "minio-admin")
-    with pytest.raises(kopf.TemporaryError, match=r"Secret lab/minio-admin \(spec.kubernetes.s3.adminSecret\) not found"):
-        created(world)
+    retry, body = blocked(world)
+    assert "Secret lab/minio-admin (spec.kubernetes.s3.adminSecret) not found" in str(retry) and retry.delay == 30
+    degraded = condition(body, "Degraded")
+    assert (body["status"]["phase"], degraded["reason"]) == ("Pending", "CredentialsUnavailable")
+    assert degraded["message"].endswith("not found; retrying every 30 s")
+    assert world.cluster.events == [("Warning", "CredentialsUnavailable", degraded["message"])]
     assert world.cluster.creates() == []
 
 
@@ -347,6 +363,77 @@ def test_images_and_service_accounts_outside_the_allowlists_are_invalid_specs(wo
     assert world.cluster.creates() == []
     fine = experiment(image="registry.lab/p2pk/worker:0.2.0", serviceAccountName="p2pk-worker")
     assert condition(created(world, fine), "Created")["status"] == "True"
+
+
+class RefusingAdmin:
+    """A MinIO admin endpoint answering every call with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def policy_add(self, *args, **kwargs):
+        raise self.error
+
+    user_remove = policy_add
+
+
+S3_NOT_MINIO = MinioAdminException("404", '<?xml version="1.0"?><Error><Code>NoSuchBucket</Code><BucketName>minio</BucketName></Error>')
+BAD_KEYS = MinioAdminException("403", '{"Code":"InvalidAccessKeyId","Message":"The Access Key Id you provided does not exist"}')
+
+
+def test_a_store_without_the_minio_admin_api_fails_the_experiment_at_once(world):
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(S3_NOT_MINIO)
+    body = created(world)
+    failed = condition(body, "Failed")
+    assert (body["status"]["phase"], failed["reason"]) == ("Failed", "StoreAdminUnsupported")
+    assert "minio.lab.svc:9000 does not serve the MinIO admin API (HTTP 404 <?xml" in failed["message"]
+    assert "use credentialsSecret" in failed["message"]
+    assert world.cluster.events == [("Warning", "StoreAdminUnsupported", failed["message"])]
+    assert world.cluster.creates("Job") == []
+
+
+def test_refused_admin_keys_are_shown_and_retried(world):
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
+    retry, body = blocked(world)
+    degraded = condition(body, "Degraded")
+    assert degraded["reason"] == "StoreAdminRefused" and body["status"]["phase"] == "Pending"
+    assert "keys of Secret lab/minio-admin: HTTP 403 InvalidAccessKeyId" in degraded["message"]
+    assert world.cluster.creates("Job") == []
+    world.memo.services.minio_admin = world._admin  # the keys fixed: the retry creates it, healthy
+    body = call(handlers.created, world, body)
+    assert condition(body, "Created")["status"] == "True" and condition(body, "Degraded")["status"] == "False"
+
+
+def test_deleting_an_experiment_on_a_store_without_the_admin_api_is_not_held_up(world):
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(S3_NOT_MINIO)
+    body = created(world)
+    handlers.deleted(body=body, memo=world.memo)  # no retry: kopf drops its finalizer
+    assert world.cluster.events[-1][:2] == ("Warning", "StoreUsersKept")
+    assert "does not serve the MinIO admin API" in world.cluster.events[-1][2]
+
+
+def test_deletion_retries_while_minio_refuses_the_admin_keys(world):
+    body = created(world)
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
+    with pytest.raises(kopf.TemporaryError, match="cannot remove the clients' MinIO users yet: .*InvalidAccessKeyId"):
+        handlers.deleted(body=body, memo=world.memo)
+
+
+@pytest.mark.parametrize(("error", "reason", "permanent"), [
+    (S3_NOT_MINIO, "StoreAdminUnsupported", True),
+    (MinioAdminException("501", "Not Implemented"), "StoreAdminUnsupported", True),
+    (BAD_KEYS, "StoreAdminRefused", False),
+    (MaxRetryError(None, "/minio/admin/v3/add-canned-policy", "Connection refused"), "StoreUnreachable", False),
+])
+def test_admin_failures_are_told_apart(error, reason, permanent):
+    found = admin_failure(error, "http://s3:9000", "Secret lab/admin")
+    assert (found.reason, found.permanent) == (reason, permanent)
+    assert "http://s3:9000" in str(found)
+
+
+@pytest.mark.parametrize(("n", "noun", "text"), [(0, "Job", "0 Jobs"), (1, "method", "1 method"), (3, "client", "3 clients")])
+def test_counted(n, noun, text):
+    assert counted(n, noun) == text
 
 
 def test_shared_credentials_make_no_secrets_or_users(world):
