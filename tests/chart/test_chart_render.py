@@ -139,7 +139,7 @@ def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
 
 
 def test_operator_rbac_is_least_privilege_and_namespaced_by_default(render):
-    objects = render(None)
+    objects = release_objects(render(None))
     assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
     role = one(objects, "Role")
     assert role["metadata"]["namespace"] == "p2pk"
@@ -166,7 +166,7 @@ def test_operator_rbac_is_least_privilege_and_namespaced_by_default(render):
 def test_rbac_covers_every_kind_the_operator_calls(render):
     from p2pk_operator.cluster import _ENDPOINTS
 
-    granted = {resource for _group, resource in rules_of(one(render(None), "Role"))}
+    granted = {resource for _group, resource in rules_of(one(release_objects(render(None)), "Role"))}
     assert {kind.lower() + "s" for kind in _ENDPOINTS} <= granted
 
 
@@ -176,7 +176,7 @@ SECRET_RULES = {("", "secrets"): {"create", "get"}}
 def test_cluster_wide_operator_gets_a_cluster_role_with_the_same_rules_but_secrets(render):
     """Secrets are never granted cluster-wide: a Role per namespace of operator.secretNamespaces
     and the release's holds them, bound to the operator's ServiceAccount."""
-    namespaced = one(render(None), "Role")
+    namespaced = one(release_objects(render(None)), "Role")
     objects = release_objects(render(example("cluster-wide")))
     cluster_role = one(objects, "ClusterRole")
     assert "namespace" not in cluster_role["metadata"]
@@ -275,7 +275,7 @@ def test_podmonitor_only_when_the_api_is_served_or_forced(render):
 
 def test_dashboard_configmap_for_the_grafana_sidecar(render):
     dashboard = json.loads((CHART / "dashboards" / "p2pk.json").read_text())
-    cm = one(render(None), "ConfigMap")  # the only ConfigMap without experiments
+    cm = one(release_objects(render(None)), "ConfigMap")  # the only ConfigMap without experiments
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["p2pk.json"]) == dashboard
     custom = one(release_objects(render(example("cluster-wide"), "--set", "monitoring.dashboard.labelKey=dash",
@@ -283,7 +283,7 @@ def test_dashboard_configmap_for_the_grafana_sidecar(render):
     assert custom["metadata"]["labels"]["dash"] == "yes" and "grafana_dashboard" not in custom["metadata"]["labels"]
     assert custom["metadata"]["namespace"] == "monitoring"
     assert custom["metadata"]["annotations"] == {"grafana_folder": "P2PK"}
-    assert not of_kind(render(None, "--set", "monitoring.dashboard.enabled=false"), "ConfigMap")
+    assert not of_kind(release_objects(render(None, "--set", "monitoring.dashboard.enabled=false")), "ConfigMap")
 
 
 def test_helm_test_hook_waits_for_every_experiment_with_read_only_rights(render):
@@ -298,7 +298,27 @@ def test_helm_test_hook_waits_for_every_experiment_with_read_only_rights(render)
     script = one(test_hooks, "ConfigMap")["data"]["check_running.py"]
     assert script == (CHART / "files" / "check_running.py").read_text().rstrip("\n")
     # No experiments, nothing to wait for: no test hook.
-    assert release_objects(render(None)) == render(None)
+    assert not hooks(render(None), "test")
+
+
+def test_uninstall_first_deletes_the_releases_experiments_with_delete_only_rights(render):
+    cleanup = hooks(render(None), "pre-delete")
+    assert {o["kind"] for o in cleanup} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"}
+    job = one(cleanup, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "/hooks/delete_experiments.py"]
+    assert container["args"] == ["--namespace=p2pk", "--selector=app.kubernetes.io/instance=exp", "--timeout=300"]
+    assert job["spec"]["activeDeadlineSeconds"] == 420
+    assert pod["serviceAccountName"] == one(cleanup, "ServiceAccount")["metadata"]["name"]
+    assert rules_of(one(cleanup, "Role")) == {("p2pk.io", "p2pexperiments"): {"list", "delete"}}
+    script = one(cleanup, "ConfigMap")["data"]["delete_experiments.py"]
+    assert script == (CHART / "files" / "delete_experiments.py").read_text().rstrip("\n")
+    # The RBAC exists before the Job runs; every hook object goes once it succeeded.
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in cleanup}
+    assert max(weights[k] for k in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap")) < weights["Job"]
+    assert {o["metadata"]["annotations"]["helm.sh/hook-delete-policy"] for o in cleanup} == {"before-hook-creation,hook-succeeded"}
+    assert not hooks(render(None, "--set", "operator.cleanup.enabled=false"), "pre-delete")
 
 
 @pytest.mark.parametrize(
