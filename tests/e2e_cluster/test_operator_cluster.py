@@ -11,7 +11,10 @@ unless a store is given — the operator writes the spec into it and reads the c
     P2PK_E2E_IMAGE         worker image (default ghcr.io/p2pk/worker:0.1.0)
     P2PK_E2E_RUN=1         also wait for the workers to finish (the image must run there)
 
-Run: ``pytest -m cluster tests/e2e_cluster``. Each run works in its own namespace and deletes it.
+Without them, ``conftest.py`` runs these tests on the suite's own control plane with moto's S3.
+
+Run: ``pytest -m cluster tests/e2e_cluster``. Each run works in its own namespace and deletes it
+(while the operator still runs, so it can remove its finalizers) and waits until it is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from p2pk_operator.manifests import EXPERIMENT_LABEL
 pytestmark = pytest.mark.cluster
 
 CREATED_WITHIN = 120  # seconds for the operator to create the Jobs
+DELETED_WITHIN = 120  # seconds for the namespace to go
 FINISHED_WITHIN = 1800  # seconds for a tiny experiment to run (P2PK_E2E_RUN=1)
 
 
@@ -43,8 +47,8 @@ def _cluster():
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()
-        else:
-            config.load_kube_config()
+        else:  # KUBECONFIG as it is now (the client read it once, when it was imported)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     except config.ConfigException as exc:
         pytest.skip(f"no Kubernetes cluster configured (KUBECONFIG / in-cluster): {exc}")
     try:
@@ -63,7 +67,7 @@ def _store_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     kubernetes = _cluster()
     store = _store_env()
     from kubernetes import client
@@ -89,17 +93,25 @@ def cluster():
         "metadata": {"name": "e2e-store", "labels": {"p2pk.io/store-credentials": "true"}},  # the operator reads only labelled Secrets
         "stringData": {"accessKey": store["P2PK_E2E_S3_ACCESS_KEY"], "secretKey": store["P2PK_E2E_S3_SECRET_KEY"]},
     })
-    operator = subprocess.Popen([sys.executable, "-m", "p2pk_operator", "--namespace", namespace],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    with open(log_path, "wb") as log:  # a file, not a pipe nobody reads (a full pipe blocks the operator)
+        operator = subprocess.Popen([sys.executable, "-m", "p2pk_operator", "--namespace", namespace],
+                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         yield kubernetes, namespace, store
     finally:
-        operator.terminate()
+        # The namespace first: its experiments carry the operator's finalizer, which only the
+        # running operator removes (stopped first, the namespace would stay Terminating).
         try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-        core.delete_namespace(namespace)
+            core.delete_namespace(namespace)
+            wait_for(lambda: namespace not in [n.metadata.name for n in core.list_namespace().items],
+                     DELETED_WITHIN, f"namespace {namespace} to be deleted")
+        finally:
+            operator.terminate()
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
 
 
 def experiment(name: str, store: dict[str, str], **spec_changes) -> dict:
