@@ -365,12 +365,15 @@ class NodeAgent:
         argv = [expand(a, env) for a in command + args]
         run.ports = {p.container_port: free_port() for p in c.ports or ()}
 
+        # One pass, so that a rewritten path is not rewritten again (a volume at /tmp).
+        replacements = {path: str(local) for path, local in mounts.items()}
+        replacements.update({str(c): str(h) for c, h in run.ports.items()})
+        alternatives = [rf"(?<![\w./-]){re.escape(path)}(?=/|$|[^\w.-])" for path in sorted(mounts, key=len, reverse=True)]
+        alternatives += [rf"(?<![\w.]){port}(?!\d)" for port in run.ports]
+        pattern = re.compile("|".join(alternatives)) if alternatives else None
+
         def rewrite(text: str) -> str:
-            for path in sorted(mounts, key=len, reverse=True):
-                text = re.sub(rf"(?<![\w./-]){re.escape(path)}(?=/|$|[^\w.-])", str(mounts[path]), text)
-            for container_port, host_port in run.ports.items():
-                text = re.sub(rf"(?<![\w.]){container_port}(?!\d)", str(host_port), text)
-            return text
+            return pattern.sub(lambda m: replacements[m.group(0)], text) if pattern else text
 
         argv = [rewrite(a) for a in argv]
         env = {k: rewrite(v) if k in literal else v for k, v in env.items()}

@@ -26,6 +26,7 @@ import yaml
 from services import tiny_experiment, wait_for
 
 from p2p_job.spec import API_GROUP, API_VERSION
+from p2pk_operator.admission import CREDENTIALS_LABEL
 from p2pk_operator.crd import PLURAL
 from p2pk_operator.manifests import EXPERIMENT_LABEL
 
@@ -145,7 +146,7 @@ def lab(control_plane, node_agent, s3_server, tmp_path_factory):
     lab = Lab(control_plane, node_agent, namespace, bucket, s3_server.endpoint, env)
     core = lab.api("CoreV1Api")
     core.create_namespace({"metadata": {"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    core.create_namespaced_secret(namespace, {"metadata": {"name": STORE_SECRET},
+    core.create_namespaced_secret(namespace, {"metadata": {"name": STORE_SECRET, "labels": {CREDENTIALS_LABEL: "true"}},
                                               "stringData": {"accessKey": s3_server.access_key, "secretKey": s3_server.secret_key}})
     values = {
         "operator": {"extraArgs": [f"--observe-interval={OBSERVE}"]},

@@ -49,7 +49,7 @@ def _pods(core, namespace: str, job: str):
     return core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
 
 
-def test_a_job_runs_its_pod_with_env_volumes_and_exit_code(control_plane, namespace):
+def test_a_job_runs_its_pod_with_env_volumes_and_exit_code(control_plane, node_agent, namespace):
     from kubernetes import client
 
     api = control_plane.api_client()
@@ -58,11 +58,12 @@ def test_a_job_runs_its_pod_with_env_volumes_and_exit_code(control_plane, namesp
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"a.txt": "from the map"}})
     script = ("import os, sys; print(os.environ['WORD'], os.environ['NS'], os.environ['FILE'], open(os.environ['FILE']).read()); "
               "sys.exit(3 if os.environ['WORD'] == 'hush' else 0)")
-    job = _job("env", script, volumes=[{"name": "cfg", "configMap": {"name": "c"}}], container={
+    # A volume at /tmp too: the pod's folders lie under the host's /tmp, and must not be rewritten twice.
+    job = _job("env", script, volumes=[{"name": "cfg", "configMap": {"name": "c"}}, {"name": "scratch", "emptyDir": {}}], container={
         "env": [{"name": "WORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "word"}}},
                 {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                 {"name": "FILE", "value": "/etc/cfg/a.txt"}],
-        "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]})
+        "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "scratch", "mountPath": "/tmp"}]})
     job["spec"]["backoffLimit"] = 0
     batch.create_namespaced_job(namespace, job)
 
@@ -75,6 +76,8 @@ def test_a_job_runs_its_pod_with_env_volumes_and_exit_code(control_plane, namesp
     state = pod.status.container_statuses[0].state.terminated
     assert (pod.status.phase, state.exit_code, state.reason) == ("Failed", 3, "Error")
     assert pod.spec.node_name == "p2pk-test-node"
+    assert f"hush {namespace} " in node_agent.log(namespace, pod.metadata.name)
+    assert node_agent.log(namespace, pod.metadata.name).rstrip().endswith("/volumes/cfg/a.txt from the map")
 
 
 def test_a_killed_pod_is_replaced_by_its_job(control_plane, node_agent, namespace):
