@@ -32,7 +32,7 @@ from p2p_job.spec import API_GROUP, API_VERSION
 from p2pk_operator.crd import CRD_NAME, PLURAL, custom_resource_definition
 from p2pk_operator.manifests import EXPERIMENT_LABEL
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 CREATED_WITHIN = 120  # seconds for the operator to create the Jobs
 DELETED_WITHIN = 120  # seconds for the namespace to go
