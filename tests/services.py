@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -153,6 +154,13 @@ class S3Server:
 
         return open_store(url, endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
                           create_bucket=True)
+
+    def requests_since(self, offset: int = 0) -> tuple[list[tuple[str, str]], int]:
+        """The requests moto logged after character ``offset`` of its log, as (method, path
+        without query, unquoted: ``/bucket/key``), and the log's new length."""
+        text = self.service.log_path.read_text(errors="replace")
+        found = re.finditer(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"', text[offset:])
+        return [(m.group(1), urllib.parse.unquote(m.group(2).split("?")[0])) for m in found], len(text)
 
     def store_url(self, prefix: str = "experiments") -> str:
         """A new bucket (created) and the store URL under ``prefix``."""

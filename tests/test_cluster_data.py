@@ -5,7 +5,6 @@ grant — and ``p2pk collect`` turning the stored metrics into results, from S3 
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.parse
 
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import services
 import yaml
+from iam import allowed
 
 from p2p_job.cli import main
 from p2p_job.collect import collect, split_location
@@ -22,15 +22,6 @@ from p2p_job.spec import load_experiment
 from p2p_job.store import DirectoryStore
 
 NAMESPACE = "lab"
-#: A request line in moto's log: method and path (``/bucket/key?query``).
-REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"')
-
-
-def requests_since(log_path, offset: int) -> tuple[list[tuple[str, str]], int]:
-    text = log_path.read_text(errors="replace")
-    return [(m.group(1), urllib.parse.unquote(m.group(2).split("?")[0])) for m in REQUEST.finditer(text[offset:])], len(text)
-
-
 @pytest.fixture
 def cluster_like_spec(tiny_spec, s3_server):
     """A tiny experiment whose workers read their shards from the store, with the Kubernetes
@@ -65,8 +56,7 @@ def test_prepared_shards_in_s3_each_worker_reads_only_its_own_and_collect_writes
     # 2. Workers as a Job would run them; each one's requests until it starts are its shard reads.
     exp = load_experiment(spec)
     client_plan = plan(exp)
-    log, offset = s3_server.service.log_path, 0
-    _, offset = requests_since(log, 0)
+    _, offset = s3_server.requests_since()
     reads: dict[str, list[str]] = {}
     workers = []
     try:
@@ -75,7 +65,7 @@ def test_prepared_shards_in_s3_each_worker_reads_only_its_own_and_collect_writes
             workers.append(worker)
             services.wait_for(lambda: any(e["event"] == "worker_start" for e in worker.events()), 120, f"{client} to start")
             time.sleep(0.5)
-            seen, offset = requests_since(log, offset)
+            seen, offset = s3_server.requests_since(offset)
             reads[client] = [path for verb, path in seen if verb == "GET" and "/shards/" in path]
         for worker in workers:
             assert worker.wait(180) == 0, worker.log_path.read_text()[-3000:]
@@ -88,8 +78,6 @@ def test_prepared_shards_in_s3_each_worker_reads_only_its_own_and_collect_writes
         assert sorted(reads[client]) == sorted(f"{prefix}{client}/{f}" for f in policies.SHARD_FILES), client
         # Every shard object it read is one its per-client policy grants, and no other client's is.
         policy = policies.client_policy(client_plan, client)
-        from test_policies import allowed
-
         for path in reads[client]:
             assert allowed(policy, "s3:GetObject", bucket, path[len(f"/{bucket}/"):]), path
         for other in client_plan.clients:

@@ -18,10 +18,10 @@ import random
 import re
 import shutil
 import subprocess
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from iam import allowed
 from operator_fakes import NAMESPACE, FakeMinioAdmin, experiment
 
 from p2p_job.spec import parse_experiment
@@ -41,22 +41,6 @@ BUILD_ROOT = Path(__file__).resolve().parents[2] / "build" / "minio-policy-eval"
 
 
 # --------------------------------------------------------------------------- evaluators
-
-
-def allowed(policy: dict, action: str, bucket: str, key: str = "", prefix: str | None = None) -> bool:
-    """IAM evaluation for an Allow-only policy: some statement matches action and resource, and
-    its ``StringEquals`` condition on ``s3:prefix`` (a ListBucket's) holds."""
-    resource = f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
-    for st in policy["Statement"]:
-        assert st["Effect"] == "Allow"
-        if not any(fnmatchcase(action, a) for a in st["Action"]) or not any(fnmatchcase(resource, r) for r in st["Resource"]):
-            continue
-        condition = st.get("Condition", {})
-        assert set(condition) <= {"StringEquals"} and set(condition.get("StringEquals", {})) <= {"s3:prefix"}
-        if "s3:prefix" in condition.get("StringEquals", {}) and prefix not in condition["StringEquals"]["s3:prefix"]:
-            continue
-        return True
-    return False
 
 
 class MinioEvaluator:
