@@ -212,3 +212,64 @@ class Preprocessor:
             raw[:, index[column]] = np.asarray(values, dtype=np.float64)[np.argmax(X[:, start:stop], axis=1)]
         with np.errstate(over="ignore"):
             return raw.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- suggestions
+
+#: |skewness| above which a numeric column is called heavy-tailed.
+SKEW_LIMIT = 2.0
+#: A column whose values span more than this many decades (max |x| over the median |x|) is too.
+DECADES_LIMIT = 3.0
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """One raw feature column over the rows given (``p2pk data describe``)."""
+
+    name: str
+    minimum: float
+    median: float
+    maximum: float
+    skew: float  # sample skewness (Fisher), 0 for a constant column
+    decades: float  # log10(max |x| / median of the non-zero |x|), 0 when all are zero
+    distinct: int
+    suggestion: str  # none | log1p | signed-log | categorical
+
+
+def column_stats(feature_names: list[str], X: np.ndarray, categories: dict[str, list[str]] | None = None) -> list[ColumnStats]:
+    """Range, skew and spread of every raw column, and the transform it suggests: ``categorical``
+    for columns loaded as categories; for numeric ones, a log when the column is heavy-tailed
+    (|skew| > :data:`SKEW_LIMIT` or more than :data:`DECADES_LIMIT` decades) — ``log1p`` when
+    every value is ≥ 0, else ``signed-log`` — and ``none`` otherwise."""
+    from scipy.stats import skew
+
+    out = []
+    for j, name in enumerate(feature_names):
+        x = np.asarray(X[:, j], dtype=np.float64)
+        magnitude = np.abs(x[x != 0])
+        decades = float(np.log10(magnitude.max() / np.median(magnitude))) if magnitude.size else 0.0
+        s = float(skew(x)) if np.ptp(x) > 0 else 0.0
+        if categories and name in categories:
+            suggestion = "categorical"
+        elif abs(s) > SKEW_LIMIT or decades > DECADES_LIMIT:
+            suggestion = "log1p" if x.min() >= 0 else "signed-log"
+        else:
+            suggestion = "none"
+        out.append(ColumnStats(name, float(x.min()), float(np.median(x)), float(x.max()), s, decades, int(len(np.unique(x))), suggestion))
+    return out
+
+
+def suggested_preprocessing(stats: list[ColumnStats]) -> dict:
+    """A ``dataset.preprocessing`` section from :func:`column_stats` (camelCase, as in YAML):
+    one transforms entry per suggested log, the categorical columns, min-max scaling."""
+    transforms = []
+    for kind in ("signed-log", "log1p"):
+        columns = [c.name for c in stats if c.suggestion == kind]
+        if columns:
+            transforms.append({"columns": columns, "transform": kind})
+    section: dict = {"transforms": transforms} if transforms else {}
+    categorical = [c.name for c in stats if c.suggestion == "categorical"]
+    if categorical:
+        section["categorical"] = categorical
+    section["scaling"] = "minmax"
+    return section

@@ -49,7 +49,12 @@ def test_prepare_writes_shards_and_prints_table_1_then_describe_repeats_it(tmp_p
     assert list(read_shards(tmp_path / "shards").clients) == ["client-a", "client-b", "client-c"]
     assert main(["data", "describe", str(tmp_path / "shards")]) == 0
     described = capsys.readouterr().out
-    assert printed_table(described) == printed_table(prepared)
+    assert {row: printed_table(described)[row] for row in expected} == expected
+    # Then each column's range and skew, and a dataset.preprocessing section to start from.
+    assert "f000" in described and "suggested" in described and "scaling: minmax" in described
+    assert main(["data", "describe", str(spec)]) == 0  # the same from the spec, nothing written
+    from_spec = capsys.readouterr().out
+    assert {row: printed_table(from_spec)[row] for row in expected} == expected and "scaling: minmax" in from_spec
 
 
 def test_relative_dataset_path_is_read_from_the_spec_folder(tmp_path, monkeypatch, capsys):

@@ -162,3 +162,23 @@ def test_text_categorical_column_loads_encodes_and_travels_as_a_valid_category(t
     assert record.payloads_rejected == 0 and record.n_received == len(shared)
     received = peers["b"].received_X[:, 2:]
     assert (received.sum(axis=1) == 1).all()  # valid one-hot in b's own encoding
+
+
+def test_column_stats_suggest_logs_for_heavy_tails_and_one_hot_for_categories():
+    from p2p_job.preprocessing import column_stats, suggested_preprocessing
+
+    X = _rows(200)
+    X[:, 3] = np.arange(200) % 3  # a coded category
+    X[:, 2] = np.where(np.arange(200) % 2, 1, -1) * np.random.default_rng(3).lognormal(4, 2.5, 200)  # heavy, both signs
+    X = np.column_stack([X, np.random.default_rng(2).uniform(0, 1, 200)]).astype(np.float32)  # tame
+    stats = column_stats([*NAMES, "share"], X, {"flat": ["a", "b", "c"]})
+    by_name = {c.name: c for c in stats}
+    assert by_name["bytes"].suggestion == "log1p" and by_name["bytes"].skew > 2  # lognormal counter
+    assert by_name["delta"].suggestion == "signed-log" and by_name["delta"].decades > 3
+    assert by_name["share"].suggestion == "none" and abs(by_name["share"].skew) < 1
+    assert by_name["flat"].suggestion == "categorical" and by_name["flat"].distinct == 3
+    assert by_name["bytes"].minimum == float(X[:, 0].min()) and by_name["bytes"].maximum == float(X[:, 0].max())
+    section = suggested_preprocessing(stats)
+    assert section["categorical"] == ["flat"] and section["scaling"] == "minmax"
+    assert {"columns": ["delta"], "transform": "signed-log"} in section["transforms"]
+    PreprocessingSpec.model_validate(section)  # a valid dataset.preprocessing section

@@ -4,7 +4,9 @@
   the rows per class per client, laid out like the paper's Table 1. ``--out s3://bucket/prefix``
   (or ``file:///path``) writes them into that store under ``<experiment>/shards/``, where
   workers with ``dataset.shards: store`` each read their own.
-- ``p2pk data describe DIR``: read shards back and print the same table.
+- ``p2pk data describe DIR|exp.yaml``: read shards back (or cut them from a spec, writing
+  nothing) and print the same table, then each raw column's range and skew with a suggested
+  transform and a ``dataset.preprocessing`` section to start from.
 - ``p2pk data presets``: list the built-in scenario layouts (``scenario.preset``).
 """
 
@@ -29,8 +31,10 @@ def register(sub) -> None:
     prepare.add_argument("--s3-endpoint", help="S3/MinIO endpoint host:port or URL for --out s3://… "
                          "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
     prepare.set_defaults(func=run_prepare)
-    describe = data.add_parser("describe", help="print the rows per class per client of a shards folder")
-    describe.add_argument("dir", type=Path, help="folder written by `p2pk data prepare`")
+    describe = data.add_parser(
+        "describe", help="print the rows per class per client, each column's range and skew, and suggested dataset.preprocessing"
+    )
+    describe.add_argument("dir", type=Path, help="folder written by `p2pk data prepare`, or a spec file (shards cut in memory)")
     describe.set_defaults(func=run_describe)
     listing = data.add_parser("presets", help="list the built-in scenario layouts (scenario.preset)")
     listing.set_defaults(func=run_presets)
@@ -86,9 +90,39 @@ def run_prepare(args) -> int:
 def run_describe(args) -> int:
     from p2p_job.shards import read_shards
 
-    shards = read_shards(args.dir)
+    if args.dir.is_file():
+        from p2p_job.scenarios import build_shards
+        from p2p_job.spec import load_experiment
+
+        shards = build_shards(load_experiment(args.dir), args.dir.resolve().parent)
+    else:
+        shards = read_shards(args.dir)
     _print(shards, f"shards in {args.dir}")
+    _print_columns(shards)
     return 0
+
+
+def _print_columns(shards) -> None:
+    """Each raw column over every client's training rows, and the suggested preprocessing."""
+    import numpy as np
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from p2p_job.preprocessing import column_stats, suggested_preprocessing
+
+    rows = np.concatenate([shard.train.raw for shard in shards.clients.values()])
+    stats = column_stats(shards.feature_names, rows, shards.categories)
+    table = Table(title=f"columns over the clients' {len(rows)} training rows (now: {shards.preprocessing.model_dump(by_alias=True)})")
+    for column in ("column", "min", "median", "max", "skew", "decades", "distinct", "suggested"):
+        table.add_column(column, justify="left" if column in ("column", "suggested") else "right")
+    for c in stats:
+        table.add_row(c.name, f"{c.minimum:.4g}", f"{c.median:.4g}", f"{c.maximum:.4g}", f"{c.skew:.2f}", f"{c.decades:.1f}", str(c.distinct), c.suggestion)
+    console = Console()
+    console.print(table)
+    console.print("suggested (heavy tails: |skew| > 2 or > 3 decades):", markup=False)
+    console.print(yaml.safe_dump({"preprocessing": suggested_preprocessing(stats)}, sort_keys=False, width=100, default_flow_style=None),
+                  markup=False, highlight=False)
 
 
 def run_presets(args) -> int:
