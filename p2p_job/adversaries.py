@@ -4,7 +4,7 @@ publishing side, so the same attack runs under ``p2pk simulate``, ``p2pk run`` a
 An adversary trains honestly (Algorithm 2, lines 5–9), keeps its honest model for its own
 average, and publishes (DESIGN step 3) what its attack makes of the honest
 :class:`~p2p_job.exchange.Publication`: :class:`Adversary` is applied by
-:meth:`p2p_job.peer.Peer.train_and_publish` just before ``exchange.publish``, so there is no
+:meth:`p2p_job.peer.Peer.publish_trained` just before ``exchange.publish``, so there is no
 second copy of the round logic. From ``fromRound`` on, every random draw comes from
 ``rng(seed, method, client, round, "adversary")``: an attack is reproducible in any runner.
 

@@ -264,3 +264,16 @@ def test_rounds_done_are_the_checkpoints_commit_points(tmp_path, tiny_spec):
                                  ("none", "client-a", b'{"round": 2}'), ("none", "client-b", b"[not a record")):
         store.put_bytes(checkpoint_key("done", method, client, "latest.json"), body)
     assert rounds_done(exp, store) == {"ksmote": 1, "none": 0}
+
+
+@pytest.mark.slow
+def test_an_attack_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, tiny_spec, one_thread):
+    """spec.adversaries acts on the publishing side of the one Peer: worker processes over the
+    directory store give the simulation's results to the bit, with the adversary's rows marked
+    and its publications refused by its neighbours (out-of-range points)."""
+    spec = tiny_spec("attacked", adversaries=[{"client": "client-c", "attack": "out-of-range", "points": 50}])
+    frame = comparable(run_local(load_experiment(spec), spec, RunSettings(out=tmp_path / "out")))
+    pd.testing.assert_frame_equal(frame, simulated(spec))
+    assert set(frame.loc[frame["adversarial"], "client"]) == {"client-c"}
+    assert (frame.loc[~frame["adversarial"], "payloads_rejected"] == 1).all()  # a and b refuse c every round
+    assert "honest clients only; adversarial, left out: client-c" in (tmp_path / "out/summary.md").read_text()

@@ -52,8 +52,10 @@ def cpu_threads(value: str) -> int:
 
 
 def _round_line(method: str, r: int, records) -> str:
-    """Mean FNR/FPR over clients, on the global test set where there is one."""
+    """Mean FNR/FPR over honest clients (all, if every one is marked adversarial), on the global
+    test set where there is one."""
     eval_set = "global" if "global" in records[0].metrics else "local"
+    records = [rec for rec in records if not rec.adversarial] or records
     fnr = sum(rec.metrics[eval_set]["fnr"] for rec in records) / len(records)
     fpr = sum(rec.metrics[eval_set]["fpr"] for rec in records) / len(records)
     return f"{method} round {r}: {eval_set} FNR {fnr:.4f} FPR {fpr:.4f}"

@@ -30,5 +30,6 @@ def run(args) -> int:
         f"{args.spec}: valid P2PExperiment {exp.name!r}: {s.scenario.kind} on {s.dataset.kind} data, "
         f"{len(s.scenario.clients)} clients ({clients}), {s.rounds} rounds, "
         f"{s.topology.kind} topology, methods: {methods}"
+        + "".join(f"; adversary {a.client}: {a.attack} from round {a.from_round}" for a in s.adversaries)
     )
     return 0
