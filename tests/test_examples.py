@@ -60,3 +60,20 @@ def test_attack_examples_name_one_adversary_among_honest_clients():
         exp = load_experiment(path)
         (adversary,) = exp.spec.adversaries
         assert adversary.client in {c.name for c in exp.spec.scenario.clients}
+
+
+def test_the_real_data_example_cuts_its_shards_from_the_shipped_fixtures():
+    """examples/nbaiot-real-5.2.4.yaml runs from a clone: its data are the fixtures (linked),
+    laid out as N-BaIoT, and each client log-compresses before min-max scaling."""
+    from p2p_job.scenarios import build_shards
+
+    path = Path(__file__).parent.parent / "examples" / "nbaiot-real-5.2.4.yaml"
+    exp = load_experiment(path)
+    assert exp.spec.dataset.preprocessing.transforms[0].transform == "signed-log"
+    shards = build_shards(exp, path.parent)
+    assert len(shards.feature_names) == 115
+    for name, kind in (("client-a", "gafgyt/scan"), ("client-b", "gafgyt/tcp"), ("client-c", "gafgyt/udp")):
+        shard = shards.clients[name]
+        assert shard.train.attack_kinds == {kind: 5} and shard.train.counts == {"benign": 65, "malicious": 5}
+        assert shard.train.X.min() == 0.0 and shard.train.X.max() == 1.0
+    assert shards.clients["client-a"].global_test.attack_kinds == {"gafgyt/scan": 50, "gafgyt/tcp": 50, "gafgyt/udp": 50}
