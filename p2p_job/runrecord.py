@@ -261,3 +261,21 @@ def begin(out: Path, exp: P2PExperiment, *, runner: str, methods: list[str], arg
     run.spec_path.write_text(text, encoding="utf-8")
     run.save()
     return run
+
+
+#: The record beside a ``p2pk compare`` output (``comparison.json``).
+COMPARISON = "comparison.json"
+
+
+def write_comparison(out: Path, folders: list[Path], argv: list[str]) -> None:
+    """``comparison.json`` in a comparison's folder: what was compared (each folder's run record:
+    experiment, seed(s), spec sha256, code, status), the command, this code and packages, when."""
+    compared = []
+    for folder in folders:
+        record = read(folder) or {}
+        compared.append({"folder": str(folder), **{k: record.get(k) for k in
+                         ("experiment", "seed", "seeds", "spec_sha256", "code", "status", "started", "finished")}})
+    out.mkdir(parents=True, exist_ok=True)
+    document = {"format": "p2pk.comparison/v1", "folders": compared, "command": argv, "cwd": os.getcwd(),
+                "code": code_version(), "packages": package_versions(), "created": _now()}
+    (out / COMPARISON).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

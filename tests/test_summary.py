@@ -3,6 +3,7 @@ hand-made result rows whose means and spreads are known."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import matplotlib
@@ -108,6 +109,9 @@ def test_compare_writes_one_table_and_figures_for_several_folders(tmp_path, caps
     assert "last 2 rounds" in markdown
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["methods-global.png"]
     assert not (out / "results.parquet").exists()
+    record = json.loads((out / "comparison.json").read_text())
+    assert [f["folder"] for f in record["folders"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert record["command"][:2] == ["p2pk", "compare"] and record["code"]["sources_sha256"]
     assert "a/ksmote" not in capsys.readouterr().err
 
 

@@ -1,7 +1,8 @@
 """``p2pk compare RESULT_DIR...``: one comparison table and figures for finished (or running)
 runs: metric against round, one line per method (one folder) or per folder and method, a band
 for the spread across clients or seeds, rate axes 0..1 (``--autoscale`` to zoom), and the
-table's final round next to the mean of the last rounds. See ``p2p_job.compare``."""
+table's final round next to the mean of the last rounds; ``comparison.json`` records what was
+compared (``p2p_job.runrecord.write_comparison``). See ``p2p_job.compare``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def run(args) -> int:
 
     from p2p_job.compare import compare
     from p2p_job.datasets import DataError
+    from p2p_job.runrecord import write_comparison
     from p2p_job.summary import DEFAULT_LAST, summary_tables
 
     last = DEFAULT_LAST if args.last is None else args.last
@@ -42,6 +44,7 @@ def run(args) -> int:
     except DataError as exc:
         print(f"p2pk compare: {exc}", file=sys.stderr)
         return EXIT_NO_RESULTS
+    write_comparison(args.out, args.dirs, args.argv)
     console = Console()
     for table in summary_tables(frame, last=last):
         console.print(table)
