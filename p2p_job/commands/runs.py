@@ -131,7 +131,9 @@ def execute(args, runner: str, run_one: Callable) -> int:
                     run.finish("interrupted")
                     raise
                 except RunFailed as exc:
-                    run.finish("failed", error=str(exc))
+                    for record in (run, parent):
+                        if record is not None:
+                            record.finish("failed", error=str(exc))
                     print(f"p2pk {runner}: {exc}", file=sys.stderr)
                     return EXIT_FAILED
                 run.finish("done")
@@ -141,6 +143,8 @@ def execute(args, runner: str, run_one: Callable) -> int:
                 write_results(frame, out, title=f"{exp.name}, {len(planned)} seeds", say=progress.say)
                 parent.finish("done")
         except runrecord.FolderInUse as exc:
+            if parent is not None:
+                parent.finish("failed", error=str(exc))
             print(f"p2pk {runner}: {exc}", file=sys.stderr)
             return EXIT_INVALID
         except KeyboardInterrupt:
