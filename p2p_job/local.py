@@ -196,10 +196,13 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
     try:
         for w in workers:
             start_worker(w)
+        say(f"{method}: {len(workers)} worker processes started ({', '.join(clients)}); logs in "
+            f"{settings.out / 'logs' / method}")
         while True:
             on_tick(workers)
             codes = {w.client: w.process.poll() for w in workers}
             if all(code == 0 for code in codes.values()):
+                say(f"{method}: every worker finished its {exp.spec.rounds} rounds")
                 return
             for w in workers:
                 code = codes[w.client]
