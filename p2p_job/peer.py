@@ -420,7 +420,7 @@ class Peer:
         return self._degenerate(state), X
 
     def _degenerate(self, state: State) -> str | None:
-        """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ 0, or
+        """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ −ε/2, or
         non-finite logits on its own evaluation rows), or None."""
         reason = degenerate_state(state)
         if reason is None:

@@ -22,7 +22,9 @@ receiver's own feature ranges, and the model's own invariants. Each check return
   receiver's own feature ranges outside them (the ranges of its own preprocessed training rows;
   with min-max scaling: outside ``[−t, 1 + t]``).
 * ``degenerate`` — a model that is not a model: a non-finite weight, a BatchNorm running variance
-  ≤ 0, or non-finite outputs (checked by the peer with a forward pass).
+  at or below −ε/2 (BatchNorm divides by √(running_var + ε), ε = 1e-5), or non-finite outputs
+  (checked by the peer with a forward pass). An honest variance can be about 0 (a unit whose
+  weights decayed) and come back from w0 + delta a few float32 ulps below 0: that is no harm.
 
 Every check looks at one publication and the receiver's own facts only, so a hostile neighbour
 never makes an honest one fail.
@@ -89,12 +91,17 @@ def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, 
     return None
 
 
+#: BatchNorm's ε (PyTorch's default, which ``p2p_job.model`` keeps): it divides by √(var + ε).
+BATCHNORM_EPS = 1e-5
+
+
 def degenerate_state(state: dict[str, np.ndarray]) -> str | None:
     """A model state that cannot be used: non-finite entries, or a BatchNorm ``running_var``
-    entry ≤ 0 (BatchNorm divides by its square root)."""
+    entry at or below −ε/2 (√(var + ε) then stands near or past 0)."""
+    floor = -BATCHNORM_EPS / 2
     for name, value in state.items():
         if not np.isfinite(value).all():
             return f"degenerate: {name} holds NaN or infinite values"
-        if name.endswith("running_var") and not (value > 0).all():
-            return f"degenerate: {name} has {int((value <= 0).sum())} value(s) <= 0"
+        if name.endswith("running_var") and not (value > floor).all():
+            return f"degenerate: {name} has {int((value <= floor).sum())} value(s) <= {floor:g}"
     return None

@@ -41,5 +41,7 @@ def test_points_are_judged_against_the_receivers_own_ranges():
 
 def test_degenerate_states():
     assert degenerate_state({"w": np.ones(2, np.float32), "bn.running_var": np.ones(2, np.float32)}) is None
-    assert degenerate_state({"bn.running_var": np.array([1.0, 0.0], np.float32)}).startswith("degenerate: bn.running_var has 1")
+    # a variance that decayed to about 0 comes back from w0 + delta a float32 ulp below 0: harmless
+    assert degenerate_state({"bn.running_var": np.array([1.0, 0.0, -6e-8], np.float32)}) is None
+    assert degenerate_state({"bn.running_var": np.array([1.0, -5e-6, -3.0], np.float32)}).startswith("degenerate: bn.running_var has 2")
     assert degenerate_state({"w": np.array([np.nan], np.float32)}).startswith("degenerate: w holds NaN")
