@@ -5,7 +5,8 @@ Run by hand (not by pytest)::
     .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--jobs 2] [--out FILE.md]
 
 Setting: the built-in generator (20 features), one device per client, non-IID (§3.1 scenario 4:
-each client knows only its own device's attacks), a global test set from every device.
+each client knows only its own device's attacks), a global test set from every device; or, with
+``--scenario imbalanced-iid``, every client drawing the same counts from the pooled devices.
 P2PK-SMOTE (``ksmote``, sharing α = 0.1 of D_syn) with each aggregation rule of
 ``aggregation.robustRule`` as its own method (``methods[].robustRule``), on identical shards and
 seeds. Two neighbourhoods, as the issue asks: four clients in a full mesh and five in a ring,
@@ -42,11 +43,13 @@ POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
 assert set(MODEL_ATTACKS + POINT_ATTACKS) == set(DEFAULTS)
 
 
-def experiment(topology: str, attack: str | None, rounds: int) -> dict:
+def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "non-iid") -> dict:
+    """non-iid: client i has device i's rows only; imbalanced-iid: every client draws from the
+    pooled rows of every device (same counts)."""
     n = 4 if topology == "full" else 5
+    groups = (lambda i: {"benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"]}) if scenario == "non-iid" else (lambda i: {})
     clients = [
-        {"name": f"client-{i}", "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
-         "train": {"benign": 400, "malicious": 30}, "validation": {"benign": 100, "malicious": 30}}
+        {"name": f"client-{i}", **groups(i), "train": {"benign": 400, "malicious": 30}, "validation": {"benign": 100, "malicious": 30}}
         for i in range(n)
     ]
     return {
@@ -58,7 +61,7 @@ def experiment(topology: str, attack: str | None, rounds: int) -> dict:
             "rounds": rounds,
             "dataset": {"kind": "builtin", "builtin": {"devices": n, "families": 2, "features": 20,
                                                        "benignPerDevice": 700, "maliciousPerFamily": 60}},
-            "scenario": {"kind": "non-iid", "clients": clients, "globalTest": {"benign": 400, "malicious": 200}},
+            "scenario": {"kind": scenario, "clients": clients, "globalTest": {"benign": 400, "malicious": 200}},
             "topology": {"kind": topology},
             "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in RULES],
             "rebalancing": {"k": 10, "neighbours": 10},
@@ -86,18 +89,18 @@ def final_rates(frame: pd.DataFrame, attacker: str) -> pd.DataFrame:
     return rates
 
 
-def one_run(job: tuple[str, str | None, int, int]) -> tuple[str, str, pd.DataFrame, float]:
-    topology, attack, rounds, threads = job
+def one_run(job: tuple[str, str | None, int, int, str]) -> tuple[str, str, pd.DataFrame, float]:
+    topology, attack, rounds, threads, scenario = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    frame = simulate(parse_experiment(experiment(topology, attack, rounds)), device="cpu")
+    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario)), device="cpu")
     attacker = f"client-{(4 if topology == 'full' else 5) - 1}"
     if attack:
         assert set(frame.loc[frame["adversarial"], "client"]) == {attacker}
     return topology, attack or "clean", final_rates(frame, attacker), time.perf_counter() - start
 
 
-def tables(topology: str, rounds: int, results: dict[str, pd.DataFrame]) -> tuple[str, dict[str, float]]:
+def tables(topology: str, rounds: int, results: dict[str, pd.DataFrame], scenario: str) -> tuple[str, dict[str, float]]:
     """The rates table and the change table of one neighbourhood (Markdown), and each rule's
     worst smoothed change over the model attacks."""
     clean = results["clean"]
@@ -121,7 +124,7 @@ def tables(topology: str, rounds: int, results: dict[str, pd.DataFrame]) -> tupl
         changes.append(f"| {attack} | " + " | ".join(cells) + " |")
     changes.append("| **worst Δ₃, model attacks** | " + " | ".join(f"**{worst[r]:.3f}**" for r in rules) + " |")
     n = 4 if topology == "full" else 5
-    title = f"### {n} clients, {'full mesh' if topology == 'full' else 'ring'}, attacker client-{n - 1}, {rounds} rounds"
+    title = f"### {scenario}, {n} clients, {'full mesh' if topology == 'full' else 'ring'}, attacker client-{n - 1}, {rounds} rounds"
     best = min(worst, key=worst.get)
     text = "\n".join([
         title, "", "Honest clients' global FNR / FPR at the final round (publications refused by honest peers over the run):", "",
@@ -135,19 +138,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--topologies", default="full,ring")
+    parser.add_argument("--scenario", choices=("non-iid", "imbalanced-iid"), default="non-iid")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     args = parser.parse_args()
     start = time.perf_counter()
     topologies = args.topologies.split(",")
-    jobs = [(t, a, args.rounds, args.threads) for t in topologies for a in (None, *MODEL_ATTACKS, *POINT_ATTACKS)]
+    jobs = [(t, a, args.rounds, args.threads, args.scenario) for t in topologies for a in (None, *MODEL_ATTACKS, *POINT_ATTACKS)]
     results: dict[str, dict[str, pd.DataFrame]] = {t: {} for t in topologies}
     with ProcessPoolExecutor(args.jobs) as pool:
         for topology, attack, rates, seconds in pool.map(one_run, jobs):
             results[topology][attack] = rates
             print(f"  {topology}/{attack}: {seconds:.0f} s", flush=True)
-    out = [tables(t, args.rounds, results[t])[0] for t in topologies]
+    out = [tables(t, args.rounds, results[t], args.scenario)[0] for t in topologies]
     out.append(f"Total {time.perf_counter() - start:.0f} s with --jobs {args.jobs}.")
     print("\n".join(out))
     if args.out:

@@ -23,9 +23,10 @@ On the model (what a robust aggregation rule must withstand):
 
 On the shared points (eq. 7; what shared-point sanitisation must withstand), all in raw units:
 
-- ``label-flip``: ``points`` (default 5000) of its own training rows, drawn with replacement,
-  labels flipped (Tolpegin et al., "Data poisoning attacks against FL systems", ESORICS 2020).
-- ``out-of-range``: ``points`` (default 200) random points from 0.5 to 1 × ``factor`` (default
+- ``label-flip``: ``points`` (default: as many as its honest publication shares, so that only
+  the labels give it away) of its own training rows, drawn with replacement, labels flipped
+  (Tolpegin et al., "Data poisoning attacks against FL systems", ESORICS 2020).
+- ``out-of-range``: ``points`` (default: as many as it would share honestly) random points from 0.5 to 1 × ``factor`` (default
   1000) in its own encoded (min-max scaled) units, mapped back to raw units, labelled with its
   minority class.
 - ``flooding``: ``points`` (default 20000) of its own minority-class training rows, drawn with
@@ -52,8 +53,8 @@ DEFAULTS: dict[str, tuple[float | None, int | None]] = {
     "model-replacement": (10.0, None),
     "gaussian-noise": (1.0, None),
     "inflated-n-base": (1000.0, None),
-    "label-flip": (None, 5000),
-    "out-of-range": (1000.0, 200),
+    "label-flip": (None, None),     # None: as many points as the honest publication shares
+    "out-of-range": (1000.0, None),
     "flooding": (None, 20000),
 }
 
@@ -84,6 +85,10 @@ class Adversary:
         return self._attack(self, pub, rng(self.seed, self.method, self.client, pub.round, "adversary"))
 
     # ------------------------------------------------------------------ helpers
+
+    def _count(self, pub: Publication) -> int:
+        """``points``, else as many as the honest publication shares (at least one)."""
+        return self.points if self.points is not None else max(1, len(pub.synthetic_y))
 
     def _own_rows(self, count: int, gen: np.random.Generator, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``count`` of its training rows (of class ``label`` when given) drawn with replacement, raw units."""
@@ -122,15 +127,16 @@ def _inflated_n_base(adv: Adversary, pub: Publication, gen: np.random.Generator)
 
 
 def _label_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
-    X, y = adv._own_rows(adv.points, gen)
+    X, y = adv._own_rows(adv._count(pub), gen)
     return replace(pub, synthetic_X=X, synthetic_y=(1 - y).astype(np.int8))
 
 
 def _out_of_range(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
     d = adv.shard.train.X.shape[1]  # encoded features
-    encoded = gen.uniform(0.5 * adv.factor, adv.factor, (adv.points, d)).astype(np.float32)
+    n = adv._count(pub)
+    encoded = gen.uniform(0.5 * adv.factor, adv.factor, (n, d)).astype(np.float32)
     X = adv.shard.preprocessor.inverse_transform(encoded)
-    return replace(pub, synthetic_X=X, synthetic_y=np.full(adv.points, adv._minority(), dtype=np.int8))
+    return replace(pub, synthetic_X=X, synthetic_y=np.full(n, adv._minority(), dtype=np.int8))
 
 
 def _flooding(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:

@@ -533,7 +533,7 @@ class AdversarySpec(SpecModel):
         "lowers the output bias by factor, boosted by the client count (10), gaussian-noise is the noise σ (1), inflated-n-base "
         "multiplies |D_base| (1000), out-of-range puts points up to factor feature ranges away (1000).",
     )
-    points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip (5000), out-of-range (200) and flooding (20000).")
+    points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip and out-of-range (default: as many as the client would share honestly) and flooding (20000).")
 
     @model_validator(mode="after")
     def _points_for_point_attacks(self) -> "AdversarySpec":

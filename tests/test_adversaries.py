@@ -133,6 +133,12 @@ def test_label_flip_shares_own_rows_with_flipped_labels():
         assert y == 1 - shard.train.y[row]
 
 
+def test_point_attacks_share_as_many_points_as_the_honest_publication_by_default():
+    for attack in ("label-flip", "out-of-range"):
+        adv, pub = _adversary(attack)
+        assert len(adv(pub).synthetic_y) == len(pub.synthetic_y) == 3
+
+
 def test_out_of_range_points_lie_factor_ranges_away_labelled_with_the_minority():
     adv, pub = _adversary("out-of-range", factor=100, points=20)
     out = adv(pub)
@@ -196,7 +202,7 @@ def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
     """One attacker of four (full mesh), through the directory store with the robust defaults a
     hostile neighbourhood calls for: no honest peer fails, every model stays finite, and the
     attack is either refused (a rejection counted) or bounded (honest rates stay rates)."""
-    extra = {"points": 300} if attack in ("label-flip", "flooding") else {}
+    extra = {"points": 300} if attack == "flooding" else {}  # label-flip, out-of-range: as many as honest
     exp = parse_experiment(_doc([{"client": "d", "attack": attack, **extra}], rounds=1, aggregation={"robustRule": "median"}))
     records = _round_over_the_store(tmp_path, exp)
     honest = [r for r in records if not r.adversarial]

@@ -7,7 +7,6 @@ The corpus is mutations of one valid experiment (five clients on built-in data) 
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
