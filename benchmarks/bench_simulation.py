@@ -43,7 +43,7 @@ from p2p_job.model import build_model, initial_state, load_model_state
 from p2p_job.scenarios import Shards, build_shards
 from p2p_job.simulate import simulate_methods
 from p2p_job.spec import P2PExperiment, parse_experiment
-from p2p_job.training import TrainingTask, _batches, make_optimizer, resolve_device, train_many
+from p2p_job.training import TrainingTask, _batches, make_optimizer, resolve_device, set_cpu_threads, train_many
 
 BENIGN, MALICIOUS = (11821, 11821, 15762), (23, 34, 58)  # Table 1's training rows
 PAPER_ROUNDS = 300
@@ -169,10 +169,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of the full experiment")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each training variant (best is kept)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (p2pk simulate's default is 1)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of PyTorch and numpy's BLAS (p2pk simulate's default is 1)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: scaling, experiment")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     device = resolve_device(args.device)
     exp = experiment(args.rounds)
     shards = build_shards(exp)

@@ -51,6 +51,18 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used (e.g. ``cuda`` without a CUDA device)."""
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in PyTorch (intra-op) and in the BLAS and OpenMP libraries
+    numpy, scipy and scikit-learn call (K-SMOTE's matrix products, SMOTE's neighbour search),
+    for the rest of the process. Both are set on purpose: on a shared machine a BLAS left to
+    its default (every core) spun waiting for busy cores and made K-SMOTE 25× slower
+    (benchmarks/README.md)."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
+
+
 def resolve_device(name: str) -> torch.device:
     """``runtime.device``: ``auto`` is CUDA when available, else the CPU; ``cuda`` must be there
     (else :class:`DeviceError`)."""

@@ -164,3 +164,14 @@ def test_batch_size_one_is_refused_and_no_tasks_is_nothing():
     with pytest.raises(ValueError, match="batchSize must be at least 2"):
         train_many([TrainingTask(model, optimizer, X, y, 0)], training, CPU)
     assert train_many([], training, CPU) == []
+
+
+def test_set_cpu_threads_limits_pytorch_and_numpys_blas():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from p2p_job.training import set_cpu_threads
+
+    with threadpool_limits(limits=None):  # restores numpy's BLAS afterwards
+        set_cpu_threads(1)
+        assert torch.get_num_threads() == 1
+        assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {1}

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument(
         "--threads",
         default="1",
-        help="PyTorch CPU threads, a number or 'auto' (the cores this process may use). Default 1: "
+        help="CPU threads of PyTorch and of numpy's BLAS, a number or 'auto' (the cores this process may use). Default 1: "
         "more threads help the batched engine only on otherwise idle cores; when other work shares "
         "them, threads that wait for each other make training many times slower",
     )
@@ -85,9 +85,9 @@ def run(args) -> int:
         from p2p_job.scenarios import build_shards
         from p2p_job.simulate import select_methods, simulate_methods
         from p2p_job.spec import resolved_method_name
-        from p2p_job.training import DeviceError, resolve_device
+        from p2p_job.training import DeviceError, resolve_device, set_cpu_threads
 
-        torch.set_num_threads(threads)
+        set_cpu_threads(threads)
         order = [resolved_method_name(m, exp.spec.aggregation.rule) for m in exp.spec.methods]
         wanted = [resolved_method_name(m, exp.spec.aggregation.rule) for m in select_methods(exp, methods(args))]
         frames = {}
