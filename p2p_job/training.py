@@ -152,7 +152,7 @@ class _Stack:
 
     ``flat`` (C, P) holds every parameter of every client (row c: client c's parameters in
     ``model.parameters()`` order); ``grad``, ``exp_avg`` and ``exp_avg_sq`` have its shape,
-    ``step`` (C, 1) counts each client's Adam steps. ``params(k)`` gives the first k clients'
+    ``step`` (C,) counts each client's Adam steps before this training. ``params(k)`` gives the first k clients'
     parameters as leaf tensors that are views of ``flat`` with gradients that are views of
     ``grad``. BatchNorm running statistics are (C, units) per layer."""
 
@@ -171,7 +171,7 @@ class _Stack:
             ]
             self.exp_avg = torch.zeros(C, P, device=device)
             self.exp_avg_sq = torch.zeros(C, P, device=device)
-            self.step = torch.zeros(C, 1, dtype=torch.float64, device=device)
+            self.step = np.zeros(C)
             for c, task in enumerate(tasks):
                 for i, p in enumerate(task.model.parameters()):
                     state = task.optimizer.state.get(p)
@@ -197,27 +197,34 @@ class _Stack:
             self._leaves = (k, leaves)
         return self._leaves[1]
 
+    def bias_corrections(self, n_steps: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adam's per-step factors for every client and step of this training, (S, C, 1) each:
+        ``lr / (1 − β1^t)`` and ``sqrt(1 − β2^t)`` at the client's step count t (in float64,
+        then float32), so a step reads them instead of computing them. Counts the steps."""
+        t = self.step[None, :] + np.arange(1, max(n_steps) + 1)[:, None]
+        step_size = self.lr / (1 - self.beta1**t)
+        bias_correction2_sqrt = np.sqrt(1 - self.beta2**t)
+        self.step = self.step + np.asarray(n_steps)
+        return tuple(torch.as_tensor(a, dtype=torch.float32, device=device).unsqueeze(2) for a in (step_size, bias_correction2_sqrt))
+
     @torch.no_grad()
-    def adam_step(self, k: int) -> None:
+    def adam_step(self, k: int, step_size: torch.Tensor, bias_correction2_sqrt: torch.Tensor) -> None:
         """One Adam step (PyTorch's, with L2 weight decay added to the gradient) for the first
-        k clients, over their whole parameter rows at once, each with its own step count."""
+        k clients, over their whole parameter rows at once, each with its own bias corrections
+        (``(k, 1)``, from :meth:`bias_corrections`)."""
         param, grad, m, v = self.flat[:k], self.grad[:k], self.exp_avg[:k], self.exp_avg_sq[:k]
-        step = self.step[:k]
-        step += 1
         if self.weight_decay:
             grad.add_(param, alpha=self.weight_decay)
         m.lerp_(grad, 1 - self.beta1)
         v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        step_size = (self.lr / (1 - self.beta1**step)).float()
-        bias_correction2_sqrt = (1 - self.beta2**step).sqrt().float()
-        denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-        param.sub_(m / denom * step_size)
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
+        param.sub_(denom.reciprocal_().mul_(m).mul_(step_size))
 
     @torch.no_grad()
     def write_back(self, tasks: list[TrainingTask]) -> None:
         """Copy every client's weights, statistics and Adam state into its model and optimizer."""
         flat, m, v = self.flat, self.exp_avg, self.exp_avg_sq
-        steps = self.step.squeeze(1).tolist()
+        steps = self.step.tolist()
         for c, task in enumerate(tasks):
             for i, p in enumerate(task.model.parameters()):
                 lo, hi = self.offsets[i], self.offsets[i + 1]
@@ -317,6 +324,8 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     index, weights, rows_f, last_epoch = (t.to(device) for t in (index, weights, rows.float(), last_epoch))
 
     stack = _Stack(tasks, device)
+    step_sizes, bias_corrections2 = stack.bias_corrections([len(steps) for steps in schedules], device)
+    loss_weights = rows_f * last_epoch  # the last epoch's loss, weighted by rows
     keep = 1.0 - blocks[0].dropout if blocks else 1.0
     bounds = np.concatenate([[0], np.cumsum([b.units for b in blocks])]).tolist()
     dropout_rngs = [np.random.default_rng(t.seed) for t in tasks]
@@ -343,7 +352,7 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
                         dropout_rngs[c].random(out=uniforms[c].reshape(-1), dtype=np.float32)
                     else:
                         uniforms[c, :, :m] = dropout_rngs[c].random((bounds[-1], m), dtype=np.float32)
-                masks = (torch.from_numpy(uniforms[:k]).to(device) < keep).float().mul_(1.0 / keep)
+                masks = torch.from_numpy(uniforms[:k]).to(device).lt_(keep).mul_(1.0 / keep)  # uniforms become masks
             stack.grad[:k].zero_()
             for j, block in enumerate(blocks):
                 weight, bias, gamma, beta = params[4 * j : 4 * j + 4]
@@ -356,11 +365,11 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
             logits = torch.baddbmm(bias.unsqueeze(2), weight, h)  # (k, 1, B)
             per_client = (loss_fn(logits, target) * w).sum((1, 2)) / n.view(k)
             per_client.sum().backward()
-            stack.adam_step(k)
-            loss_sum[:k] += per_client.detach() * rows_f[s, :k] * last_epoch[s, :k]
+            stack.adam_step(k, step_sizes[s, :k], bias_corrections2[s, :k])
+            loss_sum[:k].add_(per_client.detach() * loss_weights[s, :k])
     stack.write_back(tasks)
 
-    losses = (loss_sum / (rows_f * last_epoch).sum(0)).tolist()
+    losses = (loss_sum / loss_weights.sum(0)).tolist()
     by_client = [0.0] * C
     for c, src in enumerate(order):
         by_client[src] = losses[c]
