@@ -21,7 +21,9 @@ training rows each (11,844, 11,855 and 15,820 rows), built-in data with 115 feat
      default ``p2pk simulate`` engine).
 
    Ratios are plain / engine (above 1: the engine is faster), measured in the same run, the
-   variants taking turns, best of ``--repeats``.
+   variants taking turns, best of ``--repeats``; each as wall seconds and as this process's
+   CPU seconds (with one thread, about the wall time on an idle core: on a shared machine the
+   wall time also counts the time other processes hold the core).
 
 2. **The full experiment**: all five methods of §5.2.2 (none, random-over, random-under,
    SMOTE, K-SMOTE) with 3 clients, ``--rounds`` rounds of :func:`p2p_job.simulate.simulate_methods`
@@ -114,25 +116,28 @@ def engine_training(exp: P2PExperiment, clients, device: torch.device, batched: 
             train_many([task], exp.spec.training, device)
 
 
-def best_seconds(variants: dict, repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` timed runs of each variant. The variants take turns, so a change in
-    the machine's load hits them alike."""
+def best_seconds(variants: dict, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best of ``repeats`` timed runs of each variant: wall seconds and this process's CPU
+    seconds. The variants take turns, so a change in the machine's load hits them alike; with
+    one thread, CPU seconds are about what the wall time would be on an idle core."""
     best = dict.fromkeys(variants, float("inf"))
+    cpu = dict.fromkeys(variants, float("inf"))
     for _ in range(repeats):
         for name, run in variants.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return best, cpu
 
 
 def scaling(exp: P2PExperiment, shards: Shards, counts: list[int], repeats: int, device: torch.device) -> None:
     print(f"\n1. local training, one round ({exp.spec.training.local_epochs} epochs, batch {exp.spec.training.batch_size}), "
           f"best of {repeats}: seconds and plain / engine")
-    print(f"{'clients':>8} {'plain s':>9} {'per-peer s':>11} {'batched s':>10} {'plain/per-peer':>15} {'plain/batched':>14}")
+    print(f"{'clients':>8} {'':>5} {'plain s':>9} {'per-peer s':>11} {'batched s':>10} {'plain/per-peer':>15} {'plain/batched':>14}")
     for n in counts:
         clients = {name: _clients(exp, shards, n, device) for name in ("plain", "per-peer", "batched")}
-        best = best_seconds(
+        wall, cpu = best_seconds(
             {
                 "plain": lambda: plain_training(exp, clients["plain"], device),
                 "per-peer": lambda: engine_training(exp, clients["per-peer"], device, batched=False),
@@ -140,27 +145,29 @@ def scaling(exp: P2PExperiment, shards: Shards, counts: list[int], repeats: int,
             },
             repeats,
         )
-        print(f"{n:>8} {best['plain']:>9.2f} {best['per-peer']:>11.2f} {best['batched']:>10.2f} "
-              f"{best['plain'] / best['per-peer']:>15.2f} {best['plain'] / best['batched']:>14.2f}", flush=True)
+        for label, best in (("wall", wall), ("cpu", cpu)):
+            print(f"{n:>8} {label:>5} {best['plain']:>9.2f} {best['per-peer']:>11.2f} {best['batched']:>10.2f} "
+                  f"{best['plain'] / best['per-peer']:>15.2f} {best['plain'] / best['batched']:>14.2f}", flush=True)
 
 
 def experiment_time(exp: P2PExperiment, shards: Shards, rounds: int, device: torch.device) -> None:
     print(f"\n2. the experiment, {rounds} measured rounds, batched engine (every peer of the methods in one stack)")
     methods = {m.rebalancing: m for m in exp.spec.methods}
     for label, selected in (("none alone", [methods["none"]]), ("all five methods", list(methods.values()))):
-        stamps = [time.perf_counter()]
+        stamps = [(time.perf_counter(), time.process_time())]
 
-        def on_round(method, r, records, selected=selected):
+        def on_round(method, r, records, selected=selected, stamps=stamps):
             if method == selected[-1].rebalancing:  # the last method of the round is done
-                stamps.append(time.perf_counter())
+                stamps.append((time.perf_counter(), time.process_time()))
 
         simulate_methods(exp, selected, shards, device, on_round)
-        per_round = np.diff(stamps)
-        later = per_round[1:] if len(per_round) > 1 else per_round
-        estimate = per_round[0] + later.mean() * (PAPER_ROUNDS - 1)
-        print(f"{label:>17}: seconds per round {', '.join(f'{s:.2f}' for s in per_round)}; "
-              f"round {len(per_round)} / round 1 = {per_round[-1] / per_round[0]:.2f}; "
-              f"{PAPER_ROUNDS} rounds ≈ {estimate / 60:.1f} min (extrapolated from rounds 2–{len(per_round)})", flush=True)
+        for clock, column in (("wall", 0), ("cpu", 1)):
+            per_round = np.diff([stamp[column] for stamp in stamps])
+            later = per_round[1:] if len(per_round) > 1 else per_round
+            estimate = per_round[0] + later.mean() * (PAPER_ROUNDS - 1)
+            print(f"{label:>17} ({clock}): seconds per round {', '.join(f'{s:.2f}' for s in per_round)}; "
+                  f"round {len(per_round)} / round 1 = {per_round[-1] / per_round[0]:.2f}; {PAPER_ROUNDS} rounds "
+                  f"≈ {estimate / 60:.1f} min (extrapolated from rounds 2–{len(per_round)})", flush=True)
 
 
 def main() -> None:
