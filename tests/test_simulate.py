@@ -83,14 +83,20 @@ def _assert_agree_to_rounding(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Two runs whose weights differ by float rounding (tests/test_training.py: < 1e-5): the
     same rows, counts and kinds; training losses within 1e-5 relative; and the metrics, which
     rank and threshold scores, equal to 1e-5 in at least 90% of the rows — rounding may move a
-    score past a nearly equal one or past a threshold, which changes a rate by one row."""
+    score past a nearly equal one or past a threshold, which changes a rate by one row. The
+    operating point's ``threshold`` (p2p_job.operating: the midpoint between two adjacent
+    validation scores) is not compared: rounding that merges or splits two nearly tied scores
+    moves it to another midpoint; the metrics at it (``tuned_*``) are compared."""
     a, b = _without_timing(a).reset_index(drop=True), _without_timing(b).reset_index(drop=True)
-    scored = [c for c in a.columns if a[c].dtype == float and c != "train_loss"]
-    exact = [c for c in a.columns if c not in scored and c not in ("train_loss", "fnr_by_kind")]
+    loose = ("train_loss", "fnr_by_kind", "threshold")
+    scored = [c for c in a.columns if a[c].dtype == float and c not in loose]
+    exact = [c for c in a.columns if c not in scored and c not in loose]
     pd.testing.assert_frame_equal(a[exact], b[exact])
     np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
-    close = np.isclose(a[scored].to_numpy(float), b[scored].to_numpy(float), rtol=1e-5, atol=1e-9, equal_nan=True)
-    assert close.all(axis=1).mean() >= 0.9, a[scored][~close.all(axis=1)].join(b[scored], rsuffix="_other")
+    # Rates and thresholds are in [0, 1]: 1e-6 absolute is rounding, one row of an evaluation set is ≥ 1e-3.
+    close = np.isclose(a[scored].to_numpy(float), b[scored].to_numpy(float), rtol=1e-5, atol=1e-6, equal_nan=True)
+    differing = {c: int((~close[:, i]).sum()) for i, c in enumerate(scored) if not close[:, i].all()}
+    assert close.all(axis=1).mean() >= 0.9, f"rows differing: {(~close.all(axis=1)).sum()} of {len(a)}; by column: {differing}"
 
 
 def test_a_method_gives_the_same_results_alone_or_beside_others():
