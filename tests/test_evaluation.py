@@ -307,3 +307,39 @@ def test_choices_reach_shards_data_prepare_and_the_summary(tmp_path, capsys):
     assert "## Data and choices" in summary and "- WARNING: method 'random-over'" in summary and "- column 'proto': dropped" in summary
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["choices"]
     assert recorded[0].startswith("WARNING: method 'random-over'") and any(n.startswith("column 'proto': dropped") for n in recorded)
+
+
+def test_real_nbaiot_non_iid_summary_marks_the_attack_kind_each_client_never_saw(tmp_path):
+    """The shipped real N-BaIoT samples, one gafgyt attack kind per client, the global test set
+    made of both kinds: every method's summary has the FNR of both kinds for both clients, the
+    other client's kind marked unseen."""
+    from data_helpers import nbaiot_tree
+
+    root = nbaiot_tree(tmp_path / "nbaiot")
+    scenario = {
+        "kind": "non-iid",
+        "clients": [
+            client("client-a", (100, 8), (30, 4), benign=["device=ennio_doorbell"], malicious=["gafgyt/scan"]),
+            client("client-b", (100, 8), (30, 4), benign=["device=ecobee_thermostat"], malicious=["gafgyt/udp"]),
+        ],
+        "globalTest": {"benign": 40, "maliciousKinds": {"gafgyt/scan": 30, "gafgyt/udp": 30}},
+    }
+    dataset = {"kind": "nbaiot", "path": str(root), "preprocessing": {"transforms": [{"columns": ["*"], "transform": "signed-log"}]}}
+    doc = experiment(scenario, dataset)
+    doc["spec"].update(rounds=2, methods=[{"rebalancing": "none"}, {"rebalancing": "smote", "share": True}, {"rebalancing": "ksmote"}],
+                       training={"learningRate": 0.003, "hiddenLayers": [16], "batchSize": 32}, rebalancing={"k": 4, "neighbours": 4})
+    exp = parse_experiment(doc)
+    out = tmp_path / "out"
+    frame = simulate(exp, device="cpu", keep_in=out)
+    write_results(frame, out)
+    kinds = kind_summary(frame)
+    final_global = kinds[kinds["eval"] == "global"]
+    assert len(final_global) == 3 * 2 * 2  # method × client × kind
+    unseen = final_global[~final_global["seen"]]
+    assert sorted(set(zip(unseen["client"], unseen["kind"]))) == [("client-a", "gafgyt/udp"), ("client-b", "gafgyt/scan")]
+    global_part = (out / "summary.md").read_text().split("FNR per attack kind, global set")[1]
+    assert "| method | client | trained on | gafgyt/scan | gafgyt/udp |" in global_part
+    for method in ("none", "smote", "ksmote"):
+        assert f"| {method} | client-a | gafgyt/scan |" in global_part and f"| {method} | client-b | gafgyt/udp |" in global_part
+    assert global_part.count(UNSEEN) == 3 * 2 + 1  # one cell per (method, client), and the note
+    assert {"roc-global.png", "kinds-global.png"} <= {p.name for p in (out / "figures").iterdir()}

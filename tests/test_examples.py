@@ -77,3 +77,9 @@ def test_the_real_data_example_cuts_its_shards_from_the_shipped_fixtures():
         assert shard.train.attack_kinds == {kind: 5} and shard.train.counts == {"benign": 65, "malicious": 5}
         assert shard.train.X.min() == 0.0 and shard.train.X.max() == 1.0
     assert shards.clients["client-a"].global_test.attack_kinds == {"gafgyt/scan": 50, "gafgyt/tcp": 50, "gafgyt/udp": 50}
+
+
+def test_the_unseen_attacks_example_gives_each_client_one_family_and_tests_on_all():
+    exp = load_experiment(Path(__file__).parent.parent / "examples" / "builtin-unseen-attacks.yaml")
+    assert [c.malicious_groups for c in exp.spec.scenario.clients] == [["family-0"], ["family-1"], ["family-2"]]
+    assert exp.spec.scenario.global_test.malicious_kinds == {"family-0": 60, "family-1": 60, "family-2": 60}
