@@ -221,6 +221,8 @@ class GlobalTestSpec(ClassCounts):
     which may then be left out. Without them the set follows availability in the clients'
     groups. Selectors are checked against the data when the shards are built."""
 
+    benign: int | None = Field(None, ge=0, description="Benign rows (default: the sum of benignGroups).")
+    malicious: int | None = Field(None, ge=0, description="Malicious rows (default: the sum of maliciousKinds).")
     malicious_kinds: GroupCounts | None = Field(None, min_length=1, description="Malicious rows per attack kind, e.g. {'gafgyt/udp': 50, 'gafgyt/scan': 50}; adds up to malicious.")
     benign_groups: GroupCounts | None = Field(None, min_length=1, description="Benign rows per group, e.g. {'device=Danmini_Doorbell': 500}; adds up to benign.")
 
@@ -240,6 +242,8 @@ class GlobalTestSpec(ClassCounts):
     @model_validator(mode="after")
     def _make_up_adds_up(self) -> "GlobalTestSpec":
         for total, parts, field in (("benign", self.benign_groups, "benignGroups"), ("malicious", self.malicious_kinds, "maliciousKinds")):
+            if getattr(self, total) is None:
+                raise ValueError(f"{total} is required (or give {field}, whose counts it then adds up)")
             if parts is not None and sum(parts.values()) != getattr(self, total):
                 raise ValueError(f"{field} adds up to {sum(parts.values())} rows, but {total} is {getattr(self, total)}")
         return self
