@@ -406,11 +406,9 @@ class Peer:
         reason = screen_weights(pub.n_base, pub.variance, counts.total, max_variance(spec.dataset.preprocessing.scaling))
         if reason:
             return reason, None
-        with np.errstate(over="ignore", invalid="ignore"):
-            X = self.shard.preprocessor.transform(pub.synthetic_X)
-        reason = screen_points(
-            X, pub.synthetic_y, label=minority_of(counts.benign, counts.malicious),
-            cap=self.point_caps.get(pub.client, 0),
+        reason, X = screen_points(
+            pub.synthetic_X, pub.synthetic_y, transform=self.shard.preprocessor.transform,
+            label=minority_of(counts.benign, counts.malicious), cap=self.point_caps.get(pub.client, 0),
             tolerance=spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
         )
         if reason:

@@ -69,26 +69,29 @@ def screen_weights(n_base: int, variance: float, spec_n_base: int, most_variance
     return None
 
 
-def screen_points(X_scaled: np.ndarray, y: np.ndarray, *, cap: int, label: int, tolerance: float,
-                  low: np.ndarray, high: np.ndarray) -> str | None:
-    """A neighbour's shared points, already in the receiver's preprocessed units: at most
-    ``cap`` of them, every label ``label``, every value finite and no farther than
-    ``tolerance`` times the feature's range ``high − low`` (the receiver's own training rows;
-    a constant feature counts a range of 1) outside ``[low, high]``."""
+def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, label: int, tolerance: float,
+                  low: np.ndarray, high: np.ndarray) -> tuple[str | None, np.ndarray | None]:
+    """A neighbour's shared points: at most ``cap`` of them and every label ``label`` (checked
+    first, so a flood costs nothing more), then — in the receiver's preprocessed units,
+    ``transform(X_raw)`` — every value finite and no farther than ``tolerance`` times the
+    feature's range ``high − low`` (the receiver's own training rows; a constant feature counts
+    a range of 1) outside ``[low, high]``. Returns (reason or None, the transformed points)."""
     if len(y) > cap:
-        return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)"
+        return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)", None
     wrong = np.flatnonzero(np.asarray(y) != label)
     if wrong.size:
-        return f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, the sender's minority class is {label} (row {wrong[0]})"
-    if not np.isfinite(X_scaled).all():
-        return "non-finite: synthetic points overflow this peer's scaling"
+        return f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, the sender's minority class is {label} (row {wrong[0]})", None
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = transform(X_raw)
+    if not np.isfinite(X).all():
+        return "non-finite: synthetic points overflow this peer's scaling", None
     span = np.where(high > low, high - low, 1.0)
-    outside = (X_scaled < low - tolerance * span) | (X_scaled > high + tolerance * span)
+    outside = (X < low - tolerance * span) | (X > high + tolerance * span)
     if outside.any():
         row, col = np.argwhere(outside)[0]
         return (f"out-of-range: {int(outside.any(axis=1).sum())} point(s) beyond {tolerance} of this peer's feature ranges "
-                f"(row {row}, feature {col} at {float(X_scaled[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])")
-    return None
+                f"(row {row}, feature {col} at {float(X[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])"), None
+    return None, X
 
 
 #: BatchNorm's ε (PyTorch's default, which ``p2p_job.model`` keeps): it divides by √(var + ε).

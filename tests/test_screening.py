@@ -29,14 +29,24 @@ def test_points_are_judged_against_the_receivers_own_ranges():
     low, high = np.array([0.0, -2.0]), np.array([1.0, 2.0])  # ranges 1 and 4
     ok = np.array([[1.9, 5.9], [-0.9, -5.9]], np.float32)  # each within 1 range of its interval
     y = np.ones(2, np.int8)
-    assert screen_points(ok, y, cap=2, label=1, tolerance=1.0, low=low, high=high) is None
-    assert screen_points(ok, y, cap=1, label=1, tolerance=1.0, low=low, high=high).startswith("too-many-points: 2")
-    assert screen_points(ok, y, cap=2, label=0, tolerance=1.0, low=low, high=high).startswith("wrong-label: 2 point(s)")
+    same = np.asarray
+    assert screen_points(ok, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)[0] is None
+    assert screen_points(ok, y, cap=1, label=1, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("too-many-points: 2")
+    assert screen_points(ok, y, cap=2, label=0, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("wrong-label: 2 point(s)")
     far = ok.copy()
     far[1, 1] = -6.1  # 4.1 below the low end of a range of 4
-    reason = screen_points(far, y, cap=2, label=1, tolerance=1.0, low=low, high=high)
+    reason, _ = screen_points(far, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)
     assert reason.startswith("out-of-range: 1 point(s)") and "row 1, feature 1" in reason
-    assert screen_points(np.full((1, 2), np.inf, np.float32), y[:1], cap=2, label=1, tolerance=1.0, low=low, high=high).startswith("non-finite")
+    assert screen_points(np.full((1, 2), np.inf, np.float32), y[:1], cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("non-finite")
+
+
+def test_a_flood_is_refused_before_any_point_is_transformed():
+    def transform(X):
+        raise AssertionError("a flood must be refused before any point is transformed")
+
+    reason, X = screen_points(np.zeros((200_000, 2), np.float32), np.ones(200_000, np.int8), transform=transform,
+                              cap=154, label=1, tolerance=10.0, low=np.zeros(2), high=np.ones(2))
+    assert reason.startswith("too-many-points: 200000") and X is None
 
 
 def test_degenerate_states():
