@@ -36,20 +36,21 @@ ATTACKER = "client-d"
 EXPERIMENT, METHOD = "hostile", "ksmote"
 
 
-def document(**aggregation) -> dict:
+def document(honest=HONEST, topology="full", **aggregation) -> dict:
+    names = sorted((*honest, ATTACKER))
     clients = [
         {"name": name, "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
          "train": {"benign": 80, "malicious": 12}, "validation": {"benign": 30, "malicious": 10}}
-        for i, name in enumerate((*HONEST, ATTACKER))
+        for i, name in enumerate(names)
     ]
     return {
         "apiVersion": "p2pk.io/v1alpha1", "kind": "P2PExperiment", "metadata": {"name": EXPERIMENT},
         "spec": {
             "seed": 3, "rounds": 1,
-            "dataset": {"kind": "builtin", "builtin": {"devices": 4, "families": 1, "features": 6,
+            "dataset": {"kind": "builtin", "builtin": {"devices": len(names), "families": 1, "features": 6,
                                                        "benignPerDevice": 140, "maliciousPerFamily": 40}},
             "scenario": {"kind": "non-iid", "clients": clients, "globalTest": {"benign": 20, "malicious": 10}},
-            "topology": {"kind": "full"},
+            "topology": {"kind": topology},
             "methods": [{"rebalancing": "ksmote"}],
             "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
             "aggregation": aggregation,
@@ -68,14 +69,15 @@ class Round:
     """Round 1 of the three honest peers over one directory store; the attacker's publication
     is planted between their publishing and their merging."""
 
-    def __init__(self, tmp_path, shards, **aggregation):
-        self.exp = parse_experiment(document(**aggregation))
+    def __init__(self, tmp_path, shards, honest=HONEST, topology="full", **aggregation):
+        self.exp = parse_experiment(document(honest, topology, **aggregation))
         self.store = DirectoryStore(tmp_path / "store")
         method = self.exp.spec.methods[0]
-        hood = neighbourhoods(self.exp, method, [*HONEST, ATTACKER])
-        self.events: dict[str, list[Merged]] = {c: [] for c in HONEST}
+        self.hood = hood = neighbourhoods(self.exp, method, list(shards.clients))
+        self.honest_clients = honest
+        self.events: dict[str, list[Merged]] = {c: [] for c in honest}
         self.peers, self.exchanges = {}, {}
-        for c in HONEST:
+        for c in honest:
             events = self.events[c]
             observer = type("O", (), {"trained": lambda s, e: None, "evaluated": lambda s, r: None,
                                       "merged": lambda s, e, ev=events: ev.append(e)})()
@@ -86,9 +88,11 @@ class Round:
                 max_points=peer.point_caps,
             )
         self.feature_names = shards.feature_names
-        for c in HONEST:
+        for c in honest:
             self.peers[c].train_and_publish(1, self.exchanges[c])
-        self.honest = {c: self.exchanges["client-a" if c != "client-a" else "client-b"]._read(1, c) for c in HONEST}
+        reader = StoreExchange(self.store, experiment=EXPERIMENT, method=METHOD, client="reader", feature_names=shards.feature_names,
+                               layout=state_layout(self.peers["client-a"].w0), max_payload_bytes=2**26, timeout=1)
+        self.honest = {c: reader._read(1, c) for c in honest}
         self.template = self.honest["client-c"]  # the attacker starts from an honest-looking publication
 
     def key(self, name):
@@ -115,7 +119,7 @@ class Round:
 
     def merge(self):
         """Every honest peer merges and evaluates round 1; returns their records."""
-        return {c: self.peers[c].merge_and_evaluate(1, self.exchanges[c]) for c in HONEST}
+        return {c: self.peers[c].merge_and_evaluate(1, self.exchanges[c]) for c in self.honest_clients}
 
     def honest_states(self):
         w0 = self.peers["client-a"].w0
@@ -283,3 +287,18 @@ def test_a_flood_of_points_is_refused_before_download(tmp_path, shards):
     assert time.perf_counter() - start < 30
     for c in HONEST:  # nothing of it reached D_o_syn
         assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != c)
+
+
+def test_in_a_ring_of_five_only_the_attackers_neighbours_see_it_and_reject_it(tmp_path):
+    honest = ("client-a", "client-b", "client-c", "client-e")
+    shards = build_shards(parse_experiment(document(honest, "ring")))
+    rnd = Round(tmp_path, shards, honest, "ring")
+    assert rnd.hood[ATTACKER] == ["client-c", "client-e"]
+    rnd.plant(X=rnd.template.synthetic_X * 1000.0 + 1000.0, delta={n: 10 * v for n, v in rnd.template.delta.items()})
+    records = rnd.merge()
+    for c in honest:
+        [merged] = rnd.events[c]
+        expected = [(ATTACKER, "out-of-range")] if ATTACKER in rnd.hood[c] else []
+        assert [(who, why.split(":")[0]) for who, why in merged.rejected] == expected
+        assert sorted(merged.used) == sorted(n for n in rnd.hood[c] if n != ATTACKER)
+        assert math.isfinite(records[c].metrics["global"]["fpr"])
