@@ -75,7 +75,7 @@ def test_the_real_data_example_cuts_its_shards_from_the_shipped_fixtures():
     for name, kind in (("client-a", "gafgyt/scan"), ("client-b", "gafgyt/tcp"), ("client-c", "gafgyt/udp")):
         shard = shards.clients[name]
         assert shard.train.attack_kinds == {kind: 5} and shard.train.counts == {"benign": 65, "malicious": 5}
-        assert shard.train.X.min() == 0.0 and shard.train.X.max() == 1.0
+        assert shard.train.X.min() == 0.0 and shard.train.X.max() == 1.0  # quantile: [0, 1]
     assert shards.clients["client-a"].global_test.attack_kinds == {"gafgyt/scan": 50, "gafgyt/tcp": 50, "gafgyt/udp": 50}
 
 
