@@ -23,7 +23,7 @@ scheduler and the kubelet do, through the API server:
   ``--liveness=http://0.0.0.0:8080/healthz``, ``P2PK_METRICS_PORT=9400``); :meth:`NodeAgent.port`
   tells which;
 - **status**: phase, ``Ready`` conditions and container states (running, terminated with the exit
-  code and ``Completed``/``Error``/``OOMKilled``-free reasons) through the ``status`` subresource;
+  code and reason ``Completed`` or ``Error``) through the ``status`` subresource;
   ``restartPolicy`` Always/OnFailure restarts the process in place (``restartCount``);
 - **deletion**: a deleted pod's process gets SIGTERM, SIGKILL after its grace period (at most
   :data:`MAX_GRACE` s), its final status is reported, and the deletion is confirmed (grace 0), so
