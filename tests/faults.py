@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import services
+from test_run import events, gone
 
 
 class RefusingProxy:
@@ -123,13 +124,6 @@ class FaultReport:
         return {c: len(r) - len(set(r)) for c, r in self.round_ends.items()}
 
 
-def events(log: Path) -> list[dict]:
-    from p2p_job.telemetry import parse_log_line
-
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    return [e for e in map(parse_log_line, lines) if e]
-
-
 def run_with_faults(spec: Path, out: Path, s3: services.S3Server, *, kills: int, outage_seconds: float,
                     outage_after_rounds: int, kill_every_rounds: int = 3, seed: int = 0,
                     args: tuple[str, ...] = ()) -> FaultReport:
@@ -169,7 +163,7 @@ def run_with_faults(spec: Path, out: Path, s3: services.S3Server, *, kills: int,
                 if last_start is None or any(e["event"] == "worker_done" for e in evs):
                     continue
                 progressed = any(e["event"] == "round_end" for e in evs[last_start:])
-                if progressed and not process_gone(evs[last_start]["pid"]):
+                if progressed and not gone(evs[last_start]["pid"]):
                     live.append((log.stem, evs[last_start]["pid"]))
             if live:
                 client, pid = rng.choice(live)
@@ -193,12 +187,3 @@ def run_with_faults(spec: Path, out: Path, s3: services.S3Server, *, kills: int,
     for log in sorted((out / "logs").glob("*/*.log")):
         report.round_ends[log.stem] = [e["round"] for e in events(log) if e["event"] == "round_end"]
     return report
-
-
-def process_gone(pid: int) -> bool:
-    """The process has ended (or is a zombie waiting for its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
