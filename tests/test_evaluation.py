@@ -300,6 +300,8 @@ def test_choices_reach_shards_data_prepare_and_the_summary(tmp_path, capsys):
     assert main(["data", "prepare", str(spec), "--out", str(tmp_path / "shards")]) == 0
     assert "column 'proto': dropped — holds no number (text)" in capsys.readouterr().out
     assert ("proto", "dropped") == read_load_report(tmp_path / "shards").columns[1][:2]
+    assert main(["data", "describe", str(tmp_path / "shards")]) == 0
+    assert "column 'proto': dropped — holds no number (text)" in capsys.readouterr().out
     assert main(["simulate", str(spec), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "WARNING: method 'random-over' publishes exact copies of real training rows" in err and "column 'proto'" in err
