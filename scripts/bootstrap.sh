@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv with everything the project needs, at the versions pinned in
 # requirements/constraints.txt. Idempotent: skips the install when pyproject.toml and the
-# constraints are unchanged since the last successful run. CPU torch is installed first, pinned,
-# so that the project's torch range does not pull a multi-GB CUDA build.
+# constraints are unchanged since the last successful run. torch is installed first, pinned to
+# 2.13.0, so that the project's torch range cannot pick another build; on PyPI that is a CUDA
+# build (~3 GB with its nvidia-* wheels), which runs on the CPU where no GPU is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
