@@ -110,6 +110,23 @@ def test_seeds_repeat_the_run_and_the_summary_gives_mean_and_spread(tmp_path, sp
 
 
 @pytest.mark.slow
+def test_seeds_repeat_a_local_run_with_worker_processes(tmp_path, spec, capsys):
+    """``p2pk run --seeds``: each seed is a whole run of worker processes in its own folder,
+    and the top summary gives mean ± std across the seeds."""
+    out = tmp_path / "rep"
+    code = main(["run", str(spec), "--out", str(out), "--seeds", "3,4"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for seed in (3, 4):
+        assert json.loads((out / f"seed-{seed}/run.json").read_text())["seed"] == seed
+        assert (out / f"seed-{seed}/logs").is_dir()  # workers ran as processes
+    fnr = [read_parquet(out / f"seed-{s}/results.parquet").query("eval == 'global'")["fnr"].mean() for s in (3, 4)]
+    markdown = (out / "summary.md").read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| ksmote | global | 1 |"))
+    assert row.split(" | ")[3] == f"{pd.Series(fnr).mean():.4f} ± {pd.Series(fnr).std():.4f}"
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_simulate_keeps_the_finished_rounds(tmp_path):
     """The methods advance round by round together: Ctrl-C writes every round they finished."""
     document = services.tiny_experiment("stop", n_clients=2, rounds=60,
