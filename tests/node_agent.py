@@ -375,7 +375,10 @@ class NodeAgent:
         def rewrite(text: str) -> str:
             return pattern.sub(lambda m: replacements[m.group(0)], text) if pattern else text
 
-        argv = [rewrite(a) for a in argv]
+        # The "image" is this host: an executable given by an absolute host path (a checkout or
+        # virtual environment under /tmp, say) is the host's, never a volume's.
+        keep_executable = argv[0].startswith("/") and Path(argv[0]).is_file()
+        argv = [argv[0] if keep_executable else rewrite(argv[0]), *(rewrite(a) for a in argv[1:])]
         env = {k: rewrite(v) if k in literal else v for k, v in env.items()}
         if SERVICE_ACCOUNT_DIR in mounts and "KUBECONFIG" not in env:
             env["KUBECONFIG"] = str(self._pod_kubeconfig(run, mounts[SERVICE_ACCOUNT_DIR]))
