@@ -49,6 +49,13 @@ def metric_panels(lines: dict[str, Curve], title: str, path: Path, *, autoscale:
     band = f" (band: lowest to highest of the {' / '.join(sorted(banded))})" if banded else ""
     fig.suptitle(title + band)
     fig.subplots_adjust(**PANEL_MARGINS)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder made) and free it."""
+    import matplotlib.pyplot as plt  # already imported by the caller that drew ``fig``
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -123,11 +130,7 @@ def plot_kind_figures(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         fig.supylabel("FNR")
         fig.suptitle(f"{eval_set} evaluation: FNR per attack kind (dashed: kind absent from the client's training data)")
         fig.tight_layout()
-        path = out_dir / f"kinds-{eval_set}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"kinds-{eval_set}.png"))
     return written
 
 
@@ -176,9 +179,5 @@ def plot_roc(scores: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.legend(fontsize=7, loc="lower right")
         fig.suptitle(f"{eval_set} evaluation: ROC curves from the kept scores")
         fig.tight_layout()
-        path = out_dir / f"roc-{eval_set}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"roc-{eval_set}.png"))
     return written
