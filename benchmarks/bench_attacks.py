@@ -2,7 +2,8 @@
 
 Run by hand (not by pytest)::
 
-    .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--jobs 2] [--out FILE.md]
+    .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--seeds 7,8]
+        [--rules mean,krum,...] [--attacks silent,sign-flip,...] [--jobs 2] [--out FILE.md]
 
 Setting: the built-in generator (20 features), one device per client, non-IID (§3.1 scenario 4:
 each client knows only its own device's attacks), a global test set from every device; or, with
@@ -11,7 +12,9 @@ P2PK-SMOTE (``ksmote``, sharing α = 0.1 of D_syn) with each aggregation rule of
 ``aggregation.robustRule`` as its own method (``methods[].robustRule``), on identical shards and
 seeds. Two neighbourhoods, as the issue asks: four clients in a full mesh and five in a ring,
 the last client the attacker (``spec.adversaries``, from round 1, each attack's default
-strength, see ``p2p_job.adversaries``); one clean run per neighbourhood (the same client honest).
+strength, see ``p2p_job.adversaries``); one clean run per neighbourhood (the same client honest)
+and one where the attacker is ``silent`` (publishes nothing: the baseline of an attacker whose
+every publication is refused). With several ``--seeds`` every rate is the mean over the seeds.
 
 The first table gives ``FNR / FPR`` on the global test set at the final round, mean over the
 honest clients (the attacker's own rows left out of the clean run too, so both sides average
@@ -21,7 +24,11 @@ final round (Δ) and over the mean of the last three rounds (Δ₃; one round's 
 few hundredths at this scale). The goal (issue 9): with the best robust rule, within 0.05 of
 the clean run for the attacks on the model; attacks on the shared points bounded. Note that an
 attacker whose every publication is refused still changes the honest clients' rates: they lose
-what its honest data would have taught them (its device's traffic), which the clean run has.
+what its honest data would have taught them (its device's traffic), which the clean run has;
+the ``silent`` row measures that loss, and the last line of the change table gives each rule's
+worst change against it (how far the attacks on the model get beyond leaving the attacker out).
+The rejection counts include the models a rule left out (``robust-rule``: Krum's unchosen,
+the validation rule's rejected).
 """
 
 from __future__ import annotations
@@ -40,10 +47,14 @@ from p2p_job.spec import parse_experiment
 
 MODEL_ATTACKS = ("scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base")
 POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
-assert set(MODEL_ATTACKS + POINT_ATTACKS) == set(DEFAULTS)
+#: Not an attack on the model or the points: the attacker publishes nothing, what a defence that
+#: refused its every publication would leave the honest clients with.
+BASELINES = ("silent",)
+assert set(MODEL_ATTACKS + POINT_ATTACKS + BASELINES) == set(DEFAULTS)
 
 
-def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "non-iid") -> dict:
+def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "non-iid", seed: int = 7,
+               rules: tuple[str, ...] = RULES) -> dict:
     """non-iid: client i has device i's rows only; imbalanced-iid: every client draws from the
     pooled rows of every device (same counts)."""
     n = 4 if topology == "full" else 5
@@ -57,13 +68,13 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
         "kind": "P2PExperiment",
         "metadata": {"name": f"attack-{topology}-{attack or 'clean'}"},
         "spec": {
-            "seed": 7,
+            "seed": seed,
             "rounds": rounds,
             "dataset": {"kind": "builtin", "builtin": {"devices": n, "families": 2, "features": 20,
                                                        "benignPerDevice": 700, "maliciousPerFamily": 60}},
             "scenario": {"kind": scenario, "clients": clients, "globalTest": {"benign": 400, "malicious": 200}},
             "topology": {"kind": topology},
-            "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in RULES],
+            "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in rules],
             "rebalancing": {"k": 10, "neighbours": 10},
             "training": {"localEpochs": 1, "batchSize": 64, "learningRate": 3e-3},
             "adversaries": [{"client": clients[-1]["name"], "attack": attack}] if attack else [],
@@ -89,45 +100,58 @@ def final_rates(frame: pd.DataFrame, attacker: str) -> pd.DataFrame:
     return rates
 
 
-def one_run(job: tuple[str, str | None, int, int, str]) -> tuple[str, str, pd.DataFrame, float]:
-    topology, attack, rounds, threads, scenario = job
+def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...]]) -> tuple[str, str, int, pd.DataFrame, float]:
+    topology, attack, rounds, threads, scenario, seed, rules = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario)), device="cpu")
+    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules)), device="cpu")
     attacker = f"client-{(4 if topology == 'full' else 5) - 1}"
     if attack:
         assert set(frame.loc[frame["adversarial"], "client"]) == {attacker}
-    return topology, attack or "clean", final_rates(frame, attacker), time.perf_counter() - start
+    return topology, attack or "clean", seed, final_rates(frame, attacker), time.perf_counter() - start
 
 
-def tables(topology: str, rounds: int, results: dict[str, pd.DataFrame], scenario: str) -> tuple[str, dict[str, float]]:
+def _change(got: pd.Series, ref: pd.Series, suffix: str = "") -> float:
+    """The larger of |ΔFNR| and |ΔFPR| (``suffix`` "3": over the last rounds)."""
+    return max(abs(got[f"fnr{suffix}"] - ref[f"fnr{suffix}"]), abs(got[f"fpr{suffix}"] - ref[f"fpr{suffix}"]))
+
+
+def tables(topology: str, rounds: int, seeds: list[int], results: dict[str, pd.DataFrame], scenario: str) -> tuple[str, dict[str, float]]:
     """The rates table and the change table of one neighbourhood (Markdown), and each rule's
-    worst smoothed change over the model attacks."""
-    clean = results["clean"]
+    worst smoothed change over the model attacks. ``results[attack]``: the rates averaged over
+    the seeds (so each change is the mean of the per-seed paired changes' signed values)."""
+    clean, silent = results["clean"], results.get("silent")
     rules = list(clean.index)
-    attacks = (*MODEL_ATTACKS, *POINT_ATTACKS)
-    rates = ["| attack | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
-    rates.append("| clean | " + " | ".join(f"{clean.loc[r, 'fnr']:.3f} / {clean.loc[r, 'fpr']:.3f}" for r in rules) + " |")
-    changes = ["| attack | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
+    attacks = [a for a in (*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS) if a in results]
+    header = ["| attack | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
+    rates = [*header, "| clean | " + " | ".join(f"{clean.loc[r, 'fnr']:.3f} / {clean.loc[r, 'fpr']:.3f}" for r in rules) + " |"]
+    changes = list(header)
     worst = {r: 0.0 for r in rules}
+    worst_silent = {r: 0.0 for r in rules}
     for attack in attacks:
         got = results[attack]
-        rates.append(f"| {attack} | " + " | ".join(
-            f"{got.loc[r, 'fnr']:.3f} / {got.loc[r, 'fpr']:.3f} ({int(got.loc[r, 'rejected'])} rej.)" for r in rules) + " |")
+        name = f"{attack} (baseline)" if attack in BASELINES else attack
+        rates.append(f"| {name} | " + " | ".join(
+            f"{got.loc[r, 'fnr']:.3f} / {got.loc[r, 'fpr']:.3f} ({got.loc[r, 'rejected']:.0f} rej.)" for r in rules) + " |")
         cells = []
         for r in rules:
-            final = max(abs(got.loc[r, "fnr"] - clean.loc[r, "fnr"]), abs(got.loc[r, "fpr"] - clean.loc[r, "fpr"]))
-            smooth = max(abs(got.loc[r, "fnr3"] - clean.loc[r, "fnr3"]), abs(got.loc[r, "fpr3"] - clean.loc[r, "fpr3"]))
+            smooth = _change(got.loc[r], clean.loc[r], "3")
             if attack in MODEL_ATTACKS:
                 worst[r] = max(worst[r], smooth)
-            cells.append(f"{final:.3f} / {smooth:.3f}")
-        changes.append(f"| {attack} | " + " | ".join(cells) + " |")
+                if silent is not None:
+                    worst_silent[r] = max(worst_silent[r], _change(got.loc[r], silent.loc[r], "3"))
+            cells.append(f"{_change(got.loc[r], clean.loc[r]):.3f} / {smooth:.3f}")
+        changes.append(f"| {name} | " + " | ".join(cells) + " |")
     changes.append("| **worst Δ₃, model attacks** | " + " | ".join(f"**{worst[r]:.3f}**" for r in rules) + " |")
+    if silent is not None:
+        changes.append("| worst Δ₃ against the silent baseline, model attacks | " + " | ".join(f"{worst_silent[r]:.3f}" for r in rules) + " |")
     n = 4 if topology == "full" else 5
-    title = f"### {scenario}, {n} clients, {'full mesh' if topology == 'full' else 'ring'}, attacker client-{n - 1}, {rounds} rounds"
+    runs = f"{rounds} rounds, seed {seeds[0]}" if len(seeds) == 1 else f"{rounds} rounds, mean of seeds {', '.join(map(str, seeds))}"
+    title = f"#### {scenario}, {n} clients, {'full mesh' if topology == 'full' else 'ring'}, attacker client-{n - 1}, {runs}"
     best = min(worst, key=worst.get)
     text = "\n".join([
-        title, "", "Honest clients' global FNR / FPR at the final round (publications refused by honest peers over the run):", "",
+        title, "", "Honest clients' global FNR / FPR at the final round (publications or models refused by honest peers over the run"
+        + (", mean per seed" if len(seeds) > 1 else "") + "):", "",
         *rates, "", f"Change against the clean run, Δ (final round) / Δ₃ (mean of the last {LAST} rounds), the larger of |ΔFNR| and |ΔFPR|:", "",
         *changes, "", f"Best rule against the model attacks: **{best}** (worst Δ₃ {worst[best]:.3f}).", "",
     ])
@@ -139,19 +163,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--topologies", default="full,ring")
     parser.add_argument("--scenario", choices=("non-iid", "imbalanced-iid"), default="non-iid")
+    parser.add_argument("--seeds", default="7", help="experiment seeds, comma-separated (rates are averaged over them)")
+    parser.add_argument("--rules", default=",".join(RULES), help="robust rules, comma-separated (each its own method)")
+    parser.add_argument("--attacks", default=",".join((*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS)),
+                        help="attacks besides the clean run, comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     args = parser.parse_args()
     start = time.perf_counter()
     topologies = args.topologies.split(",")
-    jobs = [(t, a, args.rounds, args.threads, args.scenario) for t in topologies for a in (None, *MODEL_ATTACKS, *POINT_ATTACKS)]
-    results: dict[str, dict[str, pd.DataFrame]] = {t: {} for t in topologies}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    rules = tuple(args.rules.split(","))
+    attacks = [a for a in args.attacks.split(",") if a]
+    unknown = set(rules) - set(RULES) | set(attacks) - set(DEFAULTS)
+    if unknown:
+        parser.error(f"unknown rule or attack: {', '.join(sorted(unknown))}")
+    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules) for t in topologies for a in (None, *attacks) for seed in seeds]
+    per_seed: dict[tuple[str, str], list[pd.DataFrame]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
-        for topology, attack, rates, seconds in pool.map(one_run, jobs):
-            results[topology][attack] = rates
-            print(f"  {topology}/{attack}: {seconds:.0f} s", flush=True)
-    out = [tables(t, args.rounds, results[t], args.scenario)[0] for t in topologies]
+        for topology, attack, seed, rates, seconds in pool.map(one_run, jobs):
+            per_seed.setdefault((topology, attack), []).append(rates)
+            print(f"  {topology}/{attack}/seed {seed}: {seconds:.0f} s", flush=True)
+    results = {t: {a: sum(frames) / len(frames) for (t2, a), frames in per_seed.items() if t2 == t} for t in topologies}
+    out = [tables(t, args.rounds, seeds, results[t], args.scenario)[0] for t in topologies]
     out.append(f"Total {time.perf_counter() - start:.0f} s with --jobs {args.jobs}.")
     print("\n".join(out))
     if args.out:

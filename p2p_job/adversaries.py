@@ -21,6 +21,14 @@ On the model (what a robust aggregation rule must withstand):
 - ``inflated-n-base``: |D_base| × factor (default 1000): the weight input of eq. 6 that decides
   the attacker's share of every average.
 
+Neither (a baseline for the others):
+
+- ``silent``: publishes nothing (an omission fault: a crashed or free-riding peer). Its
+  neighbours lose its model and its shared points alike, which is what a defence that refuses
+  every publication of an attacker costs them at best; ``benchmarks/bench_attacks.py`` reports
+  it beside the clean run. Under ``p2pk run`` each neighbour waits ``roundTimeoutSeconds`` for
+  it every round.
+
 On the shared points (eq. 7; what shared-point sanitisation must withstand), all in raw units:
 
 - ``label-flip``: ``points`` (default: as many as its honest publication shares, so that only
@@ -56,6 +64,7 @@ DEFAULTS: dict[str, tuple[float | None, int | None]] = {
     "label-flip": (None, None),     # None: as many points as the honest publication shares
     "out-of-range": (1000.0, None),
     "flooding": (None, 20000),
+    "silent": (None, None),
 }
 
 
@@ -73,13 +82,14 @@ class Adversary:
         self.seed, self.method, self.shard = exp.spec.seed, method, shard
         self.output_bias = list(w0)[-1]  # the last Linear's bias: one logit
         self.n_clients = len(exp.spec.scenario.clients)
-        self._attack: Callable[[Adversary, Publication, np.random.Generator], Publication] = ATTACKS[spec.attack]
+        self._attack: Callable[[Adversary, Publication, np.random.Generator], Publication | None] = ATTACKS[spec.attack]
 
     @property
     def client(self) -> str:
         return self.shard.name
 
-    def __call__(self, pub: Publication) -> Publication:
+    def __call__(self, pub: Publication) -> Publication | None:
+        """What the client publishes in ``pub.round`` (None: nothing)."""
         if pub.round < self.spec.from_round:
             return pub
         return self._attack(self, pub, rng(self.seed, self.method, self.client, pub.round, "adversary"))
@@ -144,8 +154,12 @@ def _flooding(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Pub
     return replace(pub, synthetic_X=X, synthetic_y=y)
 
 
-#: The transform of each attack kind.
-ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publication]] = {
+def _silent(adv: Adversary, pub: Publication, gen: np.random.Generator) -> None:
+    return None
+
+
+#: The transform of each attack kind (None: publish nothing).
+ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publication | None]] = {
     "scaled-delta": _scaled_delta,
     "sign-flip": _sign_flip,
     "model-replacement": _model_replacement,
@@ -154,6 +168,7 @@ ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publi
     "label-flip": _label_flip,
     "out-of-range": _out_of_range,
     "flooding": _flooding,
+    "silent": _silent,
 }
 
 

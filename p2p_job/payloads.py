@@ -55,6 +55,7 @@ REJECT_REASONS = (
     "wrong-label",      # a shared point not of the sender's minority class
     "out-of-range",     # a shared point beyond rebalancing.pointTolerance of the receiver's feature ranges
     "degenerate",       # a model with non-finite values or outputs, or a BatchNorm variance <= 0
+    "robust-rule",      # a model aggregation.robustRule left out (krum, multi-krum, validation); its points are kept
 )
 
 

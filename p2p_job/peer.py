@@ -285,8 +285,11 @@ class Peer:
             synthetic_y=np.asarray(shared_y, dtype=np.int8),
             metrics=dict(self.last_metrics),
         )
-        # An adversary keeps its honest publication for its own average and publishes its attack's.
-        exchange.publish(self.adversary(publication) if self.adversary else publication)
+        # An adversary keeps its honest publication for its own average and publishes its attack's
+        # (``silent``: nothing).
+        published = self.adversary(publication) if self.adversary else publication
+        if published is not None:
+            exchange.publish(published)
         seconds = prepared.seconds + train_seconds + time.perf_counter() - start
         trained_event = Trained(
             self.method_name, self.client, r, seconds, loss, prepared.n_train, len(rebalanced.synthetic_y), len(shared_y)
@@ -386,10 +389,12 @@ class Peer:
             else:
                 arrived.append(pub)
                 points[name] = (X, pub.synthetic_y)
-        for name, reason in self._average(own, arrived):
+        dropped, left_out = self._average(own, arrived)
+        for name, reason in dropped:
             rejected.append((name, reason))
             arrived = [pub for pub in arrived if pub.client != name]
             del points[name]
+        rejected.extend(left_out)
         n_received = self._receive(list(points.values()))
         used = [pub.client for pub in arrived]
         return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received)
@@ -427,14 +432,16 @@ class Peer:
                 reason = "degenerate: non-finite outputs on this peer's evaluation rows"
         return reason
 
-    def _average(self, own: Publication, arrived: list[Publication]) -> list[tuple[str, str]]:
+    def _average(self, own: Publication, arrived: list[Publication]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """Eq. 5 (or ``robustRule``, :mod:`p2p_job.robust`): combine the peer itself (first)
         with the neighbours that arrived, each w_k rebuilt as w0 + delta_k (the same arithmetic
         for its own model as for theirs). p_k from eq. 6 (rule ``p2p``) or |D_k|/Σ|D|
         (``fedavg``), each term capped at ``maxWeightShare``; missing ones are left out, so the
         weights renormalise over those present. A combination that would leave the model
         degenerate is not applied: the neighbour farthest from this peer's model is left out
-        (and returned with reason ``degenerate``) until the result is sound."""
+        (and returned with reason ``degenerate``, its points dropped too) until the result is
+        sound. Returns those, and the neighbours whose model the rule itself left out (reason
+        ``robust-rule``; their shared points are judged on their own)."""
         aggregation = self.exp.spec.aggregation
         dropped: list[tuple[str, str]] = []
         contributors = [own, *arrived]
@@ -447,8 +454,10 @@ class Peer:
                 weights = mixing_weights([pub.variance for pub in contributors], sizes, aggregation.lambda_,
                                          aggregation.max_weight_share)
             with np.errstate(over="ignore", invalid="ignore"):
-                merged = robust_merge(self.robust_rule, states, weights, byzantine=aggregation.byzantine,
-                                      clip_norm=aggregation.clip_norm)
+                merge = robust_merge(self.robust_rule, states, weights, byzantine=aggregation.byzantine,
+                                     clip_norm=aggregation.clip_norm, loss=self._validation_loss,
+                                     tolerance=aggregation.validation_tolerance)
+            merged = merge.state
             reason = self._degenerate(merged)
             if reason is None or len(contributors) == 1:
                 break
@@ -457,7 +466,22 @@ class Peer:
             del contributors[farthest], states[farthest]
         if reason is None:
             load_model_state(self.model, merged)
-        return dropped
+        left_out = [(contributors[i].client, f"robust-rule: {self.robust_rule} left its model out") for i in merge.left_out]
+        return dropped, left_out
+
+    def _validation_loss(self, state: State) -> float:
+        """The class-balanced binary cross-entropy of ``state`` on this peer's validation split
+        (the mean over the classes present of each class's mean loss, so that the minority
+        weighs as much as the majority), infinite for non-finite outputs: the validation rule's
+        score (:func:`p2p_job.robust.validation_filter`)."""
+        validation = self.shard.validation
+        load_model_state(self._probe, state)
+        logits = predict_logits(self._probe, validation.X, self.device).astype(np.float64)
+        if not np.isfinite(logits).all():
+            return float("inf")
+        y = np.asarray(validation.y)
+        losses = np.where(y == 1, np.logaddexp(0.0, -logits), np.logaddexp(0.0, logits))
+        return float(np.mean([losses[y == label].mean() for label in (0, 1) if (y == label).any()]))
 
     def _receive(self, points: list[tuple[np.ndarray, np.ndarray]]) -> int:
         """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already

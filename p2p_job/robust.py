@@ -22,12 +22,23 @@ exchanged (``p2p_job.model``), so there is no counter to combine.
   tolerant gradient descent", NeurIPS 2017): :func:`krum_scores`, :func:`krum_select`; multi-Krum
   averages the ``n − f`` best with the p_k of equation 6, renormalised over them.
 
+* ``validation`` — loss-based rejection (Fang, Cao, Jia, Gong, "Local model poisoning attacks
+  to Byzantine-robust federated learning", USENIX Security 2020, §5 "LFR"), with the peer's own
+  validation split as the validation set: a neighbour whose removal from the equation 5 mean
+  lowers the peer's validation loss by more than ``validationTolerance`` is left out, at most
+  ``f`` of them, and equation 5 averages the rest (:func:`validation_filter`). It judges each
+  neighbour by what it does to this peer's own data, not by its distance to the others, so
+  honest neighbours trained on other devices (non-IID) are kept.
+
 The median, trimmed mean and Krum treat contributors alike (they ignore p_k: a self-reported
 |D_k| or Var_k must not buy influence against them). Everything is pure numpy, in float64, and
 returns each entry in its own dtype.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +47,17 @@ from p2p_job.aggregation import weighted_average
 State = dict[str, np.ndarray]
 
 #: The rules of ``spec.aggregation.robustRule`` (and ``methods[].robustRule``).
-RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum")
+RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "validation")
+
+
+@dataclass(frozen=True)
+class Merge:
+    """What a rule made of the contributors: the combined ``state`` and the indices of the
+    contributors it ``left_out`` whole (Krum's unchosen, the validation rule's rejected; the
+    peer itself, index 0, is never reported)."""
+
+    state: State
+    left_out: tuple[int, ...] = ()
 
 
 def _check(states: list[State]) -> list[str]:
@@ -137,22 +158,64 @@ def krum_select(states: list[State], byzantine: int, keep: int) -> list[int]:
     return sorted(int(i) for i in order[:max(1, keep)])
 
 
-def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1, clip_norm: float | None = None) -> State:
+def validation_filter(states: list[State], weights, loss: Callable[[State], float], *, tolerance: float,
+                      most: int) -> list[int]:
+    """Fang et al. 2020's loss function based rejection (LFR), thresholded, over the equation 5
+    mean: with L(S) the validation ``loss`` of the p_k-weighted mean over the contributors S
+    (weights renormalised over S), the neighbour k ∈ S whose removal lowers it most is left
+    out when ``L(S) − L(S ∖ {k}) > tolerance``; then again over what is left, at most ``most``
+    times (f). The peer itself (index 0) is never left out. Fang et al. remove a fixed count c;
+    the threshold keeps every neighbour when none does harm, which a fixed count cannot on
+    non-IID data. Returns the kept indices, ascending."""
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0; got {tolerance}")
+    weights = np.asarray(weights, dtype=np.float64)
+    kept = list(range(len(states)))
+
+    def mean_loss(members: list[int]) -> float:
+        value = float(loss(weighted_average([states[i] for i in members], weights[members])))
+        return value if np.isfinite(value) else np.inf
+
+    for _ in range(most):
+        if len(kept) == 1:
+            break
+        full = mean_loss(kept)
+        drops = []
+        for k in kept[1:]:
+            drop = full - mean_loss([i for i in kept if i != k])
+            drops.append((drop if not np.isnan(drop) else -np.inf, k))  # infinite on both sides: no evidence
+        drop, worst = max(drops, key=lambda d: (d[0], -d[1]))  # ties: the lower index
+        if not drop > tolerance:
+            break
+        kept.remove(worst)
+    return kept
+
+
+def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1, clip_norm: float | None = None,
+                 loss: Callable[[State], float] | None = None, tolerance: float = 0.0) -> Merge:
     """Combine ``states`` (the peer's own first) with ``rule`` of :data:`RULES`; ``weights``
-    are equation 6's p_k (used by ``mean``, ``clipped-mean`` and ``multi-krum``), ``byzantine``
-    the number f of hostile contributors the rule should withstand."""
+    are equation 6's p_k (used by ``mean``, ``clipped-mean``, ``multi-krum`` and
+    ``validation``), ``byzantine`` the number f of hostile contributors the rule should
+    withstand; ``loss`` (a state's loss on the peer's validation split) and ``tolerance`` are
+    the validation rule's."""
     weights = np.asarray(weights, dtype=np.float64)
     if rule == "mean":
-        return weighted_average(states, weights)
+        return Merge(weighted_average(states, weights))
     if rule == "median":
-        return coordinate_median(states)
+        return Merge(coordinate_median(states))
     if rule == "trimmed-mean":
-        return trimmed_mean(states, byzantine)
+        return Merge(trimmed_mean(states, byzantine))
     if rule == "clipped-mean":
-        return weighted_average(clip_to_reference(states, clip_norm), weights)
-    if rule == "krum":
-        return dict(states[krum_select(states, byzantine, 1)[0]])
-    if rule == "multi-krum":
-        chosen = krum_select(states, byzantine, len(states) - byzantine)
-        return weighted_average([states[i] for i in chosen], weights[chosen])
+        return Merge(weighted_average(clip_to_reference(states, clip_norm), weights))
+    if rule in ("krum", "multi-krum", "validation"):
+        if rule == "validation":
+            if loss is None:
+                raise ValueError("the validation rule needs a loss")
+            chosen = validation_filter(states, weights, loss, tolerance=tolerance, most=byzantine)
+        else:
+            chosen = krum_select(states, byzantine, 1 if rule == "krum" else len(states) - byzantine)
+        left_out = tuple(i for i in range(1, len(states)) if i not in chosen)
+        if rule == "krum":
+            return Merge(dict(states[chosen[0]]), left_out)
+        return Merge(weighted_average([states[i] for i in chosen], weights[chosen]), left_out)
     raise ValueError(f"unknown robust rule {rule!r}; expected one of {', '.join(RULES)}")

@@ -40,7 +40,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RebalancingMethod = Literal["none", "random-over", "random-under", "smote", "ksmote"]
 AggregationRule = Literal["p2p", "fedavg", "local"]
 #: How contributors are combined (``p2p_job.robust.RULES``): ``mean`` is the paper's equation 5.
-RobustRule = Literal["mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum"]
+RobustRule = Literal["mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "validation"]
 ScenarioKind = Literal["balanced-iid", "imbalanced-iid", "mixed-iid", "non-iid"]
 TopologyKind = Literal["full", "ring", "k-regular", "erdos-renyi", "explicit"]
 DatasetKind = Literal["builtin", "nbaiot", "botiot", "tabular"]
@@ -458,9 +458,14 @@ class AggregationSpec(SpecModel):
     robust_rule: RobustRule = Field(
         "mean",
         description="How the peer and its neighbours are combined: mean (equation 5, the paper), median, trimmed-mean, "
-        "clipped-mean, krum or multi-krum (p2p_job.robust; deviations from the paper against hostile neighbours).",
+        "clipped-mean, krum, multi-krum or validation (p2p_job.robust; deviations from the paper against hostile neighbours).",
     )
-    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), krum and multi-krum withstand.")
+    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), krum, multi-krum and validation (leaves out at most f) withstand.")
+    validation_tolerance: float = Field(
+        0.05, ge=0, le=1e6, allow_inf_nan=False,
+        description="validation: leave a neighbour out when removing it from the equation 5 mean lowers the peer's "
+        "class-balanced validation loss (nats) by more than this.",
+    )
     clip_norm: float | None = Field(
         None, gt=0, le=1e6, allow_inf_nan=False,
         description="clipped-mean: bound on the L2 norm of a neighbour's model minus the peer's own (default: the median of the neighbours' distances).",
@@ -513,7 +518,7 @@ class EvaluationSpec(SpecModel):
 #: on the points it shares.
 AttackKind = Literal[
     "scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base",
-    "label-flip", "out-of-range", "flooding",
+    "label-flip", "out-of-range", "flooding", "silent",
 ]
 #: The attacks on shared points: ``points`` applies to these only.
 POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
@@ -528,7 +533,7 @@ class AdversarySpec(SpecModel):
     attack: AttackKind = Field(
         ...,
         description="scaled-delta | sign-flip | model-replacement | gaussian-noise | inflated-n-base (on the model) | "
-        "label-flip | out-of-range | flooding (on the shared points).",
+        "label-flip | out-of-range | flooding (on the shared points) | silent (publishes nothing).",
     )
     from_round: int = Field(1, ge=1, le=99_999, description="First round the client misbehaves in.")
     factor: float | None = Field(

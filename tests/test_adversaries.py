@@ -183,7 +183,7 @@ def test_the_spec_refuses_adversaries_that_cannot_be(adversaries, path, words):
 # --------------------------------------------------------------------------- real peers
 
 
-def _round_over_the_store(tmp_path, exp) -> list:
+def _round_over_the_store(tmp_path, exp, timeout: float = 5) -> list:
     """One round of four real peers exchanging through a directory store."""
     method = exp.spec.methods[0]
     hood = neighbourhoods(exp, method, list(CLIENTS))
@@ -191,7 +191,7 @@ def _round_over_the_store(tmp_path, exp) -> list:
     store = DirectoryStore(tmp_path / "store")
     layout = state_layout(peers["a"].w0)
     exchanges = {c: StoreExchange(store, experiment=exp.name, method="ksmote", client=c, feature_names=[f"f{i}" for i in range(D)],
-                                  layout=layout, max_payload_bytes=64 * 2**20, timeout=5) for c in CLIENTS}
+                                  layout=layout, max_payload_bytes=64 * 2**20, timeout=timeout) for c in CLIENTS}
     for c, peer in peers.items():
         peer.train_and_publish(1, exchanges[c])
     return [peers[c].merge_and_evaluate(1, exchanges[c]) for c in CLIENTS]
@@ -204,7 +204,7 @@ def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
     attack is either refused (a rejection counted) or bounded (honest rates stay rates)."""
     extra = {"points": 300} if attack == "flooding" else {}  # label-flip, out-of-range: as many as honest
     exp = parse_experiment(_doc([{"client": "d", "attack": attack, **extra}], rounds=1, aggregation={"robustRule": "median"}))
-    records = _round_over_the_store(tmp_path, exp)
+    records = _round_over_the_store(tmp_path, exp, timeout=1 if attack == "silent" else 5)
     honest = [r for r in records if not r.adversarial]
     assert [r.client for r in records if r.adversarial] == ["d"] and len(honest) == 3
     for record in honest:
@@ -213,6 +213,40 @@ def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
     rejected = sum(r.payloads_rejected for r in honest)
     if attack in ("inflated-n-base", "out-of-range", "label-flip", "flooding"):
         assert rejected == 3, (attack, [(r.client, r.payloads_rejected) for r in honest])
+    if attack == "silent":  # nothing to reject: d is missing for each honest peer
+        assert rejected == 0 and [r.neighbours_missing for r in honest] == [1, 1, 1]
+
+
+def test_the_validation_rule_leaves_out_a_replaced_model_and_keeps_its_points(tmp_path):
+    """Model replacement passes every screening check (a finite, sound model); the validation
+    rule sees each honest peer's own validation loss fall without it and leaves its model out
+    (reason robust-rule, counted), while its shared points, honest, are still taken in."""
+    exp = parse_experiment(_doc([{"client": "d", "attack": "model-replacement"}], rounds=1,
+                                aggregation={"robustRule": "validation"}))
+    method = exp.spec.methods[0]
+    hood = neighbourhoods(exp, method, list(CLIENTS))
+    peers = {c: Peer(exp, method, SHARDS[c], hood[c], "cpu") for c in CLIENTS}
+    events = []
+
+    class Observer:
+        def trained(self, event): pass
+        def merged(self, event): events.append(event)
+        def evaluated(self, record): pass
+
+    for peer in peers.values():
+        peer.observer = Observer()
+    exchange = MemoryExchange()
+    for peer in peers.values():
+        peer.train_and_publish(1, exchange)
+    shared = {c: len(exchange.gather(1, [c]).publications[c].synthetic_y) for c in CLIENTS}
+    records = {c: peers[c].merge_and_evaluate(1, exchange) for c in CLIENTS}
+    for event in events:
+        if event.client == "d":
+            continue
+        assert [(who, why.split(":")[0]) for who, why in event.rejected] == [("d", "robust-rule")], event.rejected
+        assert records[event.client].payloads_rejected == 1
+        assert event.n_received == sum(shared[c] for c in CLIENTS if c != event.client)  # d's points too
+    assert records["d"].payloads_rejected == 0  # the attacker itself keeps its honest neighbours
 
 
 # --------------------------------------------------------------------------- end to end

@@ -407,8 +407,8 @@ def test_a_combination_that_would_be_degenerate_leaves_out_the_farthest_neighbou
     hostile = dataclasses.replace(exchange.published[(1, "c")],
                                   delta={n: (v - 1e3 if n == var else v) for n, v in exchange.published[(1, "c")].delta.items()})
     peer = peers["a"]
-    dropped = peer._average(own, [honest, hostile])
-    assert [(who, why.split(":")[0]) for who, why in dropped] == [("c", "degenerate")]
+    dropped, left_out = peer._average(own, [honest, hostile])
+    assert [(who, why.split(":")[0]) for who, why in dropped] == [("c", "degenerate")] and left_out == []
     assert (_state(peer)[var] > 0).all()
     w0 = peer.w0
     expected_var = np.stack([w0[var] + own.delta[var], w0[var] + honest.delta[var]])

@@ -14,6 +14,7 @@ from p2p_job.robust import (
     krum_select,
     robust_merge,
     trimmed_mean,
+    validation_filter,
 )
 from p2p_job.spec import RobustRule
 
@@ -63,7 +64,7 @@ def test_batchnorm_variances_stay_positive_under_every_rule():
     contributors' range, clipping lies on a segment, Krum picks a contributor)."""
     s = states([1, 10], [2, -5], [100, 0], [3, 1])
     for rule in RULES:
-        merged = robust_merge(rule, s, [0.25] * 4, byzantine=1)
+        merged = robust_merge(rule, s, [0.25] * 4, byzantine=1, loss=lambda state: float(state["w"][0] ** 2)).state
         assert (merged["bn.running_var"] > 0).all(), rule
 
 
@@ -77,9 +78,13 @@ def test_robust_merge_dispatches_every_rule():
         "clipped-mean": (0 + 1 + 2 + 2) / 4,    # bound = median distance 2: 10 -> 2
         "krum": 0.0,                            # scores (1, 1, 1, 64): the lowest index of the tie, the peer itself
         "multi-krum": 1.0,                      # the n - f = 3 best: 0, 1, 2
+        "validation": 1.0,                      # loss w²: dropping 10 lowers it from 3.25² to 1²
     }
+    left_out = {"krum": (1, 2, 3), "multi-krum": (3,), "validation": (3,)}
     for rule in RULES:
-        assert robust_merge(rule, s, weights, byzantine=1)["w"].tolist() == pytest.approx([expected[rule]]), rule
+        merge = robust_merge(rule, s, weights, byzantine=1, loss=lambda state: float(state["w"][0] ** 2), tolerance=0.5)
+        assert merge.state["w"].tolist() == pytest.approx([expected[rule]]), rule
+        assert merge.left_out == left_out.get(rule, ()), rule
     with pytest.raises(ValueError, match="unknown robust rule"):
         robust_merge("mode", s, weights)
 
@@ -88,9 +93,45 @@ def test_one_hostile_contributor_of_four_cannot_drag_the_robust_rules():
     honest = [np.array([1.0, -1.0, 0.5]) + 0.01 * i for i in range(3)]
     for attack in (honest[0] * -10, honest[0] * 1e6, np.full(3, np.finfo(np.float32).max / 4)):
         s = [{"w": h.astype(np.float32)} for h in honest] + [{"w": attack.astype(np.float32)}]
-        for rule in ("median", "trimmed-mean", "clipped-mean", "krum", "multi-krum"):
-            merged = robust_merge(rule, s, [0.25] * 4, byzantine=1)["w"]
+        loss = lambda state: float(((state["w"] - honest[0]) ** 2).sum())  # noqa: E731 - the honest peer's own data
+        for rule in ("median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "validation"):
+            merged = robust_merge(rule, s, [0.25] * 4, byzantine=1, loss=loss, tolerance=0.1).state["w"]
             assert np.abs(merged - honest[1]).max() < 0.05, (rule, merged)
+
+
+def test_validation_filter_by_hand():
+    """Loss (w − 1)², p_k equal. Contributors 1, 1.3, 0.7, 4 (own first): the mean 1.75 has loss
+    0.5625; without 4 the mean is 1.0 (loss 0, drop 0.5625), without 1.3 it is 1.9 (loss 0.81,
+    drop < 0), without 0.7 2.1 (1.21): 4 is left out at tolerance 0.5, kept at 0.6."""
+    s = [{"w": np.array([x])} for x in (1.0, 1.3, 0.7, 4.0)]
+    loss = lambda state: float((state["w"][0] - 1.0) ** 2)  # noqa: E731
+    assert validation_filter(s, [0.25] * 4, loss, tolerance=0.5, most=1) == [0, 1, 2]
+    assert validation_filter(s, [0.25] * 4, loss, tolerance=0.6, most=1) == [0, 1, 2, 3]
+    # f = 0 leaves nobody out; the peer itself is never left out, however bad its own model
+    assert validation_filter(s, [0.25] * 4, loss, tolerance=0.0, most=0) == [0, 1, 2, 3]
+    bad_own = [{"w": np.array([x])} for x in (9.0, 1.0)]
+    assert validation_filter(bad_own, [0.5, 0.5], loss, tolerance=0.0, most=1) == [0, 1]
+    # weights count: with p = (0.1, 0.1, 0.1, 0.7) the mean is 0.1 + 0.13 + 0.07 + 2.8 = 3.1, loss 4.41;
+    # without 4: 1.0, loss 0; the drop 4.41 is over tolerance 4 but not 4.5
+    weights = [0.1, 0.1, 0.1, 0.7]
+    assert validation_filter(s, weights, loss, tolerance=4.0, most=1) == [0, 1, 2]
+    assert validation_filter(s, weights, loss, tolerance=4.5, most=1) == [0, 1, 2, 3]
+    # two hostile of four with f = 2: left out one after the other, the worse first (mean 2.775,
+    # loss 3.151; without 5 → 2.033, loss 1.068; then without 4 → 1.05, loss 0.0025)
+    two = [{"w": np.array([x])} for x in (1.0, 1.1, 5.0, 4.0)]
+    assert validation_filter(two, [0.25] * 4, loss, tolerance=0.1, most=2) == [0, 1]
+    assert validation_filter(two, [0.25] * 4, loss, tolerance=0.1, most=1) == [0, 1, 3]
+    # leave-one-out's known blind spot (Fang et al. remove a fixed count for it): two that cancel
+    # out in the mean (5 and −2.9) each look helpful alone
+    cancel = [{"w": np.array([x])} for x in (1.0, 1.1, 5.0, -2.9)]
+    assert validation_filter(cancel, [0.25] * 4, loss, tolerance=0.1, most=2) == [0, 1, 2, 3]
+    # a neighbour that makes the loss infinite (non-finite outputs) is the first to go
+    inf = lambda state: float("inf") if state["w"][0] > 1.5 else float((state["w"][0] - 1.0) ** 2)  # noqa: E731
+    assert validation_filter(s, [0.25] * 4, inf, tolerance=100.0, most=1) == [0, 1, 2]
+    with pytest.raises(ValueError, match="tolerance"):
+        validation_filter(s, [0.25] * 4, loss, tolerance=-1.0, most=1)
+    with pytest.raises(ValueError, match="needs a loss"):
+        robust_merge("validation", s, [0.25] * 4)
 
 
 def test_capped_shares_clip_the_largest_values_to_one_threshold():
