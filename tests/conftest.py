@@ -111,7 +111,8 @@ def node_agent(control_plane, tmp_path_factory) -> NodeAgent:
     if os.environ.get("PYTHONPATH"):
         base_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     agent = NodeAgent(control_plane.api_client, tmp_path_factory.mktemp("node"), control_plane.server,
-                      control_plane.ca, base_env, images=controlplane.image_entrypoints())
+                      control_plane.ca, base_env, images=controlplane.image_entrypoints(),
+                      kubelet_tls=control_plane.kubelet_tls())
     agent.start()
     yield agent
     agent.stop()

@@ -4,6 +4,8 @@ started as local processes on 127.0.0.1, built once by ``scripts/build-control-p
 - certificates (a CA, the API server's serving certificate, client certificates for the admin
   and the controller manager) and the service-account key pair are generated here with
   ``cryptography``;
+- the API server reaches the test node's kubelet API (``kubectl logs``) at its InternalIP with a
+  client certificate, and verifies the node's serving certificate;
 - the API server runs with RBAC (``--authorization-mode=RBAC``), the default admission plugins
   plus ``OwnerReferencesPermissionEnforcement`` (so ``blockOwnerDeletion`` needs the
   ``…/finalizers`` permission, as on hardened clusters), a service-account issuer and signing
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from node_agent import NODE
 from services import free_port, terminate
 
 #: The version scripts/build-control-plane.sh builds by default.
@@ -147,8 +150,13 @@ def write_pki(folder: Path) -> dict[str, Path]:
                           ips=("127.0.0.1", first_service_ip))
     save("apiserver.crt", _pem_cert(server))
     save("apiserver.key", _pem_key(server_key))
+    # The test node's kubelet API (container logs), which the API server calls as its client.
+    kubelet_key = _key()
+    save("kubelet.crt", _pem_cert(_certificate(NODE, kubelet_key, ca, ca_key, server=True, dns=(NODE,), ips=("127.0.0.1",))))
+    save("kubelet.key", _pem_key(kubelet_key))
     for name, cn, org in (("admin", "p2pk-test-admin", "system:masters"),
-                          ("controller-manager", "system:kube-controller-manager", None)):
+                          ("controller-manager", "system:kube-controller-manager", None),
+                          ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", None)):
         key = _key()
         save(f"{name}.crt", _pem_cert(_certificate(cn, key, ca, ca_key, org=org)))
         save(f"{name}.key", _pem_key(key))
@@ -201,6 +209,11 @@ class ControlPlane:
         from kubernetes import config
 
         return config.new_client_from_config(str(self.kubeconfig))
+
+    def kubelet_tls(self) -> tuple[Path, Path, Path]:
+        """Certificate, key and client CA for the test node's kubelet API (:data:`NODE`)."""
+        pki = self.work / "pki"
+        return pki / "kubelet.crt", pki / "kubelet.key", self.ca
 
     def kubeconfig_for_token(self, path: Path, token: str) -> Path:
         """A kubeconfig authenticating with ``token`` (e.g. a ServiceAccount's)."""
@@ -279,6 +292,10 @@ def start_control_plane(bin_dir: Path, work: Path) -> ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--endpoint-reconciler-type=none",  # 127.0.0.1 cannot be the kubernetes Service's endpoint
+            # `kubectl logs`, `helm test --logs`: the node agent's kubelet API, verified both ways.
+            f"--kubelet-certificate-authority={pki['ca.crt']}", "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki['apiserver-kubelet-client.crt']}",
+            f"--kubelet-client-key={pki['apiserver-kubelet-client.key']}",
             "--allow-privileged=false", "--profiling=false", "--v=1",
         ])
         _wait("kube-apiserver /readyz", lambda: _get(plane, "/readyz") == b"ok", plane, deadline)

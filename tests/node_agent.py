@@ -14,10 +14,18 @@ scheduler and the kubelet do, through the API server:
   written to a folder per pod, their mount paths rewritten in the command, args and literal env
   values;
   a missing Secret or ConfigMap is the kubelet's ``CreateContainerConfigError`` until it exists;
-- **in-cluster configuration**: a pod with the ServiceAccount token mounted
-  (``/var/run/secrets/kubernetes.io/serviceaccount``) gets ``KUBECONFIG`` naming a kubeconfig with
-  that token and the API server's address (the in-cluster files live at fixed paths that cannot
-  be rewritten), so it calls the API with its ServiceAccount's RBAC, as in a cluster;
+- **in-cluster configuration**, as a kubelet gives it: every process gets
+  ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` (and ``KUBERNETES_PORT``, ``…_HTTPS``)
+  naming the API server. A pod with a ServiceAccount token — the API server's ServiceAccount
+  admission adds the ``kube-api-access-…`` projected volume (a TokenRequest token bound to the
+  pod, ``ca.crt`` from the ``kube-root-ca.crt`` ConfigMap, ``namespace``) unless
+  ``automountServiceAccountToken`` is false on the pod or its ServiceAccount — sees that volume at
+  the fixed path ``/var/run/secrets/kubernetes.io/serviceaccount``, where client libraries read
+  it (``kubernetes.config.load_incluster_config``, kubectl, kopf): its process runs in a private
+  mount namespace (``unshare --mount``) with the folder bind-mounted there read-only. Where mount
+  namespaces are not allowed (:attr:`NodeAgent.in_cluster_problem` says why) such a pod gets
+  ``KUBECONFIG`` naming a kubeconfig with the token instead, which kubeconfig-aware clients use.
+  As root the mount point is created on the host once (an empty folder under ``/run``);
 - **network**: pods share the host's network; each declared ``containerPort`` gets a free host
   port and the number is rewritten where it stands alone in the args and literal env values (e.g.
   ``--liveness=http://0.0.0.0:8080/healthz``, ``P2PK_METRICS_PORT=9400``); :meth:`NodeAgent.port`
@@ -25,27 +33,34 @@ scheduler and the kubelet do, through the API server:
 - **status**: phase, ``Ready`` conditions and container states (running, terminated with the exit
   code and reason ``Completed`` or ``Error``) through the ``status`` subresource;
   ``restartPolicy`` Always/OnFailure restarts the process in place (``restartCount``);
+- **logs**: the kubelet API's ``/containerLogs/<namespace>/<pod>/<container>`` (``tailLines``,
+  ``limitBytes``, ``follow``) over TLS on 127.0.0.1, for callers with a client certificate of
+  the cluster's CA (the API server: ``kubectl logs``, ``helm test --logs``);
 - **deletion**: a deleted pod's process gets SIGTERM, SIGKILL after its grace period (at most
   :data:`MAX_GRACE` s), its final status is reported, and the deletion is confirmed (grace 0), so
   Jobs, ReplicaSets, the garbage collector and namespace deletion see what they would see.
 
 The real Job, ReplicaSet, garbage-collector and namespace controllers, RBAC and admission do the
 rest. Security contexts, resources and probes are not enforced. A pod's output goes to
-``<work>/<namespace>/<pod>/<container>.log`` (:meth:`NodeAgent.log`).
+``<work>/<namespace>/<pod>/<uid>/<container>.log`` (:meth:`NodeAgent.log`; a pod made again under
+the same name starts a new log, as on a kubelet).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import http.server
 import logging
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +81,12 @@ RESTART_DELAY = 1.0
 #: Seconds before a container whose configuration failed (a missing Secret) is tried again.
 CONFIG_RETRY = 2.0
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: ``sh -c`` script run inside the pod's mount namespace: bind ``$1`` (the pod's volume folder)
+#: read-only at ``$2``, then exec the container's command (same pid: signals reach it).
+_BIND = 'mkdir -p "$2" && mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
+#: How to get a private mount namespace: as root, else in a user namespace.
+_UNSHARE = (("--mount", "--propagation", "private"),
+            ("--user", "--map-root-user", "--mount", "--propagation", "private"))
 TERMINAL = ("Succeeded", "Failed")
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -84,6 +105,69 @@ def expand(text: str, env: dict[str, str]) -> str:
         return env.get(match.group(1), match.group(0))
 
     return _VAR.sub(one, text)
+
+
+def service_account_mount(work: Path) -> tuple[list[str], str]:
+    """The argv prefix that runs a command with a folder bound at :data:`SERVICE_ACCOUNT_DIR`
+    (append the folder, then the command), tried once on a probe folder under ``work``; or an
+    empty prefix and why none works here."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return [], "no unshare (util-linux) on PATH"
+    probe = work / "mount-probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    (probe / "token").write_text("probe")
+    problems = []
+    for flags in _UNSHARE:
+        prefix = [unshare, *flags, "--", "/bin/sh", "-c", _BIND, "sh"]
+        check = ["/bin/sh", "-c", f'test "$(cat {SERVICE_ACCOUNT_DIR}/token)" = probe']
+        try:
+            proc = subprocess.run([*prefix, str(probe), SERVICE_ACCOUNT_DIR, *check], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"unshare {' '.join(flags)}: {exc}")
+            continue
+        if proc.returncode == 0:
+            return prefix, ""
+        problems.append(f"unshare {' '.join(flags)}: {proc.stderr.strip() or f'exit {proc.returncode}'}")
+    return [], "; ".join(problems)
+
+
+class _KubeletAPI(http.server.BaseHTTPRequestHandler):
+    """The one kubelet endpoint the API server proxies here: a container's log."""
+
+    agent: NodeAgent  # set on the subclass made per agent
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        run = self.agent.run_of(parts[1], parts[2]) if len(parts) == 4 and parts[0] == "containerLogs" else None
+        if run is None or run.container != parts[3]:
+            self.send_error(404, f"no container {url.path.removeprefix('/containerLogs/')} on this node")
+            return
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        data = run.log_path.read_bytes() if run.log_path.exists() else b""
+        if "tailLines" in query:
+            data = b"".join(data.splitlines(keepends=True)[-int(query["tailLines"]):]) if int(query["tailLines"]) else b""
+        if "limitBytes" in query:
+            data = data[:int(query["limitBytes"])]
+        self.wfile.write(data)
+        if query.get("follow") == "true" and "limitBytes" not in query:
+            offset = run.log_path.stat().st_size if run.log_path.exists() else 0
+            while not run.finished and not self.agent.stopping:
+                time.sleep(POLL)
+                if run.log_path.exists():
+                    with open(run.log_path, "rb") as log_file:
+                        log_file.seek(offset)
+                        more = log_file.read()
+                    offset += len(more)
+                    self.wfile.write(more)
+                    self.wfile.flush()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
+        log.debug("kubelet API: " + format, *args)
 
 
 class ConfigError(Exception):
@@ -127,11 +211,13 @@ class NodeAgent:
     ``server``/``ca``: the API server's URL and CA file, for the pods' kubeconfigs;
     ``base_env``: the environment every process starts from (PATH to ``p2pk`` and ``kubectl``,
     PYTHONPATH, …) before the pod's own; ``images``: image repository → entrypoint argv, for
-    containers without ``command``.
+    containers without ``command``; ``kubelet_tls``: certificate, key and client CA of the
+    kubelet API serving container logs (none: no logs through the API server).
     """
 
     def __init__(self, api_client_factory, work: Path, server: str, ca: Path, base_env: dict[str, str],
-                 images: dict[str, list[str]] | None = None, node: str = NODE) -> None:
+                 images: dict[str, list[str]] | None = None, node: str = NODE,
+                 kubelet_tls: tuple[Path, Path, Path] | None = None) -> None:
         self._factory = api_client_factory
         self.work = work
         self.server = server
@@ -145,6 +231,12 @@ class NodeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        #: argv prefix binding the service-account folder (:func:`service_account_mount`), and
+        #: why there is none (then pods get ``KUBECONFIG``); set by :meth:`start`.
+        self.bind_prefix: list[str] = []
+        self.in_cluster_problem = "not started"
+        self.kubelet_tls = kubelet_tls
+        self._kubelet: http.server.ThreadingHTTPServer | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -152,21 +244,44 @@ class NodeAgent:
         from kubernetes import client
 
         self.work.mkdir(parents=True, exist_ok=True)
+        self.bind_prefix, self.in_cluster_problem = service_account_mount(self.work)
+        if self.in_cluster_problem:
+            log.warning("no mount namespaces (%s): pods get KUBECONFIG instead of in-cluster files", self.in_cluster_problem)
         core = client.CoreV1Api(self._factory())
         core.create_node({"metadata": {"name": self.node, "labels": {
             "kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}})
         # The TaintNodesByCondition admission adds node.kubernetes.io/not-ready until a node
         # lifecycle controller sees it Ready; none runs here.
         core.patch_node(self.node, {"spec": {"taints": None}})
+        if self.kubelet_tls is not None:
+            self._kubelet = self._serve_kubelet_api(*self.kubelet_tls)
         core.patch_node_status(self.node, {"status": self._node_status()})
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self._thread.start()
         return self
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _serve_kubelet_api(self, cert: Path, key: Path, client_ca: Path) -> http.server.ThreadingHTTPServer:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(cert), str(key))
+        handler = type("KubeletAPI", (_KubeletAPI,), {"agent": self})
+        server = http.server.ThreadingHTTPServer((HOST_IP, 0), handler)
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, name="kubelet-api", daemon=True).start()
+        return server
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._kubelet is not None:
+            self._kubelet.shutdown()
+            self._kubelet.server_close()
         with self._lock:
             runs = list(self.runs.values())
         for run in runs:
@@ -182,6 +297,7 @@ class NodeAgent:
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "p2pk test node agent", "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
             "addresses": [{"type": "InternalIP", "address": HOST_IP}, {"type": "Hostname", "address": self.node}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self._kubelet.server_address[1] if self._kubelet else 0}},
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.37.2",
                          "kubeProxyVersion": "", "containerRuntimeVersion": "p2pk-test://1", "kernelVersion": "",
                          "osImage": "p2pk test node", "machineID": "", "systemUUID": "", "bootID": ""},
@@ -239,7 +355,7 @@ class NodeAgent:
                     if meta.deletion_timestamp:
                         self._confirm_deletion(core, pod, None)
                     continue
-                run = Run(meta.namespace, meta.name, meta.uid, self.work / meta.namespace / meta.name,
+                run = Run(meta.namespace, meta.name, meta.uid, self.work / meta.namespace / meta.name / meta.uid,
                           spec.restart_policy or "Always")
                 with self._lock:
                     self.runs[meta.uid] = run
@@ -353,7 +469,7 @@ class NodeAgent:
         run.container, run.image = c.name, c.image
         fs = run.root / "fs"
         mounts = self._volumes(core, pod, run, fs)
-        env = {"HOSTNAME": pod.metadata.name, **self._env(core, pod, c)}
+        env = {"HOSTNAME": pod.metadata.name, **self._service_env(), **self._env(core, pod, c)}
         literal = {v.name for v in c.env or () if v.value_from is None}
         command = list(c.command or ())
         args = list(c.args or ())
@@ -365,10 +481,15 @@ class NodeAgent:
         argv = [expand(a, env) for a in command + args]
         run.ports = {p.container_port: free_port() for p in c.ports or ()}
 
-        # One pass, so that a rewritten path is not rewritten again (a volume at /tmp).
-        replacements = {path: str(local) for path, local in mounts.items()}
+        # The service-account folder is bound at its own path when the node can (clients read it
+        # there); every other mount path is rewritten to its folder. One pass, so that a
+        # rewritten path is not rewritten again (a volume at /tmp).
+        sa_dir = mounts.get(SERVICE_ACCOUNT_DIR)
+        bind = [*self.bind_prefix, str(sa_dir), SERVICE_ACCOUNT_DIR] if sa_dir and self.bind_prefix else []
+        rewritten = {path: local for path, local in mounts.items() if not (bind and path == SERVICE_ACCOUNT_DIR)}
+        replacements = {path: str(local) for path, local in rewritten.items()}
         replacements.update({str(c): str(h) for c, h in run.ports.items()})
-        alternatives = [rf"(?<![\w./-]){re.escape(path)}(?=/|$|[^\w.-])" for path in sorted(mounts, key=len, reverse=True)]
+        alternatives = [rf"(?<![\w./-]){re.escape(path)}(?=/|$|[^\w.-])" for path in sorted(rewritten, key=len, reverse=True)]
         alternatives += [rf"(?<![\w.]){port}(?!\d)" for port in run.ports]
         pattern = re.compile("|".join(alternatives)) if alternatives else None
 
@@ -380,16 +501,24 @@ class NodeAgent:
         keep_executable = argv[0].startswith("/") and Path(argv[0]).is_file()
         argv = [argv[0] if keep_executable else rewrite(argv[0]), *(rewrite(a) for a in argv[1:])]
         env = {k: rewrite(v) if k in literal else v for k, v in env.items()}
-        if SERVICE_ACCOUNT_DIR in mounts and "KUBECONFIG" not in env:
-            env["KUBECONFIG"] = str(self._pod_kubeconfig(run, mounts[SERVICE_ACCOUNT_DIR]))
+        if sa_dir and not bind and "KUBECONFIG" not in env:
+            env["KUBECONFIG"] = str(self._pod_kubeconfig(run, sa_dir))
         executable = shutil.which(argv[0], path=self.base_env.get("PATH")) if "/" not in argv[0] else argv[0]
         if executable is None:
             raise ConfigError(f"{argv[0]}: executable not found on the test node's PATH")
-        run.argv = [executable, *argv[1:]]
+        run.argv = [*bind, executable, *argv[1:]]
         run.env = {**self.base_env, "HOME": str(fs), **env}
         workdir = c.working_dir or "/"
         run.cwd = mounts.get(workdir) or fs / workdir.lstrip("/")
         run.cwd.mkdir(parents=True, exist_ok=True)
+
+    def _service_env(self) -> dict[str, str]:
+        """The ``kubernetes`` Service's variables a kubelet gives every container (the API
+        server's address here, not a Service IP no process could reach)."""
+        address = urllib.parse.urlsplit(self.server)
+        host, port = address.hostname, str(address.port)
+        return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port, "KUBERNETES_SERVICE_PORT_HTTPS": port,
+                "KUBERNETES_PORT": f"tcp://{host}:{port}"}
 
     def _pod_kubeconfig(self, run: Run, sa_dir: Path) -> Path:
         token = (sa_dir / "token").read_text()

@@ -1,6 +1,7 @@
 """`helm test` check: wait until every named P2PExperiment has reached Running.
 
-Run in the operator image (it has the kubernetes client) by the chart's test hook Pod:
+Run in the operator image (it has the kubernetes client) by the chart's test hook Pod, with the
+in-cluster configuration of its ServiceAccount (or, from a workstation, the kubeconfig):
 
     python check_running.py --namespace NS --timeout 600 exp-a exp-b
 
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from kubernetes import client, config
 
-    config.load_incluster_config()
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:  # run from a workstation
+        config.load_kube_config()
     api = client.CustomObjectsApi()
 
     def get_status(name: str) -> dict:
