@@ -156,8 +156,8 @@ class _KubeletAPI(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
         if query.get("follow") == "true" and "limitBytes" not in query:
             offset = run.log_path.stat().st_size if run.log_path.exists() else 0
-            while not run.finished and not self.agent.stopping:
-                time.sleep(POLL)
+            while True:
+                done = run.finished or self.agent.stopping  # before the read: a finished process wrote all
                 if run.log_path.exists():
                     with open(run.log_path, "rb") as log_file:
                         log_file.seek(offset)
@@ -165,6 +165,9 @@ class _KubeletAPI(http.server.BaseHTTPRequestHandler):
                     offset += len(more)
                     self.wfile.write(more)
                     self.wfile.flush()
+                if done:
+                    break
+                time.sleep(POLL)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
         log.debug("kubelet API: " + format, *args)

@@ -236,3 +236,20 @@ def test_automount_false_gives_a_pod_no_token(control_plane, node_agent, namespa
     assert output.splitlines() == ["False 127.0.0.1 False", "no in-cluster config: Service token file does not exist."]
     run = node_agent.run_of(namespace, name)
     assert "KUBECONFIG" not in run.env and SERVICE_ACCOUNT_DIR not in run.argv
+
+
+def test_a_followed_log_streams_until_the_container_exits(control_plane, node_agent, namespace, tmp_path):
+    """``kubectl logs -f``: lines arrive while the container runs, the stream ends when it exits."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(control_plane.api_client())
+    mark = tmp_path / "go-on"
+    script = (f"import pathlib, time; print('one'); m = pathlib.Path({str(mark)!r})\n"
+              "while not m.exists(): time.sleep(0.1)\nprint('two')")
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "talker"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": "python:3", "command": [sys.executable, "-c", script]}]}})
+    wait_for(lambda: "one" in node_agent.log(namespace, "talker"), 30, "the first line")
+    stream = core.read_namespaced_pod_log("talker", namespace, follow=True, _preload_content=False)
+    assert stream.read(4) == b"one\n"
+    mark.touch()
+    assert stream.read() == b"two\n"  # to the end: the stream closes once the container is done
