@@ -1,7 +1,7 @@
 """Results out of a store: a finished or running experiment's metrics as one results frame.
 
-Every worker appends its rows to ``<experiment>/<method>/metrics/<client>.parquet`` (DESIGN,
-"Store layout"), wherever it runs — ``p2pk run`` on a laptop or a Kubernetes Job. This module
+Every worker writes each round's rows as ``<experiment>/<method>/metrics/<client>/<r:05d>.parquet``
+(DESIGN, "Store layout"), wherever it runs — ``p2pk run`` on a laptop or a Kubernetes Job. This module
 reads them back from any store (a directory or S3), so that ``p2pk collect`` (and ``p2pk run``
 itself) writes the same ``results.parquet``, summary and figures for every runner
 (``p2p_job.results.write_results``). Which methods and clients there are comes from the
@@ -50,12 +50,12 @@ def stored_methods(store: Store, experiment: str) -> tuple[P2PExperiment, list[s
 
 
 def store_frame(store: Store, experiment: str, methods: list[str], clients: list[str]) -> pd.DataFrame:
-    """Every client's ``metrics/<client>.parquet`` of every method, as one results frame (a
-    client without metrics yet adds no rows)."""
-    from p2p_job.results import rows_frame
-    from p2p_job.worker import read_metrics
+    """Every client's metrics parts of every method, as one results frame (a client without
+    metrics yet adds no rows)."""
+    from p2p_job.results import tables_frame
+    from p2p_job.worker import metrics_tables
 
-    return rows_frame(row for m in methods for c in clients for row in read_metrics(store, experiment, m, c))
+    return tables_frame(table for m in methods for c in clients for table in metrics_tables(store, experiment, m, c))
 
 
 def collect(store: Store, experiment: str) -> pd.DataFrame:

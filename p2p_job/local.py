@@ -21,7 +21,7 @@ exchange through a directory store (``<out>/store`` by default) or S3 (``--store
 - **Shards** are cut once per experiment, before any worker starts, into the run's store
   (``<experiment>/shards/``, reused while the spec's seed, dataset and scenario stay the same);
   every worker of every method reads only its own (``P2PK_SHARDS=store``).
-- **Results**: every client's ``metrics/<client>.parquet`` from the store, written as
+- **Results**: every client's metrics parts (``metrics/<client>/<r:05d>.parquet``) from the store, written as
   ``results.parquet``, summary and figures by ``p2p_job.results``, as ``p2pk simulate`` does.
 """
 
@@ -47,7 +47,7 @@ from p2p_job.simulate import select_methods
 from p2p_job.spec import P2PExperiment, resolved_method_name
 from p2p_job.store import checkpoint_key, open_store
 from p2p_job.telemetry import parse_log_line
-from p2p_job.worker import FATAL_EXIT_CODES, read_metrics
+from p2p_job.worker import FATAL_EXIT_CODES
 
 #: Seconds between SIGTERM and SIGKILL when stopping workers.
 GRACE_SECONDS = 10.0
@@ -222,7 +222,7 @@ def run_method(exp: P2PExperiment, exp_path: Path, method: str, settings: RunSet
 
 
 def collect_results(exp: P2PExperiment, methods: list[str], settings: RunSettings) -> pd.DataFrame:
-    """Every client's ``metrics/<client>.parquet`` of every method named, as one results frame
+    """Every client's metrics parts of every method named, as one results frame
     (``p2p_job.collect``, which ``p2pk collect`` uses too)."""
     from p2p_job.collect import store_frame
 
@@ -237,8 +237,8 @@ def open_run_store(settings: RunSettings):
 
 def rounds_done(exp: P2PExperiment, store) -> dict[str, int]:
     """Per method of the spec: the rounds every client has committed (the least over clients),
-    from each client's ``checkpoints/<client>/latest.json`` (the worker's commit point: metrics
-    rows past it are redone on a restart); 0 where a client has none or it is unreadable (its
+    from each client's ``checkpoints/<client>/latest.json`` (the worker's commit point: a metrics
+    part past it is written again on a restart); 0 where a client has none or it is unreadable (its
     worker then says why)."""
     from p2p_job.checkpoints import LATEST
 

@@ -1,5 +1,5 @@
 """The results of a run: one row per (method, client, round, evaluation set), shared by every
-runner (``p2pk simulate``, ``p2pk run``, the Kubernetes workers' ``metrics/<client>.parquet``).
+runner (``p2pk simulate``, ``p2pk run``, the Kubernetes workers' ``metrics/<client>/<r:05d>.parquet``).
 
 A peer reports each round as a :class:`RoundRecord`; :meth:`RoundRecord.rows` turns it into
 rows of the schema below (one per evaluation set: ``local`` = the client's validation set,
@@ -130,31 +130,33 @@ def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return pa.Table.from_pylist(list(rows), schema=SCHEMA).to_pandas()
 
 
+def tables_frame(tables: Iterable[pa.Table]) -> pd.DataFrame:
+    """Arrow tables of :data:`SCHEMA` (metrics parts, :func:`decode_table`) as one DataFrame."""
+    return pa.concat_tables([SCHEMA.empty_table(), *tables]).to_pandas()
+
+
 def results_frame(records: Iterable[RoundRecord]) -> pd.DataFrame:
     """All records as one DataFrame with the schema's columns and types."""
     return rows_frame(row for record in records for row in record.rows())
 
 
-class MetricsFile:
-    """A worker's ``metrics/<client>.parquet`` kept as an Arrow table: each round's rows are
-    converted once and appended (:meth:`append`), so a round's cost does not grow with the
-    rows already there beyond Parquet's own (C++) write of the whole, still one file as the
-    store layout says (about 8 KiB at 300 rounds)."""
-
-    def __init__(self, rows: list[dict]):
-        self.table = pa.Table.from_pylist(rows, schema=SCHEMA)
-
-    def append(self, rows: list[dict]) -> bytes:
-        """Add ``rows``; return the whole file's Parquet bytes."""
-        self.table = pa.concat_tables([self.table, pa.Table.from_pylist(rows, schema=SCHEMA)])
-        sink = io.BytesIO()
-        pq.write_table(self.table, sink)
-        return sink.getvalue()
+def encode_rows(rows: list[dict]) -> bytes:
+    """Parquet bytes of rows of :data:`SCHEMA`: one round's part of a worker's metrics
+    (``metrics/<client>/<r:05d>.parquet``, written once when the round ends, so a round costs
+    the same whatever the rounds before it)."""
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    return sink.getvalue()
 
 
 def decode_rows(data: bytes) -> list[dict]:
-    """The rows of Parquet bytes written by :meth:`MetricsFile.append`."""
-    return pq.read_table(pa.BufferReader(data), schema=SCHEMA).to_pylist()
+    """The rows of Parquet bytes written by :func:`encode_rows`."""
+    return decode_table(data).to_pylist()
+
+
+def decode_table(data: bytes) -> pa.Table:
+    """Parquet bytes of :data:`SCHEMA` rows as an Arrow table."""
+    return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -164,7 +166,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    """Read a results (or ``metrics/<client>.parquet``) file."""
+    """Read a results file (or one part of a worker's metrics)."""
     return pq.read_table(path, schema=SCHEMA).to_pandas()
 
 

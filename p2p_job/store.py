@@ -2,7 +2,7 @@
 
 DESIGN "Store layout": everything of one run of one method lives under
 ``<experiment>/<method>/`` (``spec.yaml``, ``rounds/<r:05d>/<client>/…``, ``checkpoints/<client>/…``,
-``metrics/<client>.parquet``); the key helpers below are the only place that spells it.
+``metrics/<client>/<r:05d>.parquet``); the key helpers below are the only place that spells it.
 
 Only the standard library and ``minio`` are imported here: the operator (no torch, no pandas)
 uses this module to read status and purge experiments.
@@ -16,6 +16,7 @@ an S3 PUT is atomic by itself). Backend failures surface as :class:`StoreError`;
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import tempfile
@@ -66,7 +67,10 @@ class Store(Protocol):
         ...
 
 
-    def list(self, prefix: str) -> list[str]: ...
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The keys that start with ``prefix``, sorted; with ``limit``, only the first ``limit``
+        of them (an untrusted prefix is never listed whole to learn that it holds too many)."""
+        ...
 
     def delete_prefix(self, prefix: str) -> int: ...
 
@@ -93,8 +97,22 @@ def checkpoint_key(experiment: str, method: str, client: str, name: str) -> str:
     return f"{run_prefix(experiment, method)}checkpoints/{client}/{name}"
 
 
-def metrics_key(experiment: str, method: str, client: str) -> str:
-    return f"{run_prefix(experiment, method)}metrics/{client}.parquet"
+def metrics_prefix(experiment: str, method: str, client: str) -> str:
+    """``metrics/<client>/``: a client's metrics, one part per round (:func:`metrics_key`)."""
+    return f"{run_prefix(experiment, method)}metrics/{client}/"
+
+
+def metrics_key(experiment: str, method: str, client: str, round: int) -> str:
+    """``metrics/<client>/<r:05d>.parquet``: the client's results rows of round r, written once
+    when the round ends (a round redone after a restart writes the same key again)."""
+    return f"{metrics_prefix(experiment, method, client)}{round:05d}.parquet"
+
+
+def metrics_round(key: str, prefix: str) -> int | None:
+    """The round of a key under a :func:`metrics_prefix` that :func:`metrics_key` spells, else None."""
+    name = key[len(prefix):] if key.startswith(prefix) else ""
+    stem = name.removesuffix(".parquet")
+    return int(stem) if len(name) == 13 and len(stem) == 5 and stem.isdigit() else None
 
 
 def shards_prefix(experiment: str) -> str:
@@ -171,7 +189,7 @@ class DirectoryStore:
             raise StoreError(f"{self}: cannot read {key}: {exc}") from exc
         return _within(data, key, max_bytes)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
         start = base if base.is_dir() else base.parent
         if not start.is_dir():
@@ -181,7 +199,7 @@ class DirectoryStore:
             for p in start.rglob("*")
             if p.is_file() and not p.name.startswith(_TMP_PREFIX)
         )
-        return sorted(k for k in keys if k.startswith(prefix))
+        return sorted(k for k in keys if k.startswith(prefix))[:limit]
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
@@ -259,10 +277,11 @@ class S3Store:
         data = self._call(f"get {key}", read, absent=None)
         return None if data is None else _within(data, key, max_bytes)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
+        # S3 lists in key order, page by page: islice stops fetching pages at the limit.
         objects = self._call(
             f"list {prefix}",
-            lambda: list(self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True)),
+            lambda: list(itertools.islice(self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True), limit)),
         )
         return sorted(o.object_name[len(self.prefix) :] for o in objects)
 
@@ -367,8 +386,8 @@ class RetryingStore:
         self.bytes_read += len(data or b"")
         return data
 
-    def list(self, prefix: str) -> list[str]:
-        return self._retry(f"list {prefix}", self.store.list, prefix)
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
+        return self._retry(f"list {prefix}", self.store.list, prefix, limit)
 
     def delete_prefix(self, prefix: str) -> int:
         return self._retry(f"delete {prefix}", self.store.delete_prefix, prefix)

@@ -4,15 +4,17 @@ The local runner (``p2pk run``) and the Kubernetes Jobs both run exactly this. I
 :class:`p2p_job.peer.Peer` — the round logic written once — against a
 :class:`~p2p_job.store_exchange.StoreExchange`, and after every round:
 
-1. appends the round's rows to ``metrics/<client>.parquet`` (results schema), and keeps its
+1. writes the round's rows as ``metrics/<client>/<r:05d>.parquet`` (results schema; one part
+   per round, never rewritten, so the cost is the same at round 300 as at round 1), and keeps its
    scores (``scores/<client>/<r>.parquet`` at the rounds ``evaluation.scoresEvery`` picks) and,
    after the last round, its model (``models/<client>.safetensors``; ``p2p_job.scores``),
 2. saves a checkpoint (``p2p_job.checkpoints``),
 3. pushes its metrics to the Pushgateway (when given) and logs a ``round_end`` JSON line.
 
 Restarted with the same arguments, a worker restores its last checkpoint and continues with the
-next round; the rows of any later round in the metrics file (written before a crash that came
-ahead of the checkpoint) are dropped and that round is done again. Its publication of that
+next round; a metrics part of a later round (written before a crash that came ahead of the
+checkpoint) is written again when that round is done again, under the same key, so every round
+has exactly one part. Its publication of that
 round is not re-written (see ``p2p_job.store_exchange``), so no neighbour ever sees two
 versions of one round, and on the CPU the re-done round is bit-identical anyway.
 
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from p2p_job.store import Store, StoreDenied, StoreError, metrics_key, model_key, scores_key, spec_key
+from p2p_job.store import (Store, StoreDenied, StoreError, metrics_key, metrics_prefix, metrics_round, model_key, scores_key,
+                           spec_key)
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +94,30 @@ def config_from(env: Mapping[str, str], overrides: Mapping[str, object]) -> Work
     return WorkerConfig(**values)
 
 
-# --------------------------------------------------------------------------- metrics file
+# --------------------------------------------------------------------------- metrics parts
+
+#: Parts of one client read at once (store calls wait on I/O: S3 round trips, file reads).
+READ_THREADS = 8
+
+
+def metrics_tables(store: Store, experiment: str, method: str, client: str) -> list:
+    """A client's metrics parts (``metrics/<client>/<r:05d>.parquet``) as Arrow tables of the
+    results schema, in round order (none when it has none yet); other names under its prefix
+    are not read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from p2p_job.results import decode_table
+
+    prefix = metrics_prefix(experiment, method, client)
+    keys = [key for key in store.list(prefix) if metrics_round(key, prefix) is not None]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        parts = list(pool.map(store.get_bytes, keys))
+    return [decode_table(data) for data in parts if data is not None]
 
 
 def read_metrics(store: Store, experiment: str, method: str, client: str) -> list[dict]:
-    """A client's rows from ``metrics/<client>.parquet`` (empty when it has none yet)."""
-    from p2p_job.results import decode_rows
-
-    data = store.get_bytes(metrics_key(experiment, method, client))
-    return [] if data is None else decode_rows(data)
+    """A client's rows from its metrics parts, in round order (empty when it has none yet)."""
+    return [row for table in metrics_tables(store, experiment, method, client) for row in table.to_pylist()]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -141,7 +159,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.payloads import state_layout
     from p2p_job.peer import Peer, neighbourhoods
     from p2p_job.restarts import record_start
-    from p2p_job.results import MetricsFile
+    from p2p_job.results import decode_rows, encode_rows
     from p2p_job.scores import keep_round
     from p2p_job.simulate import select_methods
     from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
@@ -189,10 +207,9 @@ def run_worker(cfg: WorkerConfig) -> int:
         _started.update(store=store, experiment=exp.name, method=method_name, client=cfg.client,
                         record=record_start(store, exp.name, method_name, cfg.client, done + 1,
                                             spec.runtime.max_failures_per_round))
-    rows = [row for row in read_metrics(store, exp.name, method_name, cfg.client) if row["round"] <= done]
-    if rows:
-        telemetry.set_gauges(row for row in rows if row["round"] == done)
-    metrics_file = MetricsFile(rows)
+    last_part = store.get_bytes(metrics_key(exp.name, method_name, cfg.client, done)) if done else None
+    if last_part is not None:
+        telemetry.set_gauges(decode_rows(last_part))
     log.info("worker_start", extra={"fields": {
         "experiment": exp.name, "method": method_name, "client": cfg.client, "rounds": spec.rounds,
         "resume_from": done, "neighbours": neighbours, "store": repr(store.store), "device": str(device),
@@ -201,7 +218,7 @@ def run_worker(cfg: WorkerConfig) -> int:
         for r in range(done + 1, spec.rounds + 1):
             peer.train_and_publish(r, exchange)
             record = peer.merge_and_evaluate(r, exchange)
-            store.put_bytes(metrics_key(exp.name, method_name, cfg.client), metrics_file.append(record.rows()))
+            store.put_bytes(metrics_key(exp.name, method_name, cfg.client, r), encode_rows(record.rows()))
             keep_round(peer, r,
                        lambda data: store.put_bytes(scores_key(exp.name, method_name, cfg.client, r), data),
                        lambda data: store.put_bytes(model_key(exp.name, method_name, cfg.client), data))

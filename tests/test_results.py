@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from p2p_job.metrics import METRIC_NAMES
-from p2p_job.results import COLUMNS, MetricsFile, RoundRecord, decode_rows, read_parquet, results_frame, rows_frame, write_parquet, write_results
+from p2p_job.results import (COLUMNS, RoundRecord, decode_rows, decode_table, encode_rows, read_parquet, results_frame, rows_frame,
+                             tables_frame, write_parquet, write_results)
 from p2p_job.summary import final_round_summary, summary_markdown
 
 
@@ -101,13 +102,11 @@ def test_output_folder(tmp_path):
     assert all((tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in figures)
 
 
-def test_metrics_file_appends_round_by_round_and_reads_back_every_row():
-    """A worker's metrics/<client>.parquet: rows already there (a restart) plus each round's."""
+def test_metrics_parts_read_back_every_row_in_the_schema():
+    """A worker's metrics: one part per round (encode_rows); the parts read back as tables and
+    put together give the frame of the records, column types included."""
     records = [_record("ksmote", "a", r, fnr=0.1 * r) for r in (1, 2, 3)]
-    metrics = MetricsFile(records[0].rows())
-    for record in records[1:]:
-        data = metrics.append(record.rows())
-    rows = decode_rows(data)
-    assert [row["round"] for row in rows] == [1, 1, 2, 2, 3, 3]
-    pd.testing.assert_frame_equal(rows_frame(rows), results_frame(records))
-    pd.testing.assert_frame_equal(rows_frame(decode_rows(MetricsFile([]).append(records[0].rows()))), results_frame(records[:1]))
+    parts = [encode_rows(record.rows()) for record in records]
+    assert [row["round"] for row in decode_rows(parts[1])] == [2, 2]
+    pd.testing.assert_frame_equal(tables_frame(decode_table(part) for part in parts), results_frame(records))
+    pd.testing.assert_frame_equal(tables_frame([]), results_frame([]))

@@ -19,6 +19,9 @@ from p2p_job.store import (
     StoreDenied,
     StoreError,
     check_key,
+    metrics_key,
+    metrics_prefix,
+    metrics_round,
     open_store,
     round_key,
 )
@@ -43,6 +46,8 @@ def test_put_get_list_delete(store):
     assert store.get_bytes("exp/other/b.bin") == b""
     assert store.list("exp/m/") == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json"]
     assert store.list("exp/") == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json", "exp/other/b.bin"]
+    assert store.list("exp/", limit=2) == ["exp/m/a.bin", "exp/m/rounds/00001/client-a/manifest.json"]
+    assert RetryingStore(store).list("exp/", limit=1) == ["exp/m/a.bin"]
     assert store.delete_prefix("exp/m/") == 2
     assert store.list("exp/") == ["exp/other/b.bin"]
 
@@ -71,6 +76,12 @@ def test_bad_keys_are_refused(tmp_path, key):
 
 def test_layout_keys():
     assert round_key("exp1", "ksmote", 3, "client-a", "manifest.json") == "exp1/ksmote/rounds/00003/client-a/manifest.json"
+    prefix = metrics_prefix("exp1", "ksmote", "client-a")
+    assert metrics_key("exp1", "ksmote", "client-a", 3) == prefix + "00003.parquet" == "exp1/ksmote/metrics/client-a/00003.parquet"
+    assert metrics_round(prefix + "00003.parquet", prefix) == 3
+    for other in ("00003.parquet.tmp", "3.parquet", "x/00003.parquet", "0000a.parquet"):
+        assert metrics_round(prefix + other, prefix) is None
+    assert metrics_round("exp1/ksmote/metrics/client-b/00003.parquet", prefix) is None
     assert check_key("a/b.c") == "a/b.c"
 
 

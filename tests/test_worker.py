@@ -315,8 +315,7 @@ def test_a_corrupted_and_a_missing_neighbour_are_survived_and_counted(tmp_path, 
         [(1, "client-b", "hash-mismatch"), (2, "client-b", "non-finite")]
     missing = [e for e in worker.events() if e["event"] == "neighbour_missing"]
     assert [(e["round"], e["neighbour"]) for e in missing] == [(1, "client-c"), (2, "client-c")]
-    table = pq.read_table(store_dir / "faults/ksmote/metrics/client-a.parquet")
-    assert table.num_rows == 4
+    assert [pq.read_table(store_dir / f"faults/ksmote/metrics/client-a/{r:05d}.parquet").num_rows for r in (1, 2)] == [2, 2]
 
 
 def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing_more(tmp_path, tiny_spec):
@@ -351,6 +350,44 @@ def test_prepared_shards_give_the_same_rounds_and_a_finished_worker_does_nothing
     with pytest.raises(ConfigError, match="spec.yaml holds a different experiment named 'alone'"):
         run_worker(WorkerConfig(spec=changed, client="client-b", store=(tmp_path / "built").as_uri(), metrics_port=0))
     assert {k: store.get_bytes(k) for k in store.list("")} == before
+
+
+def test_a_round_redone_after_a_crash_keeps_one_metrics_part_per_round(tmp_path, tiny_spec, monkeypatch):
+    """Metrics are one part per round, written before the round's checkpoint: a worker that
+    dies between the two (round 2's part written, its checkpoint not) does round 2 again when
+    restarted and writes the same key, so every round has exactly one part, and the rows equal
+    those of a run that never stopped."""
+    from p2p_job.checkpoints import Checkpoints
+    from p2p_job.store import metrics_prefix
+    from p2p_job.worker import WorkerConfig, run_worker
+
+    spec = tiny_spec("parts", n_clients=2, rounds=3, methods=[{"rebalancing": "smote", "aggregation": "local"}])
+
+    def run(folder):
+        return run_worker(WorkerConfig(spec=spec, client="client-b", store=(tmp_path / folder).as_uri(), metrics_port=0))
+
+    def rows(folder):
+        return [{k: v for k, v in row.items() if k != "round_seconds"}
+                for row in read_metrics(DirectoryStore(tmp_path / folder), "parts", "smote-local", "client-b")]
+
+    assert run("whole") == 0
+    save = Checkpoints.save
+
+    def dies_at_round_2(self, round, state):
+        if round == 2:
+            raise RuntimeError("killed")
+        save(self, round, state)
+
+    monkeypatch.setattr(Checkpoints, "save", dies_at_round_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run("restarted")
+    store, prefix = DirectoryStore(tmp_path / "restarted"), metrics_prefix("parts", "smote-local", "client-b")
+    assert store.list(prefix) == [f"{prefix}00001.parquet", f"{prefix}00002.parquet"]  # round 2's part, no checkpoint
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert run("restarted") == 0
+    assert store.list(prefix) == [f"{prefix}{r:05d}.parquet" for r in (1, 2, 3)]
+    assert rows("restarted") == rows("whole")
+    assert [row["round"] for row in rows("whole")] == [1, 1, 2, 2, 3, 3]
 
 
 def test_a_corrupt_checkpoint_stops_the_worker_with_its_own_exit_code(tmp_path, tiny_spec, capsys):

@@ -9,7 +9,7 @@ policy names **exact objects**, for every method's run ``<exp>/<method>/``:
 - write (``PutObject``, ``DeleteObject``, ``AbortMultipartUpload``): its own
   ``rounds/?????/<client>/{model.safetensors,synthetic.parquet,manifest.json}``,
   ``checkpoints/<client>/{?????.safetensors,received-?????.safetensors,latest.json,starts.json}``,
-  ``metrics/<client>.parquet``, its kept scores ``scores/<client>/?????.parquet`` and its final
+  its metrics parts ``metrics/<client>/?????.parquet``, its kept scores ``scores/<client>/?????.parquet`` and its final
   model ``models/<client>.safetensors`` (``p2p_job.scores``);
 - read (``GetObject``): those, each neighbour's ``rounds/?????/<n>/…`` objects (the
   publications it averages over, equation 5, and the shared points it takes in, equation 7),
@@ -75,7 +75,7 @@ def writable_keys(plan: Plan, client: str) -> list[str]:
     for method in plan.methods:
         out += _round_objects(plan, method, client)
         out += [checkpoint_key(plan.name, method, client, name) for name in CHECKPOINT_FILES]
-        out.append(metrics_key(plan.name, method, client))
+        out.append(metrics_key(plan.name, method, client, 0).replace("/00000.", f"/{ROUND}."))
         out.append(scores_key(plan.name, method, client, 0).replace("/00000.", f"/{ROUND}."))
         out.append(model_key(plan.name, method, client))
     return out

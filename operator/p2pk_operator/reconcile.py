@@ -35,12 +35,12 @@ from minio.error import MinioAdminException
 from urllib3.exceptions import HTTPError
 
 from p2p_job.spec import InvalidSpec, dump_experiment, load_yaml, parse_experiment
-from p2p_job.store import RetryingStore, StoreError, metrics_key, open_store, spec_key
+from p2p_job.store import RetryingStore, StoreError, metrics_key, metrics_prefix, open_store, spec_key
 from p2pk_operator import manifests, policies
 from p2pk_operator.admission import Admission, secret_refusal
 from p2pk_operator.cluster import Cluster, Forbidden, Rejected
 from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
-from p2pk_operator.progress import MAX_METRICS_BYTES, ClientProgress, max_rows, read_progress
+from p2pk_operator.progress import MAX_METRICS_BYTES, ClientProgress, part_rounds, read_progress
 from p2pk_operator.status import (
     ExperimentStatus,
     Problem,
@@ -357,7 +357,8 @@ def changed_fields(old: Any, new: Any, path: str) -> list[str]:
 
 
 def _observe(plan: Plan, body: Any, services: Services, status: ExperimentStatus, problems: list[Problem], generation: int, now: str) -> ExperimentStatus:
-    """Status from the experiment's Jobs and the clients' metrics files in the store."""
+    """Status from the experiment's Jobs and the clients' metrics parts in the store: each
+    client's parts listed (names only, at most rounds + 1), the latest one fetched."""
     namespace = body["metadata"]["namespace"]
     jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: plan.name})
     expected = plan.expected_jobs()
@@ -365,15 +366,20 @@ def _observe(plan: Plan, body: Any, services: Services, status: ExperimentStatus
     problems = list(problems)
     try:
         store = _operator_store(plan, namespace, services)
+        rounds = plan.exp.spec.rounds
         for e in expected:
-            key = metrics_key(plan.name, e.method, e.client)
+            where = prefix = metrics_prefix(plan.name, e.method, e.client)
             try:
-                data = store.get_bytes(key, max_bytes=MAX_METRICS_BYTES)
-                if data is None:
+                done = part_rounds(store.list(prefix, limit=rounds + 1), prefix, rounds)
+                if not done:
                     continue
-                progress[(e.method, e.client)] = read_progress(data, max_rows(plan.exp.spec.rounds))
+                where = metrics_key(plan.name, e.method, e.client, done[-1])
+                data = store.get_bytes(where, max_bytes=MAX_METRICS_BYTES)
+                if data is None:  # deleted since it was listed
+                    continue
+                progress[(e.method, e.client)] = read_progress(done, data)
             except ValueError as exc:  # ObjectTooLarge (over MAX_METRICS_BYTES) is one too
-                problems.append(Problem("MetricsUnreadable", f"{key}: {exc}"))
+                problems.append(Problem("MetricsUnreadable", f"{where}: {exc}"))
     except (CredentialsUnavailable, StoreError) as exc:
         problems.append(Problem("StoreUnavailable", f"cannot read the clients' metrics: {exc}"))
     return derive_status(

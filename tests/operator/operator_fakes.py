@@ -192,21 +192,19 @@ class World:
         return self.admin
 
 
-def metrics_file(rounds: dict[int, dict[str, tuple[float, float]]], client: str = "a", method: str = "ksmote") -> bytes:
-    """A ``metrics/<client>.parquet`` as workers write it (results schema, via RoundRecord):
-    ``rounds`` maps round → eval set → (fnr, fpr)."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def metrics_part(r: int, evals: dict[str, tuple[float, float]], client: str = "a", method: str = "ksmote") -> bytes:
+    """A metrics part of round ``r`` as workers write it (``metrics/<client>/<r:05d>.parquet``,
+    results schema, via RoundRecord): ``evals`` maps eval set → (fnr, fpr)."""
     from p2p_job.metrics import METRIC_NAMES
-    from p2p_job.results import SCHEMA, RoundRecord
+    from p2p_job.results import RoundRecord, encode_rows
 
-    rows = []
+    metrics = {e: {**{m: 0.5 for m in METRIC_NAMES}, "fnr": fnr, "fpr": fpr} for e, (fnr, fpr) in evals.items()}
+    return encode_rows(RoundRecord("exp", method, client, r, metrics, 0.1, 100, 10, 5, 2, 0, 0, True, 1.5).rows())
+
+
+def put_metrics(store, rounds: dict[int, dict[str, tuple[float, float]]], client: str = "a", method: str = "ksmote") -> None:
+    """Each round's part of ``rounds`` (round → eval set → (fnr, fpr)) into ``store`` under experiment ``exp``."""
+    from p2p_job.store import metrics_key
+
     for r, evals in rounds.items():
-        metrics = {e: {**{m: 0.5 for m in METRIC_NAMES}, "fnr": fnr, "fpr": fpr} for e, (fnr, fpr) in evals.items()}
-        rows += RoundRecord("exp", method, client, r, metrics, 0.1, 100, 10, 5, 2, 0, 0, True, 1.5).rows()
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-    return sink.getvalue()
+        store.put_bytes(metrics_key("exp", method, client, r), metrics_part(r, evals, client, method))

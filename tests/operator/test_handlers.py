@@ -12,7 +12,7 @@ import pytest
 import yaml
 import operator_fakes
 from minio.error import MinioAdminException
-from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_file, resource, with_status
+from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_part, put_metrics, resource, with_status
 from urllib3.exceptions import MaxRetryError
 
 from p2p_job.spec import parse_experiment
@@ -107,7 +107,7 @@ def test_a_restarted_operator_resumes_from_what_runs(world):
     body = created(world)
     for name in JOBS:
         world.cluster.set_job_status(name, RUNNING)
-    world.store.put_bytes("exp/ksmote/metrics/a.parquet", metrics_file({1: {"local": (0.5, 0.1)}, 2: {"local": (0.3, 0.1)}}))
+    put_metrics(world.store, {1: {"local": (0.5, 0.1)}, 2: {"local": (0.3, 0.1)}})
 
     restarted = World.__new__(World)  # a fresh operator process: new memo, same cluster and store
     restarted.__dict__.update(world.__dict__)
@@ -145,8 +145,8 @@ def test_status_follows_jobs_and_metrics_until_success(world):
 
     for c, fnr in zip("abc", (0.1, 0.2, 0.6)):
         rounds = {r: {"local": (0.9, 0.9), "global": (fnr, fnr / 10)} for r in range(1, 5)}
-        world.store.put_bytes(f"exp/ksmote/metrics/{c}.parquet", metrics_file(rounds, c))
-        world.store.put_bytes(f"exp/none/metrics/{c}.parquet", metrics_file({1: {"global": (1.0, 0.0)}}, c, "none"))
+        put_metrics(world.store, rounds, c)
+        put_metrics(world.store, {1: {"global": (1.0, 0.0)}}, c, "none")
         for m in ("ksmote", "none"):
             world.cluster.set_job_status(f"exp-{m}-{c}", SUCCEEDED)
     world.cluster.events.clear()
@@ -183,10 +183,29 @@ def test_a_failed_job_degrades_then_fails_the_experiment(world):
 
 def test_unreadable_metrics_degrade_and_name_the_file(world):
     body = created(world)
-    world.store.put_bytes("exp/ksmote/metrics/b.parquet", b"garbage")
+    world.store.put_bytes("exp/ksmote/metrics/b/00001.parquet", b"garbage")
     body = call(handlers.observe, world, body)
     degraded = condition(body, "Degraded")
-    assert degraded["reason"] == "MetricsUnreadable" and degraded["message"].startswith("exp/ksmote/metrics/b.parquet: unreadable")
+    assert degraded["reason"] == "MetricsUnreadable" and degraded["message"].startswith("exp/ksmote/metrics/b/00001.parquet: unreadable")
+
+
+def test_a_metrics_listing_past_the_rounds_degrades_without_reading_it_whole(world, monkeypatch):
+    """A client's metrics prefix is untrusted: a name that is no part, or more parts than the
+    experiment has rounds, is refused from at most rounds + 1 listed names."""
+    body = created(world)
+    rounds = experiment()["spec"]["rounds"]
+    for r in range(1, rounds + 1):
+        world.store.put_bytes(f"exp/ksmote/metrics/a/{r:05d}.parquet", metrics_part(r, {"local": (0.5, 0.1)}))
+    world.store.put_bytes("exp/ksmote/metrics/a/99999.parquet", metrics_part(1, {"local": (0.5, 0.1)}))
+    world.store.put_bytes("exp/none/metrics/b/notes.txt", b"x")
+    listed = []
+    original = type(world.store).list
+    monkeypatch.setattr(type(world.store), "list", lambda self, prefix, limit=None: listed.append(limit) or original(self, prefix, limit))
+    body = call(handlers.observe, world, body)
+    message = condition(body, "Degraded")["message"]
+    assert f"exp/ksmote/metrics/a/: more than the {rounds} parts" in message
+    assert "exp/none/metrics/b/: 'notes.txt' is no metrics part" in message
+    assert set(listed) == {rounds + 1}
 
 
 def test_the_operator_survives_oversized_metrics_files(world):
@@ -200,19 +219,19 @@ def test_the_operator_survives_oversized_metrics_files(world):
     from p2pk_operator.progress import MAX_METRICS_BYTES
 
     body = created(world)
-    world.store.put_bytes("exp/ksmote/metrics/a.parquet", metrics_file({1: {"local": (0.5, 0.1)}}))
-    world.store.put_bytes("exp/ksmote/metrics/b.parquet", b"\0" * (MAX_METRICS_BYTES + 1))
+    put_metrics(world.store, {1: {"local": (0.5, 0.1)}})
+    world.store.put_bytes("exp/ksmote/metrics/b/00001.parquet", b"\0" * (MAX_METRICS_BYTES + 1))
     n = 5_000_000
     bomb = pa.BufferOutputStream()
     pq.write_table(pa.table({"round": pa.array(np.ones(n, np.int64)), "eval": pa.array(["local"] * 1).take(np.zeros(n, np.int64)),
                              "fnr": pa.array(np.zeros(n)), "fpr": pa.array(np.zeros(n))}), bomb, compression="zstd")
     bomb = bomb.getvalue().to_pybytes()
     assert len(bomb) < 2**20
-    world.store.put_bytes("exp/none/metrics/a.parquet", bomb)
+    world.store.put_bytes("exp/none/metrics/a/00001.parquet", bomb)
     body = call(handlers.observe, world, body)
     degraded = condition(body, "Degraded")
     assert degraded["reason"] == "MetricsUnreadable"
-    assert "exp/ksmote/metrics/b.parquet" in degraded["message"] or "exp/none/metrics/a.parquet" in degraded["message"]
+    assert "exp/ksmote/metrics/b/00001.parquet" in degraded["message"] and "exp/none/metrics/a/00001.parquet" in degraded["message"]
     assert body["status"]["round"]["fastest"] == 1
 
 
@@ -446,10 +465,10 @@ def test_shared_credentials_make_no_secrets_or_users(world):
 
 def test_deletion_removes_the_users_and_keeps_the_store(world):
     body = created(world)
-    world.store.put_bytes("exp/ksmote/metrics/a.parquet", b"kept")
+    world.store.put_bytes("exp/ksmote/metrics/a/00001.parquet", b"kept")
     handlers.deleted(body=body, memo=world.memo)
     assert world.admin.users == {} and world.admin.policies == {}
-    assert world.store.get_bytes("exp/ksmote/metrics/a.parquet") == b"kept"
+    assert world.store.get_bytes("exp/ksmote/metrics/a/00001.parquet") == b"kept"
     assert world.cluster.events[-1] == ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients")
     handlers.deleted(body=body, memo=world.memo)  # again (kopf retry): nothing left to remove, no error
 

@@ -93,7 +93,7 @@ def layout_keys(exp: str) -> list[str]:
             for r in (1, 7, 99999):
                 keys += [f"{run}rounds/{r:05d}/{client}/{f}" for f in ROUND_FILES]
             keys += [f"{run}checkpoints/{client}/{f}" for f in ("00007.safetensors", "received-00003.safetensors", "latest.json", "starts.json")]
-            keys.append(f"{run}metrics/{client}.parquet")
+            keys += [f"{run}metrics/{client}/{r:05d}.parquet" for r in (1, 99999)]
             keys += [f"{run}scores/{client}/{r:05d}.parquet" for r in (1, 99999)] + [f"{run}models/{client}.safetensors"]
     return keys
 
@@ -115,7 +115,7 @@ def expected(client: str, neighbours: list[str], key: str) -> tuple[bool, bool]:
     own = (
         publication(rest, client)
         or (len(rest) == 3 and rest[:2] == ["checkpoints", client] and re.fullmatch(r"(received-)?\d{5}\.safetensors|latest\.json|starts\.json", rest[2]) is not None)
-        or rest == ["metrics", f"{client}.parquet"]
+        or (len(rest) == 3 and rest[:2] == ["metrics", client] and re.fullmatch(r"\d{5}\.parquet", rest[2]) is not None)
         or (len(rest) == 3 and rest[:2] == ["scores", client] and re.fullmatch(r"\d{5}\.parquet", rest[2]) is not None)
         or rest == ["models", f"{client}.safetensors"]
     )
@@ -131,7 +131,7 @@ def others_prefixes(client: str) -> list[str]:
             continue
         out += [f"exp/shards/{other}/"]
         for method in METHODS:
-            out += [f"exp/{method}/checkpoints/{other}/", f"exp/{method}/metrics/{other}."]
+            out += [f"exp/{method}/checkpoints/{other}/", f"exp/{method}/metrics/{other}/"]
             out += [f"exp/{method}/rounds/{r:05d}/{other}/" for r in range(1, 100_000, 7919)]
     return out
 
@@ -147,7 +147,7 @@ def crafted_keys(client: str) -> list[str]:
             run = f"exp/{method}/"
             keys += [f"{run}rounds/00003/{other}/{client}/{f}" for f in ROUND_FILES]
             keys += [f"{run}rounds/00003/{other}/x/{client}/manifest.json"]
-            keys += [f"{run}checkpoints/{other}/{client}/latest.json", f"{run}metrics/{other}/{client}.parquet"]
+            keys += [f"{run}checkpoints/{other}/{client}/latest.json", f"{run}metrics/{other}/{client}/00001.parquet"]
             keys += [f"{run}scores/{other}/{client}/00001.parquet", f"{run}models/{other}/{client}.safetensors"]
             keys += [f"{run}rounds/00003/{client}/../{other}/manifest.json"]
         keys += [f"exp/shards/{other}/{client}/train.parquet"]
