@@ -145,7 +145,8 @@ def encode_rows(rows: list[dict]) -> bytes:
     (``metrics/<client>/<r:05d>.parquet``, written once when the round ends, so a round costs
     the same whatever the rounds before it)."""
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    # No column statistics: of one round's rows they are useless and a fifth of the bytes.
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink, write_statistics=False)
     return sink.getvalue()
 
 
@@ -155,8 +156,9 @@ def decode_rows(data: bytes) -> list[dict]:
 
 
 def decode_table(data: bytes) -> pa.Table:
-    """Parquet bytes of :data:`SCHEMA` rows as an Arrow table."""
-    return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
+    """Parquet bytes of :data:`SCHEMA` rows as an Arrow table (``ParquetFile.read``: half the
+    cost of ``read_table``'s dataset machinery on a part of two rows)."""
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=list(COLUMNS)).cast(SCHEMA)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
