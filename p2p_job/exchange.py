@@ -24,6 +24,9 @@ class Publication:
     ``synthetic_X``/``synthetic_y`` are the shared α-fraction of D_syn (eq. 7) in RAW feature
     units (the receiver encodes them with its own preprocessor); ``metrics`` are the peer's last
     completed evaluation, keyed ``"<eval>_<metric>"`` (e.g. ``local_fnr``), empty in round 1.
+    ``points_refused`` is set by an exchange that refused the shared points' bytes (a count over
+    the cap, a malformed file; ``"<reason>: <detail>"``): the points are then empty and the
+    model is still judged on its own (DESIGN "Hostile neighbours").
     """
 
     client: str
@@ -34,6 +37,7 @@ class Publication:
     synthetic_X: np.ndarray
     synthetic_y: np.ndarray
     metrics: dict[str, float]
+    points_refused: str | None = None
 
 
 @dataclass

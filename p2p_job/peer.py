@@ -25,7 +25,7 @@ trains alone, to float rounding when peers train stacked; see p2p_job.training).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,7 +50,15 @@ from p2p_job.received import ReceivedPolicy
 from p2p_job.results import TUNED_METRICS, RoundRecord
 from p2p_job.robust import robust_merge
 from p2p_job.scenarios import ClientShard
-from p2p_job.screening import degenerate_state, max_variance, minority_of, point_cap, screen_points, screen_weights
+from p2p_job.screening import (
+    ScreenedPoints,
+    degenerate_state,
+    max_variance,
+    minority_of,
+    point_cap,
+    screen_points,
+    screen_weights,
+)
 from p2p_job.seeding import rng, torch_seed
 from p2p_job.spec import AggregationRule, MethodSpec, P2PExperiment, RobustRule, resolved_method_name
 from p2p_job.topology import build_topology
@@ -108,7 +116,10 @@ class Trained:
 @dataclass(frozen=True)
 class Merged:
     """Phase 2's exchange done (``selected`` false: nothing gathered). ``wait_seconds`` is the
-    time spent in ``exchange.gather``; ``rejected`` pairs a client with the reason."""
+    time spent in ``exchange.gather``; ``used`` the neighbours whose models were combined;
+    ``rejected`` pairs a client with the reason its publication (by the exchange), its model or
+    its whole point set was refused; ``dropped`` holds (client, reason, points) for the shared
+    points a per-point check dropped (:mod:`p2p_job.screening`)."""
 
     method: str
     client: str
@@ -119,6 +130,7 @@ class Merged:
     missing: list[str]
     rejected: list[tuple[str, str]]
     n_received: int
+    dropped: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class PeerObserver(Protocol):
@@ -317,21 +329,6 @@ class Peer:
             return False
         return is_selected(self.exp.spec.seed, self.method_name, r, self.client, self.exp.spec.aggregation.update_probability)
 
-    def incompatibility(self, pub: Publication) -> str | None:
-        """Why a neighbour's publication cannot be merged with this peer's model and data (a
-        different network or feature count), or None, as ``"<reason>: <detail>"`` with a reason
-        of :data:`p2p_job.payloads.REJECT_REASONS`. Payload checks (hashes, dtypes, finiteness,
-        size caps) are the exchange's job."""
-        if pub.delta.keys() != self.w0.keys():
-            return "model-mismatch: model tensors differ"
-        for name, w in self.w0.items():
-            if pub.delta[name].shape != w.shape:
-                return f"model-mismatch: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
-        X, d = pub.synthetic_X, len(self.shard.preprocessor.feature_names)
-        if X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X):
-            return f"bad-synthetic: synthetic points of shape {X.shape} for {d} raw features"
-        return None
-
     def merge_and_evaluate(self, r: int, exchange: Exchange) -> RoundRecord:
         """Algorithm 2, lines 12–16 (eq. 5–7) when selected, then evaluation (DESIGN step 5)."""
         if self._phase1 is None or self._phase1.publication.round != r:
@@ -358,6 +355,7 @@ class Peer:
             neighbours_used=len(merged.used),
             neighbours_missing=len(merged.missing),
             payloads_rejected=len(merged.rejected),
+            points_rejected=sum(n for _, _, n in merged.dropped),
             aggregated=merged.selected,
             round_seconds=trained.seconds + time.perf_counter() - start,
             fnr_by_kind=by_kind,
@@ -372,55 +370,74 @@ class Peer:
 
     def _merge(self, r: int, exchange: Exchange, own: Publication) -> Merged:
         """Lines 12–16: when selected, gather the neighbours' round-r publications, leave out
-        the missing and the rejected, average (eq. 5) and take their shared points (eq. 7)."""
+        the missing, average the models that pass the model checks (eq. 5) and take the shared
+        points that pass the point checks (eq. 7). The two parts of a publication are judged
+        apart: a refused model does not refuse its points, nor a dropped point its model."""
         if not self.selected(r):
             return Merged(self.method_name, self.client, r, False, 0.0, [], [], [], 0)
         start = time.perf_counter()
         gathered = exchange.gather(r, self.neighbours)
         wait = time.perf_counter() - start
-        rejected, arrived, points = list(gathered.rejected), [], {}
+        rejected, arrived, points, dropped = list(gathered.rejected), [], [], []
         for name in self.neighbours:
             pub = gathered.publications.get(name)
             if pub is None:
                 continue
-            reason, X = self._screen(pub)
+            reason = self._screen_model(pub)
             if reason:
                 rejected.append((name, reason))
             else:
                 arrived.append(pub)
-                points[name] = (X, pub.synthetic_y)
-        dropped, left_out = self._average(own, arrived)
-        for name, reason in dropped:
+            screened = self._screen_points(pub)
+            if screened.refused:
+                rejected.append((name, screened.refused))
+            dropped.extend((name, f"{code}: {detail}", n) for code, (n, detail) in screened.dropped.items())
+            points.append((screened.X, screened.y))
+        degenerate, left_out = self._average(own, arrived)
+        for name, reason in degenerate:
             rejected.append((name, reason))
             arrived = [pub for pub in arrived if pub.client != name]
-            del points[name]
         rejected.extend(left_out)
-        n_received = self._receive(list(points.values()))
+        n_received = self._receive(points)
         used = [pub.client for pub in arrived]
-        return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received)
+        return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received, dropped)
 
-    def _screen(self, pub: Publication) -> tuple[str | None, np.ndarray | None]:
-        """Why a neighbour's publication is not used (``"<reason>: <detail>"``, see
-        :mod:`p2p_job.screening`), else None and its shared points in this peer's encoding.
-        Judged on that publication and this peer's own facts only (spec, preprocessor, model)."""
-        reason = self.incompatibility(pub)
-        if reason:
-            return reason, None
-        spec = self.exp.spec
+    def _screen_model(self, pub: Publication) -> str | None:
+        """Why a neighbour's model is not combined (``"<reason>: <detail>"``, see
+        :mod:`p2p_job.screening`), else None: tensors of another network (``model-mismatch``),
+        weight inputs of eq. 6 out of bounds, or a degenerate model. Judged on that publication
+        and this peer's own facts only (spec, model)."""
+        if pub.delta.keys() != self.w0.keys():
+            return "model-mismatch: model tensors differ"
+        for name, w in self.w0.items():
+            if pub.delta[name].shape != w.shape:
+                return f"model-mismatch: {name} has shape {pub.delta[name].shape}, expected {w.shape}"
         counts = self._client_specs[pub.client].train
-        reason = screen_weights(pub.n_base, pub.variance, counts.total, max_variance(spec.dataset.preprocessing.scaling))
+        scaling = self.exp.spec.dataset.preprocessing.scaling
+        reason = screen_weights(pub.n_base, pub.variance, counts.total, max_variance(scaling))
         if reason:
-            return reason, None
-        reason, X = screen_points(
-            pub.synthetic_X, pub.synthetic_y, transform=self.shard.preprocessor.transform,
-            label=minority_of(counts.benign, counts.malicious), cap=self.point_caps.get(pub.client, 0),
-            tolerance=spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
-        )
-        if reason:
-            return reason, None
+            return reason
         with np.errstate(over="ignore", invalid="ignore"):
             state = {name: self.w0[name] + pub.delta[name] for name in self.w0}
-        return self._degenerate(state), X
+        return self._degenerate(state)
+
+    def _screen_points(self, pub: Publication) -> ScreenedPoints:
+        """A neighbour's shared points screened (:func:`p2p_job.screening.screen_points`) and
+        those kept in this peer's encoding; points the exchange refused stay refused, points of
+        another feature count are refused (``bad-synthetic``). Judged on that publication and
+        this peer's own facts only."""
+        X, d = pub.synthetic_X, len(self.shard.preprocessor.feature_names)
+        refused = pub.points_refused
+        if refused is None and (X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X)):
+            refused = f"bad-synthetic: synthetic points of shape {X.shape} for {d} raw features"
+        if refused:
+            return ScreenedPoints(np.empty((0, self.n_features), dtype=np.float32), np.empty(0, dtype=np.int8), refused)
+        counts = self._client_specs[pub.client].train
+        return screen_points(
+            X, pub.synthetic_y, transform=self.shard.preprocessor.transform,
+            label=minority_of(counts.benign, counts.malicious), cap=self.point_caps.get(pub.client, 0),
+            tolerance=self.exp.spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
+        )
 
     def _degenerate(self, state: State) -> str | None:
         """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ −ε/2, or
@@ -439,7 +456,7 @@ class Peer:
         (``fedavg``), each term capped at ``maxWeightShare``; missing ones are left out, so the
         weights renormalise over those present. A combination that would leave the model
         degenerate is not applied: the neighbour farthest from this peer's model is left out
-        (and returned with reason ``degenerate``, its points dropped too) until the result is
+        (and returned with reason ``degenerate``; its points are judged on their own) until the result is
         sound. Returns those, and the neighbours whose model the rule itself left out (reason
         ``robust-rule``; their shared points are judged on their own)."""
         aggregation = self.exp.spec.aggregation
@@ -487,6 +504,7 @@ class Peer:
         """Eq. 7 / Algorithm 2 line 16: D_o_syn ∪ α·D_syn^k, the neighbours' points already
         encoded with this peer's own preprocessor, then bounded by ``rebalancing.received``
         (:class:`p2p_job.received.ReceivedPolicy`: newest kept)."""
+        points = [(X, y) for X, y in points if len(y)]
         if not points:
             return 0
         new_X = np.concatenate([X for X, _ in points]).astype(np.float32)

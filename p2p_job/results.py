@@ -47,6 +47,7 @@ SCHEMA = pa.schema(
         ("neighbours_used", pa.int64()),
         ("neighbours_missing", pa.int64()),
         ("payloads_rejected", pa.int64()),
+        ("points_rejected", pa.int64()),
         ("aggregated", pa.bool_()),
         ("round_seconds", pa.float64()),
         ("fnr_by_kind", pa.map_(pa.string(), pa.float64())),
@@ -65,14 +66,15 @@ class RoundRecord:
     ``metrics`` maps an evaluation set (``local``, ``global``) to the values of every name in
     ``METRIC_NAMES``. ``n_train`` = |D_base ∪ D_syn ∪ D_o_syn| trained on (or the under-sampled
     set), ``n_synthetic`` = |D_syn| generated this round, ``n_received`` = points taken into
-    D_o_syn this round (eq. 7), ``neighbours_*`` and ``payloads_rejected`` count the gathered
-    publications, ``aggregated`` tells whether the peer averaged (eq. 5) this round.
+    D_o_syn this round (eq. 7), ``neighbours_*`` count the gathered publications,
+    ``payloads_rejected`` the publications, models and point sets refused whole and
+    ``points_rejected`` the shared points dropped one by one (DESIGN "Hostile neighbours"),
+    ``aggregated`` tells whether the peer averaged (eq. 5) this round.
     ``fnr_by_kind`` maps an evaluation set to the FNR of each attack kind in it, and
     ``train_kinds`` lists the attack kinds of the client's own training rows (both empty when
     the data names no kinds). ``threshold`` is the client's own operating point this round
     (``evaluation.operatingPoint`` on its validation set) and ``tuned`` maps an evaluation set
-    to the :data:`TUNED_METRICS` at it (NaN when not given).
-    the data names no kinds). ``adversarial`` marks a client that ``spec.adversaries`` names
+    to the :data:`TUNED_METRICS` at it (NaN when not given). ``adversarial`` marks a client that ``spec.adversaries`` names
     (summaries leave it out: they report honest clients).
     """
 
@@ -95,6 +97,7 @@ class RoundRecord:
     threshold: float = float("nan")
     tuned: dict[str, dict[str, float]] = field(default_factory=dict)
     adversarial: bool = False
+    points_rejected: int = 0
 
     def rows(self) -> list[dict]:
         """The record as rows of :data:`SCHEMA`, one per evaluation set."""
@@ -106,6 +109,7 @@ class RoundRecord:
             "neighbours_used": self.neighbours_used,
             "neighbours_missing": self.neighbours_missing,
             "payloads_rejected": self.payloads_rejected,
+            "points_rejected": self.points_rejected,
             "aggregated": self.aggregated,
             "round_seconds": self.round_seconds,
         }

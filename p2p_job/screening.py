@@ -5,7 +5,13 @@ this module checks that the *values* are believable for that neighbour, from fac
 holds without trusting the sender: the spec (each client's training counts, hence |D_base|, the
 minority class its synthetic points belong to, and how many points α lets it share), the
 receiver's own feature ranges, and the model's own invariants. Each check returns ``None`` or
-``"<reason>: <detail>"`` with a reason of :data:`p2p_job.payloads.REJECT_REASONS`:
+``"<reason>: <detail>"`` with a reason of :data:`p2p_job.payloads.REJECT_REASONS`.
+
+A publication has two parts, judged apart (DESIGN "Hostile neighbours"): its model (the delta,
+with the weight inputs |D_base| and Var(D_base) of eq. 6) by the model checks, its shared points
+(eq. 7) by the point checks. Refusing one part leaves the other to its own checks.
+
+On the model:
 
 * ``bad-weights`` — |D_k| above the training rows the spec gives client k, or a variance summary
   that is negative, not finite, or — when the spec's scaling puts every feature in [0, 1]
@@ -13,18 +19,25 @@ receiver's own feature ranges, and the model's own invariants. Each check return
   per-feature variances of values in [0, 1], at most 1/4 by Popoviciu's inequality). The weight inputs of
   equation 6 are self-reported; these are their hard bounds (``aggregation.maxWeightShare``
   caps their influence further).
+* ``degenerate`` — a model that is not a model: a non-finite weight, a BatchNorm running variance
+  at or below −ε/2 (BatchNorm divides by √(running_var + ε), ε = 1e-5), or non-finite outputs
+  (checked by the peer with a forward pass). An honest variance can be about 0 (a unit whose
+  weights decayed) and come back from w0 + delta a few float32 ulps below 0: that is no harm.
+
+On the shared points, as a set (no honest sender fails these, so the whole set is refused):
+
 * ``too-many-points`` — more shared points than equation 7 lets the sender publish:
   ``⌈α · r · |D_k|⌉`` (|D_syn| = r·|D_maj| − |D_min| ≤ r·|D_k|, Algorithm 1 line 1), 0 when
   the method does not share.
 * ``wrong-label`` — a shared point whose label is not the sender's minority class (D_syn holds
   only minority points, and the spec's counts say which class that is on the sender).
+
+On each shared point (an honest non-IID sender can fail these — its attack kinds may lie
+outside the receiver's ranges — so only the failing points are dropped):
+
 * ``out-of-range`` — a shared point farther than ``rebalancing.pointTolerance`` of the
   receiver's own feature ranges outside them (the ranges of its own preprocessed training rows;
-  with min-max scaling: outside ``[−t, 1 + t]``).
-* ``degenerate`` — a model that is not a model: a non-finite weight, a BatchNorm running variance
-  at or below −ε/2 (BatchNorm divides by √(running_var + ε), ε = 1e-5), or non-finite outputs
-  (checked by the peer with a forward pass). An honest variance can be about 0 (a unit whose
-  weights decayed) and come back from w0 + delta a few float32 ulps below 0: that is no harm.
+  with min-max scaling: outside ``[−t, 1 + t]``), or not finite once in the receiver's units.
 
 Every check looks at one publication and the receiver's own facts only, so a hostile neighbour
 never makes an honest one fail.
@@ -33,6 +46,7 @@ never makes an honest one fail.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,29 +83,45 @@ def screen_weights(n_base: int, variance: float, spec_n_base: int, most_variance
     return None
 
 
+@dataclass(frozen=True)
+class ScreenedPoints:
+    """A neighbour's shared points after :func:`screen_points`: ``X`` (the receiver's encoding)
+    and ``y`` of the points kept; ``refused`` (``"<reason>: <detail>"``) when the whole set is
+    refused; ``dropped`` maps the reason of each per-point check to (points it dropped, a detail
+    naming the first)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    refused: str | None = None
+    dropped: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
 def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, label: int, tolerance: float,
-                  low: np.ndarray, high: np.ndarray) -> tuple[str | None, np.ndarray | None]:
-    """A neighbour's shared points: at most ``cap`` of them and every label ``label`` (checked
-    first, so a flood costs nothing more), then — in the receiver's preprocessed units,
-    ``transform(X_raw)`` — every value finite and no farther than ``tolerance`` times the
+                  low: np.ndarray, high: np.ndarray) -> ScreenedPoints:
+    """A neighbour's shared points. The set as a whole: at most ``cap`` of them and every label
+    ``label`` (checked first, so a flood costs nothing more; no honest sender fails either, so
+    either refuses them all). Then each point on its own, in the receiver's preprocessed units
+    ``transform(X_raw)``: one with a non-finite value, or farther than ``tolerance`` times the
     feature's range ``high − low`` (the receiver's own training rows; a constant feature counts
-    a range of 1) outside ``[low, high]``. Returns (reason or None, the transformed points)."""
+    a range of 1) outside ``[low, high]``, is dropped (``out-of-range``) and the others kept."""
+    empty = np.empty((0, len(low)), dtype=np.float32)
     if len(y) > cap:
-        return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)", None
+        return ScreenedPoints(empty, y[:0], f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)")
     wrong = np.flatnonzero(np.asarray(y) != label)
     if wrong.size:
-        return f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, the sender's minority class is {label} (row {wrong[0]})", None
+        return ScreenedPoints(empty, y[:0], f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, "
+                                            f"the sender's minority class is {label} (row {wrong[0]})")
     with np.errstate(over="ignore", invalid="ignore"):
-        X = transform(X_raw)
-    if not np.isfinite(X).all():
-        return "non-finite: synthetic points overflow this peer's scaling", None
-    span = np.where(high > low, high - low, 1.0)
-    outside = (X < low - tolerance * span) | (X > high + tolerance * span)
-    if outside.any():
+        X = np.asarray(transform(X_raw), dtype=np.float32)
+        span = np.where(high > low, high - low, 1.0)
+        outside = ~np.isfinite(X) | (X < low - tolerance * span) | (X > high + tolerance * span)
+    bad = outside.any(axis=1)
+    dropped = {}
+    if bad.any():
         row, col = np.argwhere(outside)[0]
-        return (f"out-of-range: {int(outside.any(axis=1).sum())} point(s) beyond {tolerance} of this peer's feature ranges "
-                f"(row {row}, feature {col} at {float(X[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])"), None
-    return None, X
+        dropped["out-of-range"] = (int(bad.sum()), f"beyond {tolerance} of this peer's feature ranges (row {row}, feature {col} "
+                                                   f"at {float(X[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])")
+    return ScreenedPoints(X[~bad], np.asarray(y)[~bad], None, dropped)
 
 
 #: BatchNorm's ε (PyTorch's default, which ``p2p_job.model`` keeps): it divides by √(var + ε).

@@ -23,6 +23,8 @@ import time
 from concurrent.futures import Future, wait
 from typing import Callable, Mapping
 
+import numpy as np
+
 from p2p_job.exchange import Gathered, Publication
 from p2p_job.payloads import (
     MANIFEST_FILE,
@@ -169,7 +171,9 @@ class StoreExchange:
     def _read(self, round: int, client: str) -> Publication | None:
         """A neighbour's publication, ``None`` while its manifest is absent; its manifest and
         payloads validated (sizes, sha256, tensors, columns). No object is read beyond its cap:
-        the manifest's is ``max_payload_bytes``, a payload's the size its manifest declares."""
+        the manifest's is ``max_payload_bytes``, a payload's the size its manifest declares. A
+        manifest or model that fails refuses the publication (:class:`PayloadRejected`); shared
+        points that fail refuse only themselves (``Publication.points_refused``, no points)."""
         where = self._key(round, client, MANIFEST_FILE)
         cap = min(MAX_MANIFEST_BYTES, self.max_payload_bytes)
         try:
@@ -180,29 +184,47 @@ class StoreExchange:
             return None
         manifest = decode_manifest(manifest_bytes, where, experiment=self.experiment, method=self.method,
                                    client=client, round=round)
+        model, model_bytes = self._read_payload(round, client, manifest, MODEL_FILE)
+        delta = decode_state(model, self.layout, self._key(round, client, MODEL_FILE))
+        X = np.empty((0, len(self.feature_names)), dtype=np.float32)
+        y, points_refused, points_bytes = np.empty(0, dtype=np.int8), None, 0
+        try:
+            X, y, points_bytes = self._read_points(round, client, manifest)
+        except PayloadRejected as exc:  # the points only: the model is still judged on its own
+            points_refused = f"{exc.reason}: {exc.where}: {exc.detail}"
+            log.warning("points_rejected", extra={"fields": {
+                "round": round, "neighbour": client, "reason": exc.reason, "detail": str(exc)}})
+        self.on_bytes("received", len(manifest_bytes) + model_bytes + points_bytes)
+        return Publication(
+            client=client, round=round, delta=delta, n_base=manifest["n_base"], variance=manifest["variance"],
+            synthetic_X=X, synthetic_y=y, metrics=manifest["metrics"], points_refused=points_refused,
+        )
+
+    def _read_payload(self, round: int, client: str, manifest: dict, name: str) -> tuple[bytes, int]:
+        """One payload's bytes, read no further than its manifest declares and checked against
+        its sha256 and size; and how many bytes that was."""
+        key = self._key(round, client, name)
+        check_declared_size(manifest, name, self.max_payload_bytes, key)
+        declared = manifest["payloads"][name]["bytes"]
+        try:
+            payload = self.store.get_bytes(key, max_bytes=declared)
+        except ObjectTooLarge:
+            raise PayloadRejected("hash-mismatch", key, f"larger than the manifest's {declared} bytes") from None
+        return check_payload(manifest, name, payload, key), len(payload)
+
+    def _read_points(self, round: int, client: str, manifest: dict) -> tuple[np.ndarray, np.ndarray, int]:
+        """The shared points (X, y) and their bytes: a declared count over the neighbour's cap is
+        refused before any download, the Parquet row count checked before decoding."""
+        where = self._key(round, client, MANIFEST_FILE)
         most = None if self.max_points is None else self.max_points.get(client, 0)
         if most is not None and manifest["n_synthetic"] > most:
             raise PayloadRejected("too-many-points", where, f"declares {manifest['n_synthetic']} shared points, over the cap of {most} (α·r·|D_base|)")
-        keys = {name: self._key(round, client, name) for name in (MODEL_FILE, SYNTHETIC_FILE)}
-        data = {}
-        for name, key in keys.items():
-            check_declared_size(manifest, name, self.max_payload_bytes, key)
-            declared = manifest["payloads"][name]["bytes"]
-            try:
-                payload = self.store.get_bytes(key, max_bytes=declared)
-            except ObjectTooLarge:
-                raise PayloadRejected("hash-mismatch", key, f"larger than the manifest's {declared} bytes") from None
-            data[name] = check_payload(manifest, name, payload, key)
-        delta = decode_state(data[MODEL_FILE], self.layout, keys[MODEL_FILE])
-        synthetic_key = keys[SYNTHETIC_FILE]
-        X, y = decode_synthetic(data[SYNTHETIC_FILE], self.feature_names, synthetic_key, max_rows=manifest["n_synthetic"])
+        data, n_bytes = self._read_payload(round, client, manifest, SYNTHETIC_FILE)
+        key = self._key(round, client, SYNTHETIC_FILE)
+        X, y = decode_synthetic(data, self.feature_names, key, max_rows=manifest["n_synthetic"])
         if len(y) != manifest["n_synthetic"]:
-            raise PayloadRejected("schema", where, f"n_synthetic is {manifest['n_synthetic']} but {synthetic_key} has {len(y)} rows")
-        self.on_bytes("received", len(manifest_bytes) + sum(map(len, data.values())))
-        return Publication(
-            client=client, round=round, delta=delta, n_base=manifest["n_base"], variance=manifest["variance"],
-            synthetic_X=X, synthetic_y=y, metrics=manifest["metrics"],
-        )
+            raise PayloadRejected("schema", where, f"n_synthetic is {manifest['n_synthetic']} but {key} has {len(y)} rows")
+        return X, y, n_bytes
 
 
 def _in_thread(function, *args) -> Future:

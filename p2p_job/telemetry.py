@@ -103,7 +103,11 @@ class Telemetry:
             LABELS, registry=reg,
         )
         self.payloads_rejected = Counter(
-            "p2pk_payloads_rejected", "Neighbour publications rejected by validation", (*LABELS, "reason"), registry=reg,
+            "p2pk_payloads_rejected", "Neighbour publications, models or point sets rejected by validation", (*LABELS, "reason"), registry=reg,
+        )
+        self.points_rejected = Counter(
+            "p2pk_points_rejected", "Neighbours' shared points dropped one by one by the point checks", (*LABELS, "reason"),
+            registry=reg,
         )
         self.store_retries = Counter(
             "p2pk_store_retries", "Store calls that failed and were tried again after a pause (backoff with jitter)",
@@ -130,13 +134,15 @@ class Telemetry:
         self.synthetic_points.labels(**self.labels, kind="shared").inc(event.n_shared)
 
     def merged(self, event) -> None:
-        """End of the exchange: the wait, missing neighbours, rejected payloads by reason
-        (the reason's code before any ``:`` detail), points received into D_o_syn."""
+        """End of the exchange: the wait, missing neighbours, rejected payloads and dropped
+        points by reason (the reason's code before any ``:`` detail), points received into D_o_syn."""
         if event.selected:
             self.exchange_wait.labels(**self.labels).observe(event.wait_seconds)
         self.neighbours_missing.labels(**self.labels).inc(len(event.missing))
         for _client, reason in event.rejected:
             self.payloads_rejected.labels(**self.labels, reason=reason.split(":", 1)[0]).inc()
+        for _client, reason, points in event.dropped:
+            self.points_rejected.labels(**self.labels, reason=reason.split(":", 1)[0]).inc(points)
         self.synthetic_points.labels(**self.labels, kind="received").inc(event.n_received)
 
     def evaluated(self, record) -> None:

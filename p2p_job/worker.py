@@ -280,7 +280,7 @@ def _round_fields(record, store, checkpoint_bytes: int) -> dict:
         "fnr": record.metrics[eval_set]["fnr"], "fpr": record.metrics[eval_set]["fpr"],
         "train_loss": record.train_loss, "round_seconds": round(record.round_seconds, 3),
         "neighbours_used": record.neighbours_used, "neighbours_missing": record.neighbours_missing,
-        "payloads_rejected": record.payloads_rejected, "store_seconds": round(store.seconds, 3),
+        "payloads_rejected": record.payloads_rejected, "points_rejected": record.points_rejected, "store_seconds": round(store.seconds, 3),
         "bytes_written": store.bytes_written, "bytes_read": store.bytes_read, "checkpoint_bytes": checkpoint_bytes,
     }
 

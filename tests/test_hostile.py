@@ -36,7 +36,7 @@ ATTACKER = "client-d"
 EXPERIMENT, METHOD = "hostile", "ksmote"
 
 
-def document(honest=HONEST, topology="full", **aggregation) -> dict:
+def document(honest=HONEST, topology="full", rebalancing=None, **aggregation) -> dict:
     names = sorted((*honest, ATTACKER))
     clients = [
         {"name": name, "benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"],
@@ -52,7 +52,7 @@ def document(honest=HONEST, topology="full", **aggregation) -> dict:
             "scenario": {"kind": "non-iid", "clients": clients, "globalTest": {"benign": 20, "malicious": 10}},
             "topology": {"kind": topology},
             "methods": [{"rebalancing": "ksmote"}],
-            "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5},
+            "rebalancing": {"k": 3, "neighbours": 4, "shareFraction": 0.5, **(rebalancing or {})},
             "aggregation": aggregation,
             "training": {"localEpochs": 2, "batchSize": 16, "learningRate": 0.05, "hiddenLayers": [8, 4]},
             "runtime": {"device": "cpu", "roundTimeoutSeconds": 5},
@@ -69,8 +69,8 @@ class Round:
     """Round 1 of the three honest peers over one directory store; the attacker's publication
     is planted between their publishing and their merging."""
 
-    def __init__(self, tmp_path, shards, honest=HONEST, topology="full", **aggregation):
-        self.exp = parse_experiment(document(honest, topology, **aggregation))
+    def __init__(self, tmp_path, shards, honest=HONEST, topology="full", rebalancing=None, **aggregation):
+        self.exp = parse_experiment(document(honest, topology, rebalancing, **aggregation))
         self.store = DirectoryStore(tmp_path / "store")
         method = self.exp.spec.methods[0]
         self.hood = hood = neighbourhoods(self.exp, method, list(shards.clients))
@@ -137,13 +137,31 @@ def manifest_text(payloads, **fields) -> str:
     return text
 
 
-def assert_rejected(rnd: Round, records, reason: str):
+def assert_rejected(rnd: Round, records, reason: str, model_used: bool = False):
+    """Every honest peer refused the attacker's publication, or only its model or only its
+    points, once with ``reason``; the honest neighbours' models and points are all used (a
+    hostile neighbour never gets an honest one refused), and the attacker's model when
+    ``model_used``."""
     for c in HONEST:
         [merged] = rnd.events[c]
         assert [(who, why.split(":")[0]) for who, why in merged.rejected] == [(ATTACKER, reason)], merged.rejected
-        assert sorted(merged.used) == sorted(o for o in HONEST if o != c)  # honest neighbours are not blamed
-        assert records[c].payloads_rejected == 1
+        others = [o for o in HONEST if o != c]
+        assert sorted(merged.used) == sorted(others + [ATTACKER] * model_used)
+        assert records[c].payloads_rejected == 1 and records[c].points_rejected == 0
+        assert records[c].n_received >= sum(len(rnd.honest[o].synthetic_y) for o in others)
         assert all(math.isfinite(records[c].metrics[e]["fpr"]) for e in records[c].metrics)
+
+
+def assert_points_dropped(rnd: Round, records, reason: str, n: int):
+    """Every honest peer dropped ``n`` of the attacker's points one by one with ``reason`` and
+    used its model and every honest neighbour's model and points."""
+    for c in HONEST:
+        [merged] = rnd.events[c]
+        assert merged.rejected == [] and [(who, why.split(":")[0], k) for who, why, k in merged.dropped] == [(ATTACKER, reason, n)]
+        others = [o for o in HONEST if o != c]
+        assert sorted(merged.used) == sorted([*others, ATTACKER])
+        assert (records[c].payloads_rejected, records[c].points_rejected) == (0, n)
+        assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in others) + len(rnd.template.synthetic_y) - n
 
 
 def assert_within_honest_range(rnd: Round, slack=1e-5):
@@ -191,7 +209,10 @@ def test_weight_inputs_out_of_bounds_are_rejected(tmp_path, shards, field, raw):
 def test_an_inflated_n_base_is_rejected_against_the_spec(tmp_path, shards):
     rnd = Round(tmp_path, shards)
     rnd.plant(n_base=10**12)
-    assert_rejected(rnd, rnd.merge(), "bad-weights")
+    records = rnd.merge()
+    assert_rejected(rnd, records, "bad-weights")
+    for c in HONEST:  # its points are judged on their own and taken
+        assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != c) + len(rnd.template.synthetic_y)
 
 
 def test_a_sign_flipped_delta_and_a_shifted_batchnorm_bias_are_outvoted_by_the_median(tmp_path, shards):
@@ -221,7 +242,7 @@ def test_a_parquet_bomb_is_refused_from_its_metadata(tmp_path, shards):
     assert len(bomb) < 5 * 2**20
     payloads = rnd.plant(synthetic=bomb)
     rnd.store.put_bytes(rnd.key(MANIFEST_FILE), manifest_text(payloads, n_synthetic="3").encode())  # lies about the count
-    assert_rejected(rnd, rnd.merge(), "too-many-points")
+    assert_rejected(rnd, rnd.merge(), "too-many-points", model_used=True)  # the points only: its model is sound
 
 
 def test_a_huge_manifest_is_not_read_past_its_cap(tmp_path, shards):
@@ -267,14 +288,44 @@ def test_label_flipped_points_are_rejected(tmp_path, shards):
     rnd = Round(tmp_path, shards)
     y = rnd.template.synthetic_y
     rnd.plant(y=(1 - y).astype(np.int8))  # the attacker's minority is malicious (12 of 92 rows)
-    assert_rejected(rnd, rnd.merge(), "wrong-label")
+    assert_rejected(rnd, rnd.merge(), "wrong-label", model_used=True)
 
 
-def test_points_far_out_of_range_are_rejected(tmp_path, shards):
+def test_points_far_out_of_range_are_all_dropped_and_counted(tmp_path, shards):
     rnd = Round(tmp_path, shards)
     X = rnd.template.synthetic_X * 1000.0 + 1000.0
     rnd.plant(X=X)
-    assert_rejected(rnd, rnd.merge(), "out-of-range")
+    assert_points_dropped(rnd, rnd.merge(), "out-of-range", len(X))
+    for c in HONEST:  # none of them reached D_o_syn
+        assert np.abs(rnd.peers[c].received_X).max() < 20
+
+
+def test_only_the_out_of_range_points_of_a_publication_are_dropped(tmp_path, shards):
+    """An honest non-IID sender's points can lie outside a receiver's ranges (an attack kind it
+    never saw): those points go, the rest of its points and its model stay."""
+    rnd = Round(tmp_path, shards)
+    X = rnd.template.synthetic_X.copy()
+    X[:3] = X[:3] * 1000.0 + 1000.0
+    rnd.plant(X=X)
+    assert_points_dropped(rnd, rnd.merge(), "out-of-range", 3)
+
+
+def test_an_honest_non_iid_neighbour_with_points_outside_the_receivers_ranges_is_not_refused_whole(tmp_path, shards):
+    """One device per client: a neighbour's minority points come from its own device and can lie
+    outside the receiver's ranges (tolerance 0 here, so some do). Only those points are dropped
+    and counted; every neighbour's model is used and the rest of its points taken."""
+    rnd = Round(tmp_path, shards, rebalancing={"pointTolerance": 0.0})
+    rnd.plant()  # client-d publishes client-c's honest publication
+    records = rnd.merge()
+    sent = {**{c: len(rnd.honest[c].synthetic_y) for c in HONEST}, ATTACKER: len(rnd.template.synthetic_y)}
+    for c in HONEST:
+        [merged] = rnd.events[c]
+        others = [o for o in (*HONEST, ATTACKER) if o != c]
+        assert merged.rejected == [] and sorted(merged.used) == sorted(others)
+        assert {why.split(":")[0] for _, why, _ in merged.dropped} <= {"out-of-range"}
+        assert records[c].n_received + records[c].points_rejected == sum(sent[o] for o in others)
+    assert sum(records[c].points_rejected for c in HONEST) > 0  # the case is real: some points lie outside
+    assert sum(records[c].n_received for c in HONEST) > 0
 
 
 def test_a_flood_of_points_is_refused_before_download(tmp_path, shards):
@@ -283,7 +334,7 @@ def test_a_flood_of_points_is_refused_before_download(tmp_path, shards):
     rnd.plant(X=X, y=np.ones(200_000, np.int8))
     start = time.perf_counter()
     records = rnd.merge()
-    assert_rejected(rnd, records, "too-many-points")
+    assert_rejected(rnd, records, "too-many-points", model_used=True)
     assert time.perf_counter() - start < 30
     for c in HONEST:  # nothing of it reached D_o_syn
         assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != c)
@@ -296,9 +347,12 @@ def test_in_a_ring_of_five_only_the_attackers_neighbours_see_it_and_reject_it(tm
     assert rnd.hood[ATTACKER] == ["client-c", "client-e"]
     rnd.plant(X=rnd.template.synthetic_X * 1000.0 + 1000.0, delta={n: 10 * v for n, v in rnd.template.delta.items()})
     records = rnd.merge()
+    n = len(rnd.template.synthetic_y)
     for c in honest:
         [merged] = rnd.events[c]
-        expected = [(ATTACKER, "out-of-range")] if ATTACKER in rnd.hood[c] else []
-        assert [(who, why.split(":")[0]) for who, why in merged.rejected] == expected
+        sees = ATTACKER in rnd.hood[c]
+        assert [(who, why.split(":")[0]) for who, why in merged.rejected] == [(ATTACKER, "degenerate")] * sees
+        assert [(who, why.split(":")[0], k) for who, why, k in merged.dropped] == [(ATTACKER, "out-of-range", n)] * sees
+        assert records[c].points_rejected == n * sees
         assert sorted(merged.used) == sorted(n for n in rnd.hood[c] if n != ATTACKER)
         assert math.isfinite(records[c].metrics["global"]["fpr"])

@@ -238,10 +238,21 @@ def _round_one_with_a_bad_c(synthetic_X: np.ndarray, **spec):
     return peers, exchange, good
 
 
-def test_an_incompatible_publication_is_rejected_and_counted():
-    peers, exchange, _ = _round_one_with_a_bad_c(np.zeros((2, D + 1), np.float32))
+def test_incompatible_points_are_rejected_and_counted_and_the_model_judged_on_its_own():
+    peers, exchange, good = _round_one_with_a_bad_c(np.zeros((2, D + 1), np.float32))
     record = peers["a"].merge_and_evaluate(1, exchange)
-    assert (record.neighbours_used, record.neighbours_missing, record.payloads_rejected) == (1, 0, 1)
+    assert (record.neighbours_used, record.neighbours_missing, record.payloads_rejected) == (2, 0, 1)
+    assert record.n_received == len(good.synthetic_y)  # b's points; none of c's
+
+
+def test_an_incompatible_model_is_rejected_and_counted_and_the_points_judged_on_their_own():
+    peers, exchange, good = _round_one_with_a_bad_c(np.zeros((0, D), np.float32))
+    bad = exchange.published[(1, "c")]
+    exchange.publish(dataclasses.replace(bad, delta={**good.delta, "extra": np.zeros(1, np.float32)},
+                                         synthetic_X=good.synthetic_X, synthetic_y=good.synthetic_y))
+    record = peers["a"].merge_and_evaluate(1, exchange)
+    assert (record.neighbours_used, record.payloads_rejected, record.points_rejected) == (1, 1, 0)
+    assert record.n_received == 2 * len(good.synthetic_y)  # b's points and c's
 
 
 class NoGather(MemoryExchange):
@@ -390,7 +401,7 @@ def test_points_that_overflow_the_receivers_scaling_are_rejected():
     narrow = Preprocessor.fit(PreprocessingSpec(), [f"f{j}" for j in range(D)], np.array([[0.0] * D, [1e-3] * D], np.float32))
     peers["a"].shard = dataclasses.replace(SHARDS["a"], preprocessor=narrow)
     record = peers["a"].merge_and_evaluate(1, exchange)
-    assert (record.neighbours_used, record.payloads_rejected) == (1, 1)
+    assert (record.neighbours_used, record.payloads_rejected, record.points_rejected) == (2, 0, 2)  # c's model is sound
     assert np.isfinite(peers["a"].received_X).all() and len(peers["a"].received_y) == len(good.synthetic_y)
 
 

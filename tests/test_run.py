@@ -273,10 +273,12 @@ def test_rounds_done_are_the_checkpoints_commit_points(tmp_path, tiny_spec):
 def test_an_attack_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, tiny_spec, one_thread):
     """spec.adversaries acts on the publishing side of the one Peer: worker processes over the
     directory store give the simulation's results to the bit, with the adversary's rows marked
-    and its publications refused by its neighbours (out-of-range points)."""
-    spec = tiny_spec("attacked", adversaries=[{"client": "client-c", "attack": "out-of-range", "points": 50}])
+    and its points dropped by its neighbours (out-of-range), one by one and counted."""
+    spec = tiny_spec("attacked", adversaries=[{"client": "client-c", "attack": "out-of-range"}])  # as many as it shares
     frame = comparable(run_local(load_experiment(spec), spec, RunSettings(out=tmp_path / "out")))
     pd.testing.assert_frame_equal(frame, simulated(spec))
     assert set(frame.loc[frame["adversarial"], "client"]) == {"client-c"}
-    assert (frame.loc[~frame["adversarial"], "payloads_rejected"] == 1).all()  # a and b refuse c every round
+    honest = frame.loc[~frame["adversarial"]]
+    assert (honest["payloads_rejected"] == 0).all() and (honest["points_rejected"] > 0).all()  # a and b drop c's points every round
+    assert (honest["neighbours_used"] == 2).all()  # and use its (honest) model
     assert "honest clients only; adversarial, left out: client-c" in (tmp_path / "out/summary.md").read_text()

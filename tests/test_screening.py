@@ -25,28 +25,36 @@ def test_point_caps_and_labels_follow_equation_7_and_the_senders_counts():
     assert minority_of(80, 12) == 1 and minority_of(10, 30) == 0 and minority_of(5, 5) == 1
 
 
-def test_points_are_judged_against_the_receivers_own_ranges():
+def test_points_are_judged_against_the_receivers_own_ranges_one_by_one():
     low, high = np.array([0.0, -2.0]), np.array([1.0, 2.0])  # ranges 1 and 4
     ok = np.array([[1.9, 5.9], [-0.9, -5.9]], np.float32)  # each within 1 range of its interval
     y = np.ones(2, np.int8)
     same = np.asarray
-    assert screen_points(ok, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)[0] is None
-    assert screen_points(ok, y, cap=1, label=1, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("too-many-points: 2")
-    assert screen_points(ok, y, cap=2, label=0, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("wrong-label: 2 point(s)")
-    far = ok.copy()
-    far[1, 1] = -6.1  # 4.1 below the low end of a range of 4
-    reason, _ = screen_points(far, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)
-    assert reason.startswith("out-of-range: 1 point(s)") and "row 1, feature 1" in reason
-    assert screen_points(np.full((1, 2), np.inf, np.float32), y[:1], cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)[0].startswith("non-finite")
+    kept = screen_points(ok, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)
+    assert kept.refused is None and kept.dropped == {} and np.array_equal(kept.X, ok) and list(kept.y) == [1, 1]
+    # the set as a whole: a count over the cap or a wrong label refuses every point
+    refused = screen_points(ok, y, cap=1, label=1, tolerance=1.0, low=low, high=high, transform=same)
+    assert refused.refused.startswith("too-many-points: 2") and len(refused.y) == 0 and refused.X.shape == (0, 2)
+    assert screen_points(ok, y, cap=2, label=0, tolerance=1.0, low=low, high=high, transform=same).refused.startswith("wrong-label: 2 point(s)")
+    # each point on its own: only the one 4.1 below the low end of a range of 4 is dropped
+    far = np.concatenate([ok, [[0.5, -6.1]]]).astype(np.float32)
+    screened = screen_points(far, np.ones(3, np.int8), cap=3, label=1, tolerance=1.0, low=low, high=high, transform=same)
+    assert screened.refused is None and np.array_equal(screened.X, ok)
+    count, detail = screened.dropped["out-of-range"]
+    assert count == 1 and "row 2, feature 1 at -6.1" in detail
+    # a point that overflows the receiver's scaling is out of range too; the finite one stays
+    inf = np.array([[np.inf, 0.0], [0.5, 0.0]], np.float32)
+    screened = screen_points(inf, y, cap=2, label=1, tolerance=1.0, low=low, high=high, transform=same)
+    assert screened.dropped["out-of-range"][0] == 1 and screened.X.tolist() == [[0.5, 0.0]]
 
 
 def test_a_flood_is_refused_before_any_point_is_transformed():
     def transform(X):
         raise AssertionError("a flood must be refused before any point is transformed")
 
-    reason, X = screen_points(np.zeros((200_000, 2), np.float32), np.ones(200_000, np.int8), transform=transform,
-                              cap=154, label=1, tolerance=10.0, low=np.zeros(2), high=np.ones(2))
-    assert reason.startswith("too-many-points: 200000") and X is None
+    screened = screen_points(np.zeros((200_000, 2), np.float32), np.ones(200_000, np.int8), transform=transform,
+                             cap=154, label=1, tolerance=10.0, low=np.zeros(2), high=np.ones(2))
+    assert screened.refused.startswith("too-many-points: 200000") and len(screened.y) == 0
 
 
 def test_degenerate_states():

@@ -25,7 +25,7 @@ DESIGN_NAMES = {
     "p2pk_f1", "p2pk_auc", "p2pk_precision_at_recall_75", "p2pk_recall_at_precision_75", "p2pk_train_loss",
     "p2pk_round_duration_seconds", "p2pk_exchange_wait_seconds", "p2pk_exchange_bytes_total",
     "p2pk_synthetic_points_total", "p2pk_neighbours_missing_total", "p2pk_payloads_rejected_total",
-    "p2pk_false_negative_rate_by_kind", "p2pk_store_retries_total", "p2pk_store_wait_seconds", "p2pk_operating_threshold", "p2pk_tuned_false_negative_rate",
+    "p2pk_points_rejected_total", "p2pk_false_negative_rate_by_kind", "p2pk_store_retries_total", "p2pk_store_wait_seconds", "p2pk_operating_threshold", "p2pk_tuned_false_negative_rate",
     "p2pk_tuned_false_positive_rate", "p2pk_tuned_precision", "p2pk_tuned_recall", "p2pk_tuned_f1",
 }
 
@@ -51,7 +51,7 @@ def feed(telemetry: Telemetry) -> None:
         telemetry.trained(Trained("ksmote", "client-a", r, 1.0, 0.3, 100, n_generated=40, n_shared=4))
         telemetry.merged(Merged("ksmote", "client-a", r, True, wait_seconds=0.25, used=["b"], missing=["c"],
                                 rejected=[("d", "hash-mismatch"), ("e", "model-mismatch: model tensors differ")],
-                                n_received=8))
+                                n_received=8, dropped=[("d", "out-of-range: beyond 10 of this peer's feature ranges", 7)]))
         telemetry.evaluated(record(r, fnr))
     telemetry.moved_bytes("sent", 1000)
     telemetry.moved_bytes("received", 300)
@@ -86,6 +86,7 @@ def test_every_design_metric_with_its_labels():
     assert value("p2pk_neighbours_missing_total") == 2
     assert value("p2pk_payloads_rejected_total", reason="hash-mismatch") == 2
     assert value("p2pk_payloads_rejected_total", reason="model-mismatch") == 2
+    assert value("p2pk_points_rejected_total", reason="out-of-range") == 14  # points, not publications
     assert value("p2pk_exchange_bytes_total", direction="sent") == 1000
     assert value("p2pk_round_duration_seconds_count") == 2
     assert value("p2pk_round_duration_seconds_sum") == 3.0

@@ -154,6 +154,11 @@ def test_payloads_over_the_size_cap_are_rejected(tmp_path):
     store = DirectoryStore(tmp_path)
     exchange(store, "b").publish(publication("b", n_points=2000))
     gathered = exchange(store, "a", max_payload_bytes=8000).gather(1, ["b"])
+    # the shared points only: the model (small, sound) still comes, to be judged on its own
+    pub = gathered.publications["b"]
+    assert gathered.rejected == [] and pub.points_refused.startswith("too-large: ") and len(pub.synthetic_y) == 0
+    assert pub.synthetic_X.shape == (0, len(FEATURES))
+    gathered = exchange(store, "a", max_payload_bytes=200).gather(1, ["b"])  # the model over the cap too
     assert gathered.rejected == [("b", "too-large")]
 
 
