@@ -9,12 +9,16 @@ Run with ``p2pk operator --namespace NS`` (or ``--all-namespaces``), or
   ``p2pk operator --observe-interval``; default 30) from their Jobs and the clients' metrics
   in the store;
 - delete removes the clients' MinIO users and, with ``purgeOnDelete``, the store prefix
-  (the Jobs, Secrets and ConfigMap go with their owner).
+  (the Jobs, Secrets and ConfigMap go with their owner). Only experiments with such state
+  outside Kubernetes carry kopf's finalizer (:func:`~p2pk_operator.finalizer.needs_finalizer`),
+  and their deletion waits at most ``memo.deletion_timeout`` seconds
+  (``p2pk operator --deletion-timeout``) before the finalizer is released with a Warning Event.
 
 The side effects live in ``memo.services`` (:class:`~p2pk_operator.reconcile.Services`), made
 at startup unless already given (tests pass a ``kopf.Memo`` with fakes), with
 ``memo.pushgateway`` as the Jobs' default Pushgateway (``p2pk operator --pushgateway``) and
-``memo.admission`` the allowlists (``--allowed-image``, ``--allowed-service-account``).
+``memo.admission`` the allowlists (``--allowed-image``, ``--allowed-service-account``) and
+``memo.deletion_timeout`` the bound on a deletion.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from p2p_job.spec import API_GROUP, API_VERSION
 from p2pk_operator.admission import Admission
 from p2pk_operator.cluster import KubeCluster
 from p2pk_operator.crd import PLURAL
+from p2pk_operator.finalizer import DELETION_TIMEOUT, needs_finalizer
 from p2pk_operator.reconcile import Services, cleanup, reconcile
 from p2pk_operator.status import TERMINAL, ExperimentStatus
 
@@ -47,7 +52,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.scanning.disabled = True
     if "services" not in memo:
         memo.services = Services(cluster=KubeCluster(), pushgateway=memo.get("pushgateway"),
-                                 admission=memo.get("admission") or Admission())
+                                 admission=memo.get("admission") or Admission(),
+                                 deletion_timeout=memo.get("deletion_timeout") or DELETION_TIMEOUT)
 
 
 @kopf.on.create(*RESOURCE)
@@ -73,6 +79,12 @@ def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
         reconcile(body, patch, memo.services)
 
 
-@kopf.on.delete(*RESOURCE)
+def _needs_finalizer(spec: kopf.Spec, **_) -> bool:
+    return needs_finalizer(spec)
+
+
+# Filtered: kopf adds its finalizer only to experiments with state outside Kubernetes (and
+# removes it when a spec change drops that), so the others never wait for an operator.
+@kopf.on.delete(*RESOURCE, when=_needs_finalizer)
 def deleted(body: kopf.Body, memo: kopf.Memo, **_) -> None:
     cleanup(body, memo.services)

@@ -3,8 +3,8 @@
 One entry point serves creation, a restarted operator, a spec change and the periodic check
 (:func:`reconcile`); another the deletion (:func:`cleanup`). Both only compose the pure parts —
 ``manifests`` (spec → objects), ``policies`` (per-client MinIO users), ``progress`` and
-``status`` (observations → status and events) — with the side effects behind
-:class:`Services`, so they can be run against fakes.
+``status`` (observations → status and events), ``finalizer`` (how long a deletion may
+wait) — with the side effects behind :class:`Services`, so they can be run against fakes.
 
 Creation is idempotent: an object that exists already (HTTP 409) is taken as made, if it is
 this experiment's (its ownerReference), and a client's Secret keeps the keys it was created
@@ -25,6 +25,7 @@ then creates the experiment.
 
 from __future__ import annotations
 
+import datetime
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from urllib3.exceptions import HTTPError
 
 from p2p_job.spec import InvalidSpec, dump_experiment, load_yaml, parse_experiment
 from p2p_job.store import RetryingStore, StoreError, metrics_key, metrics_prefix, open_store, spec_key
-from p2pk_operator import manifests, policies
+from p2pk_operator import finalizer, manifests, policies
 from p2pk_operator.admission import Admission, secret_refusal
 from p2pk_operator.cluster import Cluster, Forbidden, Rejected
 from p2pk_operator.manifests import ACCESS_KEY, EXPERIMENT_LABEL, SECRET_KEY, SPEC_FILE, Plan
@@ -74,6 +75,8 @@ class Services:
     pushgateway: str | None = None
     #: Images and ServiceAccounts experiments may use (``p2pk operator --allowed-image …``).
     admission: Admission = field(default_factory=Admission)
+    #: Seconds a deletion may wait for the store or the Jobs (``p2pk operator --deletion-timeout``).
+    deletion_timeout: float = finalizer.DELETION_TIMEOUT
 
 
 class NameConflict(Exception):
@@ -175,10 +178,15 @@ def reconcile(body: Any, patch: kopf.Patch, services: Services, now: str | None 
     _publish(body, patch, services, previous, status)
 
 
-def cleanup(body: Any, services: Services) -> None:
+def cleanup(body: Any, services: Services, now: datetime.datetime | None = None) -> None:
     """On deletion: with ``purgeOnDelete``, delete the experiment's store prefix once its Jobs
     have stopped; then remove the clients' MinIO users (scoped mode). The Jobs, Secrets and
-    ConfigMap go with their owner (ownerReferences)."""
+    ConfigMap go with their owner (ownerReferences).
+
+    A step that must wait (Jobs still running, the store or the MinIO admin API not answering)
+    is retried (``kopf.TemporaryError``) until ``services.deletion_timeout`` seconds after the
+    deletionTimestamp; then each step is tried once more, and what could not be done is named
+    in a Warning Event (CleanupAbandoned) as the finalizer is released (``finalizer``)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     desired, _ = _desired(body, services.admission)
@@ -186,36 +194,71 @@ def cleanup(body: Any, services: Services) -> None:
     if running is None:
         return  # invalid from the start: nothing was made
 
-    if (desired or running).exp.spec.kubernetes.purge_on_delete:
-        jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name})
-        active = [j["metadata"]["name"] for j in jobs if (j.get("status") or {}).get("active")]
-        if active:
-            raise kopf.TemporaryError(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}", delay=WAIT_DELAY)
-        try:
-            deleted = _operator_store(running, namespace, services).delete_prefix(f"{name}/")
-        except CredentialsUnavailable as exc:
-            services.cluster.event(body, "Warning", "StoreKept", f"cannot purge the store: {exc}")
-        else:
-            services.cluster.event(body, "Normal", "StorePurged", f"deleted {counted(deleted, 'object')} under {running.store_url}/{name}/")
+    timeout = services.deletion_timeout
+    age = finalizer.deletion_age(meta.get("deletionTimestamp"), now or datetime.datetime.now(datetime.timezone.utc))
+    delay = finalizer.retry_delay(age, timeout, RETRY_DELAY)
+    left: list[str] = []
 
+    def waiting(step: Callable[[], None], leftover: str, wait_delay: float) -> None:
+        """Run ``step``; a :class:`_Wait` is retried while time is left, else noted in ``left``."""
+        try:
+            step()
+        except _Wait as wait:
+            if delay is not None:
+                raise kopf.TemporaryError(str(wait), delay=min(delay, wait_delay)) from None
+            left.append(f"{leftover} ({wait})")
+
+    s3 = running.exp.spec.kubernetes.s3
+    if (desired or running).exp.spec.kubernetes.purge_on_delete:
+        waiting(lambda: _purge(running, body, services), f"everything under {running.store_url}/{name}/", WAIT_DELAY)
     if running.scoped:
         previous = ExperimentStatus.model_validate(body.get("status") or {})
         clients = sorted(set(running.clients) | {c.client for c in previous.clients or ()})
-        s3 = running.exp.spec.kubernetes.s3
-        try:
-            admin = services.minio_admin(s3.endpoint_url, *_operator_keys(running, namespace, services.cluster))
-            for client in clients:
-                policies.revoke(admin, policies.user_name(namespace, name, client))
-        except CredentialsUnavailable as exc:
-            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
-        except (MinioAdminException, HTTPError, OSError) as exc:
-            failure = admin_failure(exc, s3.endpoint_url, f"Secret {namespace}/{s3.admin_secret}")
-            if not failure.permanent:
-                raise kopf.TemporaryError(f"cannot remove the clients' MinIO users yet: {failure}", delay=RETRY_DELAY) from None
-            # No MinIO admin API there, so no users were made: nothing to keep the deletion for.
-            services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {failure}")
-        else:
-            services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {counted(len(clients), 'client')}")
+        users = ", ".join(policies.user_name(namespace, name, c) for c in clients)
+        waiting(lambda: _remove_users(running, body, clients, services), f"the MinIO users {users} at {s3.endpoint_url}", RETRY_DELAY)
+    if left:
+        services.cluster.event(body, "Warning", "CleanupAbandoned", finalizer.abandoned_message(age, timeout, left))
+
+
+class _Wait(Exception):
+    """A deletion step cannot finish yet; the message says why."""
+
+
+def _purge(plan: Plan, body: Any, services: Services) -> None:
+    """Delete the experiment's store prefix, once no Job of it is active."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    jobs = services.cluster.list("Job", namespace, {EXPERIMENT_LABEL: name})
+    active = [j["metadata"]["name"] for j in jobs if (j.get("status") or {}).get("active")]
+    if active:
+        raise _Wait(f"waiting for {len(active)} Jobs to stop before purging the store: {', '.join(active)}")
+    try:
+        deleted = _operator_store(plan, namespace, services).delete_prefix(f"{name}/")
+    except CredentialsUnavailable as exc:
+        services.cluster.event(body, "Warning", "StoreKept", f"cannot purge the store: {exc}")
+    except StoreError as exc:
+        raise _Wait(f"cannot purge the store yet: {_first_line(str(exc))}") from None
+    else:
+        services.cluster.event(body, "Normal", "StorePurged", f"deleted {counted(deleted, 'object')} under {plan.store_url}/{name}/")
+
+
+def _remove_users(plan: Plan, body: Any, clients: list[str], services: Services) -> None:
+    """Remove the clients' MinIO users and policies (scoped mode)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    s3 = plan.exp.spec.kubernetes.s3
+    try:
+        admin = services.minio_admin(s3.endpoint_url, *_operator_keys(plan, namespace, services.cluster))
+        for client in clients:
+            policies.revoke(admin, policies.user_name(namespace, name, client))
+    except CredentialsUnavailable as exc:
+        services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {exc}")
+    except (MinioAdminException, HTTPError, OSError) as exc:
+        failure = admin_failure(exc, s3.endpoint_url, f"Secret {namespace}/{s3.admin_secret}")
+        if not failure.permanent:
+            raise _Wait(f"cannot remove the clients' MinIO users yet: {failure}") from None
+        # No MinIO admin API there, so no users were made: nothing to keep the deletion for.
+        services.cluster.event(body, "Warning", "StoreUsersKept", f"cannot remove the clients' MinIO users: {failure}")
+    else:
+        services.cluster.event(body, "Normal", "StoreUsersRemoved", f"removed the MinIO users of {counted(len(clients), 'client')}")
 
 
 # --------------------------------------------------------------------------- parts

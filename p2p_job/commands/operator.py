@@ -27,6 +27,11 @@ def register(sub) -> None:
                    default=os.environ.get("P2PK_OBSERVE_INTERVAL") or "30",
                    help="seconds between two status updates of a running experiment from its Jobs and the clients' "
                         "metrics (default: $P2PK_OBSERVE_INTERVAL or 30)")
+    p.add_argument("--deletion-timeout", metavar="SECONDS", type=_seconds,
+                   default=os.environ.get("P2PK_DELETION_TIMEOUT") or "120",
+                   help="seconds a deleted experiment waits for its Jobs to stop or the store to answer before the "
+                        "operator releases its finalizer with a Warning Event naming what it left in the store "
+                        "(default: $P2PK_DELETION_TIMEOUT or 120)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     p.set_defaults(func=run_operator)
 
@@ -57,7 +62,7 @@ def run_operator(args) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(pushgateway=args.pushgateway,
+        memo=kopf.Memo(pushgateway=args.pushgateway, deletion_timeout=args.deletion_timeout,
                        admission=Admission.from_settings(args.allowed_image, args.allowed_service_account)),
     )
     return 0

@@ -197,7 +197,7 @@ def test_operator_runs_p2pk_operator_non_root_with_a_liveness_probe(render):
     pod = one(render(None), "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/p2pk/operator:0.1.0"
-    assert container["args"] == ["--namespace=$(POD_NAMESPACE)", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == ["--namespace=$(POD_NAMESPACE)", "--liveness=http://0.0.0.0:8080/healthz", "--deletion-timeout=120"]
     assert {"name": "health", "containerPort": 8080} in container["ports"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] > 0
@@ -301,14 +301,15 @@ def test_helm_test_hook_waits_for_every_experiment_with_read_only_rights(render)
     assert not hooks(render(None), "test")
 
 
-def test_uninstall_first_deletes_the_releases_experiments_with_delete_only_rights(render):
+def test_uninstall_first_deletes_every_watched_experiment_with_delete_only_rights(render):
     cleanup = hooks(render(None), "pre-delete")
     assert {o["kind"] for o in cleanup} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"}
     job = one(cleanup, "Job")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["python", "/hooks/delete_experiments.py"]
-    assert container["args"] == ["--namespace=p2pk", "--selector=app.kubernetes.io/instance=exp", "--timeout=300"]
+    # Every experiment of the namespace the operator watches, not only the release's.
+    assert container["args"] == ["--namespace=p2pk", "--timeout=300"]
     assert job["spec"]["activeDeadlineSeconds"] == 420
     assert pod["serviceAccountName"] == one(cleanup, "ServiceAccount")["metadata"]["name"]
     assert rules_of(one(cleanup, "Role")) == {("p2pk.io", "p2pexperiments"): {"list", "delete"}}
@@ -319,6 +320,25 @@ def test_uninstall_first_deletes_the_releases_experiments_with_delete_only_right
     assert max(weights[k] for k in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap")) < weights["Job"]
     assert {o["metadata"]["annotations"]["helm.sh/hook-delete-policy"] for o in cleanup} == {"before-hook-creation,hook-succeeded"}
     assert not hooks(render(None, "--set", "operator.cleanup.enabled=false"), "pre-delete")
+
+
+def test_a_cluster_wide_operators_uninstall_deletes_the_experiments_of_every_namespace(render):
+    cleanup = hooks(render(example("cluster-wide")), "pre-delete")
+    assert {o["kind"] for o in cleanup} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Job"}
+    (container,) = one(cleanup, "Job")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["--all-namespaces", "--timeout=300"]
+    assert rules_of(one(cleanup, "ClusterRole")) == {("p2pk.io", "p2pexperiments"): {"list", "delete"}}
+    binding = one(cleanup, "ClusterRoleBinding")
+    assert binding["roleRef"]["kind"] == "ClusterRole" and "namespace" not in binding["metadata"]
+
+
+def test_the_operator_bounds_a_deletion_below_the_uninstall_hooks_wait(helm, render):
+    (container,) = one(release_objects(render(None, "--set", "operator.deletionTimeoutSeconds=90")),
+                       "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--deletion-timeout=90" in container["args"]
+    proc = helm.run("template", "exp", str(CHART), "--set", "operator.deletionTimeoutSeconds=300")
+    assert proc.returncode != 0
+    assert "operator.cleanup.timeoutSeconds must be longer than operator.deletionTimeoutSeconds" in proc.stderr
 
 
 @pytest.mark.parametrize(

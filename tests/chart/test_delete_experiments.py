@@ -57,3 +57,8 @@ def test_one_kept_by_its_finalizer_is_named_at_the_deadline():
 def test_nothing_to_delete_returns_at_once():
     cluster = Cluster([], {})
     assert run(cluster) == ([], []) and cluster.now == 0.0
+
+
+def test_experiments_are_keyed_by_namespace_and_name():
+    cluster = Cluster([("lab", "a"), ("team", "a")], {("lab", "a"): 0, ("team", "a"): 2})
+    assert run(cluster) == ([("lab", "a"), ("team", "a")], [])

@@ -6,6 +6,8 @@ and deletion."""
 from __future__ import annotations
 
 import copy
+import datetime
+import re
 
 import kopf
 import pytest
@@ -16,6 +18,7 @@ from operator_fakes import NAMESPACE, SHARED_SECRET, World, experiment, metrics_
 from urllib3.exceptions import MaxRetryError
 
 from p2p_job.spec import parse_experiment
+from p2p_job.store import StoreError
 from p2pk_operator import handlers, policies
 from p2pk_operator.admission import Admission
 from p2pk_operator.manifests import plan, secret_values
@@ -510,3 +513,57 @@ def test_a_recreated_experiment_waits_for_its_predecessors_leftovers(world):
     assert condition(body, "Created")["status"] == "True"
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for (k, ns, n), o in world.cluster.objects.items() if n.startswith("exp-")}
     assert owners == {new["metadata"]["uid"]} != {old["metadata"]["uid"]}
+
+
+def deleted_long_ago(body: dict, seconds: float = 3600) -> dict:
+    """``body`` as the API server shows it ``seconds`` after it was deleted."""
+    when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+    return {**body, "metadata": {**body["metadata"], "deletionTimestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+
+def test_a_deletion_waiting_for_minio_retries_no_later_than_its_deadline(world):
+    body = deleted_long_ago(created(world), seconds=100)
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
+    with pytest.raises(kopf.TemporaryError) as retry:
+        handlers.deleted(body=body, memo=world.memo)
+    assert 15 <= retry.value.delay <= 20  # the default timeout is 120 s: the last retry lands on it
+
+
+def test_a_deletion_past_its_timeout_releases_the_finalizer_naming_the_users_left(world):
+    body = deleted_long_ago(created(world))
+    world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
+    handlers.deleted(body=body, memo=world.memo)  # no retry: kopf removes its finalizer
+    kind, reason, message = world.cluster.events[-1]
+    assert (kind, reason) == ("Warning", "CleanupAbandoned")
+    assert re.match(r"released the finalizer 360[01] s after deletion \(p2pk operator --deletion-timeout 120\)", message)
+    users = ", ".join(policies.user_name(NAMESPACE, "exp", c) for c in "abc")
+    assert f"the MinIO users {users} at http://minio.lab.svc:9000 (cannot remove the clients' MinIO users yet: " in message
+    assert "InvalidAccessKeyId" in message
+
+
+def test_a_purge_past_its_timeout_keeps_the_prefix_but_still_removes_the_users(world):
+    world.memo.services.deletion_timeout = 30
+    body = deleted_long_ago(created(world, experiment(purgeOnDelete=True)), seconds=31)
+    world.store.put_bytes("exp/ksmote/rounds/00001/a/manifest.json", b"{}")
+    world.cluster.set_job_status("exp-ksmote-a", RUNNING)
+    handlers.deleted(body=body, memo=world.memo)
+    assert world.store.list("exp/") and world.admin.users == {}
+    assert world.cluster.events[-2][:3] == ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients")
+    kind, reason, message = world.cluster.events[-1]
+    assert (kind, reason) == ("Warning", "CleanupAbandoned")
+    assert re.fullmatch(r"released the finalizer 3[12] s after deletion \(p2pk operator --deletion-timeout 30\); "
+                        r"left in the store: everything under s3://p2pk/experiments/lab/exp/ "
+                        r"\(waiting for 1 Jobs to stop before purging the store: exp-ksmote-a\)", message), message
+
+
+def test_a_store_that_fails_the_purge_is_waited_for_not_an_exception(world):
+    body = created(world, experiment(purgeOnDelete=True))
+
+    class Down:
+        def delete_prefix(self, prefix):
+            raise StoreError("s3://p2pk/experiments/lab: connection refused")
+
+    world.memo.services.open_store = lambda url, **kw: Down()
+    with pytest.raises(kopf.TemporaryError, match="cannot purge the store yet: .*connection refused"):
+        handlers.deleted(body=body, memo=world.memo)
+    assert world.admin.users, "the users stay while the purge waits"
