@@ -2,14 +2,25 @@
 
 Reconciliation (``p2pk_operator.reconcile``) creates objects (learning when one exists already),
 reads a ConfigMap or a Secret, lists an experiment's Jobs and posts Events on the experiment;
-nothing else. :class:`KubeCluster` does that with the official ``kubernetes`` client; the tests
-use a recording fake with the same four methods.
+the periodic observation (``p2pk_operator.handlers``) patches an experiment's status; nothing
+else. :class:`KubeCluster` does that with the official ``kubernetes`` client; the tests use a
+recording fake with the same five methods.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
+import socket
 from typing import Any, Protocol
+
+from p2p_job.spec import API_GROUP, API_VERSION
+from p2pk_operator.crd import PLURAL
+
+log = logging.getLogger(__name__)
+#: The Events' reporting component.
+COMPONENT = "p2pk-operator"
 
 #: Kinds the operator touches → (API class of the kubernetes client, method suffix).
 _ENDPOINTS = {"ConfigMap": ("CoreV1Api", "config_map"), "Secret": ("CoreV1Api", "secret"), "Job": ("BatchV1Api", "job")}
@@ -39,11 +50,15 @@ class Cluster(Protocol):
     def event(self, body: Any, type: str, reason: str, message: str) -> None:
         """Post a Kubernetes Event on ``body`` (the experiment)."""
 
+    def patch_status(self, body: Any, status: dict) -> None:
+        """Merge ``status`` into the experiment's status subresource (gone meanwhile: nothing)."""
+
 
 class KubeCluster:
     """:class:`Cluster` through the ``kubernetes`` client: in-cluster configuration when the
     operator runs in a pod, else the kubeconfig (``KUBECONFIG``), unless an ``ApiClient`` is
-    given. Events go through kopf, which posts them in the background."""
+    given. An Event that cannot be posted (e.g. its namespace is being deleted) is logged, not
+    raised: it never holds up what it reports."""
 
     def __init__(self, api_client=None) -> None:
         from kubernetes import client, config
@@ -55,6 +70,7 @@ class KubeCluster:
                 config.load_kube_config()
         self._client = api_client or client.ApiClient()
         self._apis = {"CoreV1Api": client.CoreV1Api(self._client), "BatchV1Api": client.BatchV1Api(self._client)}
+        self._custom = client.CustomObjectsApi(self._client)
 
     def _call(self, kind: str, verb: str, *args, **kwargs):
         api, suffix = _ENDPOINTS[kind]
@@ -92,9 +108,33 @@ class KubeCluster:
         return [self._client.sanitize_for_serialization(item) for item in items]
 
     def event(self, body: Any, type: str, reason: str, message: str) -> None:
-        import kopf
+        from kubernetes.client.exceptions import ApiException
 
-        kopf.event(body, type=type, reason=reason, message=message)
+        meta = body["metadata"]
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "type": type, "reason": reason, "message": message[:1024],
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self._apis["CoreV1Api"].create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("could not post the %s Event %s on %s/%s: %s", type, reason, meta["namespace"], meta["name"], _message(exc))
+
+    def patch_status(self, body: Any, status: dict) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        meta = body["metadata"]
+        try:
+            self._custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, meta["namespace"], PLURAL,
+                                                               meta["name"], {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def _message(exc) -> str:

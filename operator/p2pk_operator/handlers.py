@@ -4,10 +4,10 @@ Run with ``p2pk operator --namespace NS`` (or ``--all-namespaces``), or
 ``kopf run --standalone -m p2pk_operator.handlers``. Every handler is idempotent:
 
 - create, resume (the operator restarted) and a spec change reconcile the experiment;
-- a timer re-derives the status of created, unfinished experiments every
+- one task re-derives the status of created, unfinished experiments every
   :data:`OBSERVE_INTERVAL` seconds (``$P2PK_OBSERVE_INTERVAL``, set by
   ``p2pk operator --observe-interval``; default 30) from their Jobs and the clients' metrics
-  in the store;
+  in the store (kopf's index of the experiments it serves says which there are);
 - delete removes the clients' MinIO users and, with ``purgeOnDelete``, the store prefix
   (the Jobs, Secrets and ConfigMap go with their owner). Only experiments with such state
   outside Kubernetes carry kopf's finalizer (:func:`~p2pk_operator.finalizer.needs_finalizer`),
@@ -23,6 +23,8 @@ at startup unless already given (tests pass a ``kopf.Memo`` with fakes), with
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import os
 
@@ -34,11 +36,12 @@ from p2pk_operator.cluster import KubeCluster
 from p2pk_operator.crd import PLURAL
 from p2pk_operator.finalizer import DELETION_TIMEOUT, needs_finalizer
 from p2pk_operator.reconcile import Services, cleanup, reconcile
-from p2pk_operator.status import TERMINAL, ExperimentStatus
+from p2pk_operator.status import needs_observation
 
 #: Seconds between two status observations of a running experiment.
 OBSERVE_INTERVAL = float(os.environ.get("P2PK_OBSERVE_INTERVAL") or 30)
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -71,12 +74,52 @@ def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> No
     reconcile(body, patch, memo.services)
 
 
-@kopf.timer(*RESOURCE, interval=OBSERVE_INTERVAL, initial_delay=OBSERVE_INTERVAL)
+@kopf.index(*RESOURCE)
+def experiments(body: kopf.Body, namespace: str, name: str, **_) -> dict:
+    """The latest state of every experiment the operator serves, for :func:`observe_forever`."""
+    return {(namespace, name): copy.deepcopy(dict(body))}
+
+
 def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_) -> None:
-    status = ExperimentStatus.model_validate(body.get("status") or {})
-    finished = status.phase in TERMINAL and status.observed_generation == body["metadata"].get("generation")
-    if status.is_true("Created") and not finished:
+    """Re-derive a created, unfinished experiment's status into ``patch``; others are left alone."""
+    if needs_observation(body):
         reconcile(body, patch, memo.services)
+
+
+def observe_once(body: dict, memo: kopf.Memo) -> None:
+    """:func:`observe`, and the status patch applied."""
+    patch = kopf.Patch()
+    observe(body, patch, memo)
+    if patch.get("status"):
+        memo.services.cluster.patch_status(body, dict(patch["status"]))
+
+
+async def observe_forever(memo: kopf.Memo, index: kopf.Index, interval: float) -> None:
+    """Every ``interval`` seconds, observe every experiment in ``index`` at once (each in a
+    thread). One task for the operator, not a kopf timer per experiment: kopf puts its finalizer
+    on every object a timer serves (to stop the timer before the object goes), and an experiment
+    without state outside Kubernetes must not wait for the operator to be deleted."""
+    while True:
+        await asyncio.sleep(interval)
+        bodies = [body for store in list(index.values()) for body in list(store)]
+        outcomes = await asyncio.gather(*(asyncio.to_thread(observe_once, body, memo) for body in bodies), return_exceptions=True)
+        for body, outcome in zip(bodies, outcomes):
+            where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+            if isinstance(outcome, kopf.TemporaryError):
+                log.warning("observing %s: %s", where, outcome)
+            elif isinstance(outcome, Exception):
+                log.error("observing %s failed: %s", where, outcome, exc_info=outcome)
+
+
+@kopf.on.startup()
+async def start_observing(memo: kopf.Memo, experiments: kopf.Index, **_) -> None:
+    memo.observer = asyncio.create_task(observe_forever(memo, experiments, OBSERVE_INTERVAL))
+
+
+@kopf.on.cleanup()
+async def stop_observing(memo: kopf.Memo, **_) -> None:
+    if memo.get("observer"):
+        memo.observer.cancel()
 
 
 def _needs_finalizer(spec: kopf.Spec, **_) -> bool:

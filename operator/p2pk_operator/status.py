@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -146,6 +146,17 @@ class ExpectedJob:
     method: str
     client: str
     job: str
+
+
+def needs_observation(body: Any) -> bool:
+    """Whether the periodic observation should re-derive this experiment's status: it was
+    created (its Jobs exist), has not finished at its current generation, and is not being
+    deleted."""
+    if body["metadata"].get("deletionTimestamp"):
+        return False
+    status = ExperimentStatus.model_validate(body.get("status") or {})
+    finished = status.phase in TERMINAL and status.observed_generation == body["metadata"].get("generation")
+    return status.is_true("Created") and not finished
 
 
 def now_rfc3339() -> str:

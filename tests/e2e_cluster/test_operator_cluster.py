@@ -100,8 +100,9 @@ def cluster(tmp_path_factory):
     try:
         yield kubernetes, namespace, store
     finally:
-        # The namespace first: its experiments carry the operator's finalizer, which only the
-        # running operator removes (stopped first, the namespace would stay Terminating).
+        # The namespace first: its experiments with adminSecret carry the operator's finalizer,
+        # which only the running operator removes (stopped first, the namespace would stay
+        # Terminating); those with shared keys carry none.
         try:
             core.delete_namespace(namespace)
             wait_for(lambda: namespace not in [n.metadata.name for n in core.list_namespace().items],

@@ -79,6 +79,7 @@ class FakeCluster:
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
         self.forbidden: set[tuple[str, str]] = set()  # (kind, name) its RBAC may not read: 403
+        self.status_patches: list[tuple[str, dict]] = []
 
     def create(self, obj: dict) -> dict | None:
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -109,6 +110,9 @@ class FakeCluster:
 
     def event(self, body, type: str, reason: str, message: str) -> None:
         self.events.append((type, reason, message))
+
+    def patch_status(self, body, status: dict) -> None:
+        self.status_patches.append((body["metadata"]["name"], copy.deepcopy(status)))
 
     # What the cluster itself would do -----------------------------------------------------
 

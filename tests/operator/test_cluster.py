@@ -24,16 +24,25 @@ ANSWERS = {
     ("POST", "/apis/batch/v1/namespaces/lab/jobs"): (422, {"kind": "Status", "code": 422, "message": 'Job.batch "x" is invalid: spec.template.labels: too long'}),
     ("GET", "/api/v1/namespaces/lab/configmaps/exp-spec"): (404, {"kind": "Status", "code": 404}),
     ("GET", "/apis/batch/v1/namespaces/lab/jobs?labelSelector=p2pk.io%2Fexperiment%3Dexp"): (200, {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [JOB]}),
+    ("POST", "/api/v1/namespaces/lab/events"): (201, {"kind": "Event", "metadata": {"name": "exp.1"}, "involvedObject": {"name": "exp"}}),
+    ("POST", "/api/v1/namespaces/gone/events"): (403, {"kind": "Status", "code": 403, "message": 'events "exp.1" is forbidden: '
+                                                        "unable to create new content in namespace gone because it is being terminated"}),
+    ("PATCH", "/apis/p2pk.io/v1alpha1/namespaces/lab/p2pexperiments/exp/status"): (200, {"kind": "P2PExperiment"}),
+    ("PATCH", "/apis/p2pk.io/v1alpha1/namespaces/lab/p2pexperiments/deleted/status"): (404, {"kind": "Status", "code": 404}),
 }
+EXPERIMENT = {"apiVersion": "p2pk.io/v1alpha1", "kind": "P2PExperiment", "metadata": {"name": "exp", "namespace": "lab", "uid": "u-1"}}
 
 
 @pytest.fixture
 def api():
     seen: list[tuple[str, str]] = []
+    bodies: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
             seen.append((self.command, self.path))
+            if self.headers.get("Content-Length"):
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             status, body = ANSWERS.get((self.command, self.path), (500, {"message": f"unexpected {self.command} {self.path}"}))
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -42,7 +51,7 @@ def api():
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = _answer
+        do_GET = do_POST = do_PATCH = _answer
 
         def log_message(self, *args):
             pass
@@ -50,7 +59,9 @@ def api():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
-    yield KubeCluster(client.ApiClient(config)), seen
+    cluster = KubeCluster(client.ApiClient(config))
+    cluster.bodies = bodies
+    yield cluster, seen
     server.shutdown()
 
 
@@ -82,3 +93,25 @@ def test_other_api_errors_propagate_for_kopf_to_retry(api):
     with pytest.raises(ApiException) as info:
         cluster.read("Secret", "lab", "unknown")  # the fake answers 500
     assert info.value.status == 500
+
+
+def test_events_are_posted_on_the_experiment_and_a_refused_one_does_not_raise(api, caplog):
+    cluster, seen = api
+    cluster.event(EXPERIMENT, "Warning", "CleanupAbandoned", "left in the store: x")
+    event = cluster.bodies[-1]
+    assert event["involvedObject"] == {"apiVersion": "p2pk.io/v1alpha1", "kind": "P2PExperiment", "name": "exp",
+                                       "namespace": "lab", "uid": "u-1"}
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "CleanupAbandoned", "left in the store: x")
+    assert event["metadata"] == {"generateName": "exp.", "namespace": "lab"} and event["count"] == 1
+    # Its namespace being deleted: the API server refuses new Events; said in the log, not raised.
+    terminating = {**EXPERIMENT, "metadata": {**EXPERIMENT["metadata"], "namespace": "gone"}}
+    cluster.event(terminating, "Normal", "StorePurged", "deleted 3 objects")
+    assert "could not post the Normal Event StorePurged on gone/exp: " in caplog.text and "being terminated" in caplog.text
+
+
+def test_the_status_is_merge_patched_and_a_deleted_experiment_is_no_error(api):
+    cluster, seen = api
+    cluster.patch_status(EXPERIMENT, {"phase": "Running"})
+    assert seen[-1] == ("PATCH", "/apis/p2pk.io/v1alpha1/namespaces/lab/p2pexperiments/exp/status")
+    assert cluster.bodies[-1] == {"status": {"phase": "Running"}}
+    cluster.patch_status({**EXPERIMENT, "metadata": {**EXPERIMENT["metadata"], "name": "deleted"}}, {"phase": "Running"})

@@ -161,7 +161,7 @@ def test_status_follows_jobs_and_metrics_until_success(world):
     assert ("Normal", "JobsSucceeded", "all 6 Jobs succeeded") in world.cluster.events
 
     world.cluster.calls.clear()
-    call(handlers.observe, world, body)  # finished: the timer has nothing to do
+    call(handlers.observe, world, body)  # finished: the observation has nothing to do
     assert world.cluster.calls == []
 
 
@@ -238,10 +238,44 @@ def test_the_operator_survives_oversized_metrics_files(world):
     assert body["status"]["round"]["fastest"] == 1
 
 
-def test_the_timer_leaves_experiments_it_did_not_create(world):
+def test_the_observation_leaves_experiments_it_did_not_create_and_those_being_deleted(world):
     body = resource(experiment())
     assert call(handlers.observe, world, body)["status"] == {}
+    running = created(world)
+    world.cluster.calls.clear()
+    assert call(handlers.observe, world, deleted_long_ago(running, 1))["status"] == running["status"]
     assert world.cluster.calls == []
+
+
+def test_one_task_observes_every_indexed_experiment_and_patches_its_status(world):
+    """The operator's observation loop over kopf's index (a mapping of stores of bodies): each
+    created, unfinished experiment's status is patched; one that fails is logged, not fatal."""
+    import asyncio
+
+    first = created(world)
+    other = created(world, experiment("other"))
+    for name in JOBS:
+        world.cluster.set_job_status(name, RUNNING)
+    listing = world.cluster.list
+
+    def failing_for_other(kind, namespace, labels):
+        if labels.get("p2pk.io/experiment") == "other":
+            raise RuntimeError("API server hiccup")
+        return listing(kind, namespace, labels)
+
+    world.cluster.list = failing_for_other  # observing "other" fails: the others still get observed
+    index = {("lab", "exp"): [first], ("lab", "other"): [other], ("lab", "new"): [resource(experiment("new"))]}
+
+    async def two_rounds():
+        task = asyncio.create_task(handlers.observe_forever(world.memo, index, 0.01))
+        while len(world.cluster.status_patches) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(two_rounds(), 30))
+    names = {name for name, _ in world.cluster.status_patches}
+    assert names == {"exp"}
+    assert world.cluster.status_patches[0][1]["phase"] == "Running"
 
 
 @pytest.mark.parametrize(
