@@ -17,49 +17,56 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from helm_release import CHART, STORE_SECRET, Release, create_namespace, install
 from node_agent import SERVICE_ACCOUNT_DIR
-from services import require_binary, tiny_experiment, wait_for
+from services import tiny_experiment, wait_for
 
 from p2p_job.spec import API_GROUP, API_VERSION
-from p2pk_operator.admission import CREDENTIALS_LABEL
 from p2pk_operator.crd import PLURAL
 from p2pk_operator.manifests import EXPERIMENT_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "p2pk"
 RELEASE = "checked"
-STORE_SECRET = "store-keys"
 ALLOWED_IMAGE = "ghcr.io/p2pk/worker:0.1.0"
 
 
-class Release:
-    """The release's namespace, values and tools; ``helm``/``kubectl`` run as the admin."""
+@dataclass
+class Checked:
+    """The release, the values it was installed with, and the store its experiments use."""
 
-    def __init__(self, plane, agent, namespace: str, work: Path, values: dict):
-        self.plane, self.agent, self.namespace, self.work, self.values = plane, agent, namespace, work, values
-        self.tools = {tool: require_binary(tool) for tool in ("helm", "kubectl")}
-        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "KUBECONFIG": str(plane.kubeconfig),
-                    **{var: str(work / var.lower()) for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}}
+    release: Release
+    values: dict
+    work: Path
+    bucket: str
+    endpoint: str
 
-    def run(self, tool: str, *args: str, stdin: str | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([self.tools[tool], *args], env=self.env, input=stdin, capture_output=True, text=True,
-                              timeout=timeout)
+    @property
+    def namespace(self) -> str:
+        return self.release.namespace
 
-    def helm(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run("helm", *args, "-n", self.namespace, **kw)
+    @property
+    def agent(self):
+        return self.release.agent
 
-    def values_file(self, values: dict) -> str:
-        path = self.work / f"values-{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(yaml.safe_dump(values))
-        return str(path)
+    @property
+    def plane(self):
+        return self.release.plane
+
+    def helm(self, *args: str, values: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+        """``helm ARGS -n NS`` (``-f`` a file of ``values`` when given), not asserted."""
+        if values is not None:
+            path = self.work / f"values-{uuid.uuid4().hex[:6]}.yaml"
+            path.write_text(yaml.safe_dump(values))
+            args = (*args, "-f", str(path))
+        return self.release.run("helm", *args, "-n", self.namespace, check=False, timeout=timeout)
 
     def api(self, kind: str):
         from kubernetes import client
@@ -98,26 +105,21 @@ def release(control_plane, node_agent, s3_server, pushgateway, tmp_path_factory)
         "tests": {"timeoutSeconds": 180},
         "experiments": [{"name": "fine", "spec": experiment_spec(s3_server.endpoint, bucket)}],
     }
-    rel = Release(control_plane, node_agent, namespace, work, values)
-    rel.bucket, rel.endpoint = bucket, s3_server.endpoint
-    core = rel.api("CoreV1Api")
-    core.create_namespace({"metadata": {"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    core.create_namespaced_secret(namespace, {"metadata": {"name": STORE_SECRET, "labels": {CREDENTIALS_LABEL: "true"}},
-                                              "stringData": {"accessKey": s3_server.access_key, "secretKey": s3_server.secret_key}})
-    installed = rel.helm("install", RELEASE, str(CHART), "-f", rel.values_file(values), "--wait", "--timeout=120s")
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    create_namespace(control_plane, namespace, s3_server, labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    checked = Checked(install(control_plane, node_agent, work, RELEASE, namespace, values), values, work, bucket,
+                      s3_server.endpoint)
     try:
-        yield rel
+        yield checked
     finally:
-        rel.helm("uninstall", RELEASE, "--wait", "--timeout=120s")
+        checked.helm("uninstall", RELEASE, "--wait", "--timeout=120s")
         try:
-            core.delete_namespace(namespace)
+            checked.api("CoreV1Api").delete_namespace(namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
 
-def helm_test(release: Release) -> subprocess.CompletedProcess:
+def helm_test(release: Checked) -> subprocess.CompletedProcess:
     return release.helm("test", RELEASE, "--logs", "--timeout=240s", timeout=300)
 
 
@@ -157,7 +159,7 @@ def test_helm_test_fails_naming_an_experiment_the_operator_refused(release):
     values = {**release.values, "experiments": [
         *release.values["experiments"],
         {"name": "miner", "spec": experiment_spec(release.endpoint, release.bucket, image="docker.io/evil/miner:1")}]}
-    upgraded = release.helm("upgrade", RELEASE, str(CHART), "-f", release.values_file(values), "--wait", "--timeout=120s")
+    upgraded = release.helm("upgrade", RELEASE, str(CHART), "--wait", "--timeout=120s", values=values)
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     done = helm_test(release)
     output = done.stdout + done.stderr
@@ -211,10 +213,9 @@ def test_the_stored_network_policy_allows_exactly_the_store_the_pushgateway_and_
 
 def test_a_server_side_dry_run_accepts_the_policy_and_refuses_a_malformed_peer(release):
     def dry_run(values: dict) -> subprocess.CompletedProcess:
-        rendered = release.helm("template", RELEASE, str(CHART), "-f", release.values_file(values),
-                                "--show-only", "templates/networkpolicy.yaml")
+        rendered = release.helm("template", RELEASE, str(CHART), "--show-only", "templates/networkpolicy.yaml", values=values)
         assert rendered.returncode == 0, rendered.stderr
-        return release.run("kubectl", "-n", release.namespace, "apply", "--dry-run=server", "-f", "-", stdin=rendered.stdout)
+        return release.release.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered.stdout, check=False)
 
     accepted = dry_run(release.values)
     assert accepted.returncode == 0 and "(server dry run)" in accepted.stdout, accepted.stderr
