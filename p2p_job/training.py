@@ -8,33 +8,37 @@ sigmoid of the model's logit for ``localEpochs`` passes over the training set in
 same architecture at once — the peers of one method, or of every method of a simulation — in
 one batched forward/backward/optimizer step per batch: every layer's weights are stacked along
 a leading client axis (``(C, out, in)``), Linear layers are batched matrix products
-(``torch.baddbmm``), BatchNorm takes its statistics per client over that client's rows only,
-and Adam is one fused update of a flat ``(C, P)`` buffer that holds every parameter of every
-client. Nothing mixes clients: each keeps its own rows, batch order, dropout masks, BatchNorm
-running statistics, Adam moments and step count. :func:`train_local` is the same engine for a
-single peer (``p2pk worker``, ``p2pk simulate --engine per-peer``), so the loop is written once.
+(``torch.baddbmm``/``torch.bmm``), BatchNorm takes its statistics per client over that
+client's rows only, and Adam is PyTorch's fused kernel over each client's row of a flat
+``(C, P)`` buffer that holds every parameter of every client. The forward and backward passes
+are written out by hand (:func:`forward_backward`, checked against autograd in
+tests/test_training.py): no autograd graph is built, every gradient is written straight into the
+flat gradient buffer Adam reads, and LeakyReLU and dropout are one multiplication each way.
+Nothing mixes clients: each keeps its own rows, batch order, dropout masks, BatchNorm running
+statistics, Adam moments and step count. :func:`train_local` is the same engine for a single
+peer (``p2pk worker``, ``p2pk simulate --engine per-peer``), so the loop is written once.
 
 Clients' data sets differ in size, so they take different numbers of steps. Clients are
 ordered by their number of steps, most first; at step ``s`` the clients still training are a
 prefix of the stack, and the step works on that prefix only (views, no copies), so a finished
 client's weights, Adam state and statistics do not move. A client whose batch is shorter (the
-last of an epoch) is padded to ``batchSize`` rows with weight 0: its BatchNorm statistics and
-loss are taken over its real rows only (row weights), so the padding changes nothing.
+last of an epoch) is padded to ``batchSize`` rows with weight 0: its BatchNorm statistics,
+loss and gradients are taken over its real rows only (row weights), so the padding changes
+nothing.
 
 Determinism: everything random is keyed by the task's ``seed``: the batch order (a
 ``torch.Generator``: one permutation per epoch, batches are slices of it) and the dropout masks
-(a numpy ``Generator``: per step, ``rows × Σ hidden units`` float32 uniforms, kept where below
-``1 − dropout``). The masks are drawn on the CPU whatever the device, so CPU and CUDA use the
-same ones. A client's numbers do not depend on the other clients in the stack; on the CPU,
-training a peer alone or in any stack agrees to float rounding (tests/test_training.py states
-the tolerance). The process-wide random state is not touched.
+(:class:`_DropoutMasks`: a PCG64 stream, 32 random bits per unit and row). The masks are drawn
+on the CPU whatever the device, so CPU and CUDA use the same ones. A client's numbers do not
+depend on the other clients in the stack; on the CPU, training a peer alone or in any stack
+agrees to float rounding (tests/test_training.py states the tolerance). The process-wide
+random state is not touched.
 
 **Scoring** (:func:`predict_scores`) runs the ``nn.Module`` in evaluation mode.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,10 +155,10 @@ class _Stack:
     """The parameters, BatchNorm statistics and Adam state of C models as stacked tensors.
 
     ``flat`` (C, P) holds every parameter of every client (row c: client c's parameters in
-    ``model.parameters()`` order); ``grad``, ``exp_avg`` and ``exp_avg_sq`` have its shape,
-    ``step`` (C,) counts each client's Adam steps before this training. ``params(k)`` gives the first k clients'
-    parameters as leaf tensors that are views of ``flat`` with gradients that are views of
-    ``grad``. BatchNorm running statistics are (C, units) per layer."""
+    ``model.parameters()`` order); ``grad``, ``exp_avg`` and ``exp_avg_sq`` have its shape and
+    ``step`` (C,) counts each client's Adam steps. ``views(buffer, k)`` gives the first k
+    clients' parameters of one of them, shaped (k, *shape): views, so a gradient written there
+    is where Adam reads it. BatchNorm running statistics are (C, units) per layer."""
 
     def __init__(self, tasks: list[TrainingTask], device: torch.device):
         models = [t.model for t in tasks]
@@ -171,7 +175,7 @@ class _Stack:
             ]
             self.exp_avg = torch.zeros(C, P, device=device)
             self.exp_avg_sq = torch.zeros(C, P, device=device)
-            self.step = np.zeros(C)
+            step = np.zeros(C, dtype=np.float32)
             for c, task in enumerate(tasks):
                 for i, p in enumerate(task.model.parameters()):
                     state = task.optimizer.state.get(p)
@@ -179,46 +183,33 @@ class _Stack:
                         lo, hi = self.offsets[i], self.offsets[i + 1]
                         self.exp_avg[c, lo:hi] = state["exp_avg"].reshape(-1)
                         self.exp_avg_sq[c, lo:hi] = state["exp_avg_sq"].reshape(-1)
-                        self.step[c] = float(state["step"])
+                        step[c] = float(state["step"])
+            self.step = torch.from_numpy(step).to(device)
         self.grad = torch.zeros_like(self.flat)
         group = tasks[0].optimizer.param_groups[0]
         self.lr, self.weight_decay, (self.beta1, self.beta2), self.eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
-        self._leaves: tuple[int, list[torch.Tensor]] | None = None
+        self._views: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._rows: dict[int, list[list[torch.Tensor]]] = {}
 
-    def params(self, k: int) -> list[torch.Tensor]:
-        """The first k clients' parameters, shaped (k, *shape), as leaves of the autograd graph."""
-        if self._leaves is None or self._leaves[0] != k:
-            leaves = []
-            for i, shape in enumerate(self.shapes):
-                lo, hi = self.offsets[i], self.offsets[i + 1]
-                leaf = self.flat[:k, lo:hi].view(k, *shape).detach().requires_grad_()
-                leaf.grad = self.grad[:k, lo:hi].view(k, *shape)
-                leaves.append(leaf)
-            self._leaves = (k, leaves)
-        return self._leaves[1]
-
-    def bias_corrections(self, n_steps: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adam's per-step factors for every client and step of this training, (S, C, 1) each:
-        ``lr / (1 − β1^t)`` and ``sqrt(1 − β2^t)`` at the client's step count t (in float64,
-        then float32), so a step reads them instead of computing them. Counts the steps."""
-        t = self.step[None, :] + np.arange(1, max(n_steps) + 1)[:, None]
-        step_size = self.lr / (1 - self.beta1**t)
-        bias_correction2_sqrt = np.sqrt(1 - self.beta2**t)
-        self.step = self.step + np.asarray(n_steps)
-        return tuple(torch.as_tensor(a, dtype=torch.float32, device=device).unsqueeze(2) for a in (step_size, bias_correction2_sqrt))
+    def views(self, buffer: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """The first k clients' parameters in ``buffer`` (``flat`` or ``grad``), (k, *shape) each."""
+        key = (id(buffer), k)
+        if key not in self._views:
+            self._views[key] = [buffer[:k, lo:hi].view(k, *shape)
+                                for lo, hi, shape in zip(self.offsets, self.offsets[1:], self.shapes)]
+        return self._views[key]
 
     @torch.no_grad()
-    def adam_step(self, k: int, step_size: torch.Tensor, bias_correction2_sqrt: torch.Tensor) -> None:
-        """One Adam step (PyTorch's, with L2 weight decay added to the gradient) for the first
-        k clients, over their whole parameter rows at once, each with its own bias corrections
-        (``(k, 1)``, from :meth:`bias_corrections`)."""
-        param, grad, m, v = self.flat[:k], self.grad[:k], self.exp_avg[:k], self.exp_avg_sq[:k]
-        if self.weight_decay:
-            grad.add_(param, alpha=self.weight_decay)
-        m.lerp_(grad, 1 - self.beta1)
-        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
-        param.sub_(denom.reciprocal_().mul_(m).mul_(step_size))
+    def adam_step(self, k: int) -> None:
+        """One Adam step for each of the first k clients (PyTorch's Adam, L2 weight decay added to
+        the gradient), each with its own step count and so its own bias corrections: PyTorch's
+        fused Adam kernel, with every client's whole parameter row as one of its tensors."""
+        if k not in self._rows:
+            self._rows[k] = [list(t[:k].unbind(0)) for t in (self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.step)]
+        params, grads, exp_avg, exp_avg_sq, steps = self._rows[k]
+        self.step[:k].add_(1)
+        torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                           weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False)
 
     @torch.no_grad()
     def write_back(self, tasks: list[TrainingTask]) -> None:
@@ -256,28 +247,121 @@ def _schedule(task: TrainingTask, training: TrainingSpec) -> torch.Tensor:
     return torch.stack(steps)
 
 
-def _batch_norm(h, gamma, beta, mean_run, var_run, block: _Hidden, w, n, full: bool) -> torch.Tensor:
-    """BatchNorm of k clients' activations ``h`` (k, units, B): each (client, unit) normalised
-    over that client's rows. ``full``: every client has B real rows, so PyTorch's own kernel
-    does it with (client, unit) as its channels; else the statistics are weighted sums over
-    the real rows (``w`` (k, 1, B) row weights, ``n`` (k, 1, 1) row counts). Both update the
-    running statistics (``mean_run``, ``var_run``: (k, units) views) as ``nn.BatchNorm1d`` does."""
-    k, units, B = h.shape
-    if full:
-        out = torch.nn.functional.batch_norm(
-            h.view(1, k * units, B), mean_run.view(-1), var_run.view(-1), gamma.reshape(-1), beta.reshape(-1),
-            training=True, momentum=block.momentum, eps=block.eps,
-        )
-        return out.view(k, units, B)
-    mean = (h * w).sum(2, keepdim=True) / n
-    centred = (h - mean) * w
-    var = (centred * centred).sum(2, keepdim=True) / n  # biased, as BatchNorm normalises
-    with torch.no_grad():  # the running variance is the unbiased one, as BatchNorm keeps it
-        mean_run.lerp_(mean.squeeze(2), block.momentum)
-        var_run.lerp_((var * (n / (n - 1))).squeeze(2), block.momentum)
-    return centred * torch.rsqrt(var + block.eps) * gamma.unsqueeze(2) + beta.unsqueeze(2)
+class _DropoutMasks:
+    """Every client's dropout masks from its own stream: a PCG64 generator seeded with the
+    task's seed. Per step a client draws ``Σ hidden units × batchSize`` 32-bit integers (two per
+    64-bit output, in order) and keeps a unit of a row where its integer is below
+    ``round((1 − p)·2³²)`` — keep probability 1 − p to within 2⁻³² — scaled by 1 / (1 − p) as
+    ``nn.Dropout`` does. Rows of a short last batch draw too (their masks are not used). Masks
+    are made ``chunk`` steps at a time for all clients, so a client's masks depend on its seed
+    and step only, never on the stack it trains in."""
+
+    def __init__(self, seeds: list[int], units: int, batch_size: int, keep: float, n_steps: int, device: torch.device):
+        self.generators = [np.random.default_rng(seed) for seed in seeds]
+        self.threshold = np.uint32(min(round(keep * 2.0**32), 2**32 - 1))
+        self.scale = np.float32(1.0 / keep)
+        self.shape = (units, batch_size)
+        self.raw_per_step = (units * batch_size + 1) // 2  # 64-bit outputs per step: whole ones
+        self.chunk = int(max(1, min(64, n_steps, (1 << 23) // (len(seeds) * units * batch_size))))
+        self.kept = np.empty((self.chunk, len(seeds), units, batch_size), dtype=bool)
+        self.values = np.empty((self.chunk, len(seeds), units, batch_size), dtype=np.float32)
+        self.device = device
+        self.start, self.masks = 0, None
+
+    def __call__(self, s: int, k: int) -> torch.Tensor:
+        """Step s's masks of the first k clients (the clients active at step s), (k, units, B)."""
+        if self.masks is None or not self.start <= s < self.start + self.chunk:
+            self.start = s
+            words = self.shape[0] * self.shape[1]
+            for c in range(k):  # clients beyond k are done for the rest of the training
+                drawn = self.generators[c].bit_generator.random_raw(self.chunk * self.raw_per_step).view(np.uint32)
+                drawn = drawn.reshape(self.chunk, 2 * self.raw_per_step)[:, :words].reshape(self.chunk, *self.shape)
+                np.less(drawn, self.threshold, out=self.kept[:, c])
+            np.multiply(self.kept[:, :k], self.scale, out=self.values[:, :k])
+            self.masks = torch.from_numpy(self.values).to(self.device)
+        return self.masks[s - self.start, :k]
 
 
+def forward_backward(params: list[torch.Tensor], grads: list[torch.Tensor], h: torch.Tensor, target: torch.Tensor,
+                     masks: torch.Tensor | None, running: list[list[torch.Tensor]], blocks: list["_Hidden"],
+                     weights: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                     loss: bool = False) -> torch.Tensor | None:
+    """One training step's forward and backward pass of k stacked §5.1.3 networks, written out
+    by hand (no autograd graph): the gradient of each client's mean binary cross-entropy over its
+    own rows with respect to its own parameters is written into ``grads`` (views shaped like
+    ``params``: (k, out, in) weights, (k, units) biases and BatchNorm γ, β).
+
+    ``h`` (k, n_features, B): each client's input rows as columns; ``target`` (k, 1, B);
+    ``masks`` (k, Σ units, B) dropout masks (0 or 1 / (1 − p)), or None without dropout;
+    ``running`` the BatchNorm running means and variances, (k, units) per layer, updated in
+    place as ``nn.BatchNorm1d`` does in training mode. ``weights`` (k, 1, B) and ``rows``
+    (k, 1, 1): when some client has fewer than B real rows, 1 on real rows and 0 on padding and
+    each client's real row count; the padding then changes nothing (statistics, loss and
+    gradients are over real rows). Returns each client's mean loss (k,) when ``loss``.
+
+    Per hidden layer, BatchNorm in training mode over a client's rows: μ = Σz / n,
+    c = z − μ, σ² = Σc² / n (biased), r = 1 / √(σ² + ε), y = γ·r·c + β; then a = LeakyReLU(y) and
+    dropout. Backward: with s₁ = Σ ∂y, s₂ = Σ ∂y·c: ∂γ = r·s₂, ∂β = s₁ and
+    ∂z = γ·r·(∂y − s₁/n − c·r²·s₂/n) (the usual BatchNorm gradient, with x̂ = r·c)."""
+    k, _, B = h.shape
+    partial = weights is not None
+    n = rows if partial else B
+    saved = []
+    unit = 0
+    for j, block in enumerate(blocks):
+        weight, bias, gamma, beta = params[4 * j : 4 * j + 4]
+        z = torch.baddbmm(bias.unsqueeze(2), weight, h)
+        mean = (z * weights if partial else z).sum(2, keepdim=True).div_(n)
+        c = z.sub_(mean)
+        if partial:
+            c.mul_(weights)
+        var = torch.linalg.vector_norm(c, dim=2, keepdim=True).square_().div_(n)  # biased, as BatchNorm normalises
+        with torch.no_grad():  # the running variance is the unbiased one, as BatchNorm keeps it
+            running[0][j].lerp_(mean.squeeze(2), block.momentum)
+            running[1][j].lerp_((var * (n / (n - 1)) if partial else var * (B / (B - 1))).squeeze(2), block.momentum)
+        rstd = var.add_(block.eps).rsqrt_()
+        scale = rstd * gamma.unsqueeze(2)
+        y = torch.mul(c, scale).add_(beta.unsqueeze(2))
+        if masks is None:
+            gate = None
+            a = torch.nn.functional.leaky_relu(y, block.slope)
+        else:  # LeakyReLU then dropout as one factor: ∂a/∂y (1 or the slope) times the mask
+            gate = torch.ops.aten.leaky_relu_backward(masks[:, unit : unit + block.units], y, block.slope, False)
+            a = y * gate
+        saved.append((h, c, rstd, scale, y, gate))
+        h = a
+        unit += block.units
+    weight, bias = params[-2:]
+    logits = torch.baddbmm(bias.unsqueeze(2), weight, h)  # (k, 1, B)
+    per_client = None
+    if loss:
+        elementwise = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        per_client = (elementwise * weights if partial else elementwise).sum((1, 2)).div_(n.view(k) if partial else B)
+
+    g = torch.sigmoid(logits).sub_(target)  # ∂ mean loss / ∂ logit
+    g = g.mul_(weights).div_(n) if partial else g.div_(B)
+    torch.bmm(g, h.transpose(1, 2), out=grads[-2])
+    torch.sum(g, 2, out=grads[-1])
+    dh = torch.bmm(weight.transpose(1, 2), g)
+    for j in reversed(range(len(blocks))):
+        block = blocks[j]
+        h_in, c, rstd, scale, y, gate = saved[j]
+        dy = torch.ops.aten.leaky_relu_backward(dh, y, block.slope, False) if gate is None else dh.mul_(gate)
+        s1 = dy.sum(2, keepdim=True)
+        s2 = (dy * c).sum(2, keepdim=True)
+        torch.mul(s2.squeeze(2), rstd.squeeze(2), out=grads[4 * j + 2])
+        grads[4 * j + 3].copy_(s1.squeeze(2))
+        dz = torch.mul(c, (rstd * rstd).mul_(s2).mul_(scale).div_(-n)).add_(s1.mul_(scale).div_(-n)).addcmul_(dy, scale)
+        if partial:
+            dz.mul_(weights)
+        torch.bmm(dz, h_in.transpose(1, 2), out=grads[4 * j])
+        torch.sum(dz, 2, out=grads[4 * j + 1])
+        if j:
+            dh = torch.bmm(params[4 * j].transpose(1, 2), dz)
+    return per_client
+
+
+@torch.no_grad()
 def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.device) -> list[float]:
     """Train every task's model for ``training.local_epochs`` epochs on its own rows, all in
     one stacked step per batch (module docstring); return each one's mean loss over its last
@@ -285,7 +369,7 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     on ``device``; their Adam optimizers come from :func:`make_optimizer`.
 
     Activations are laid out (clients, units, rows), so every Linear layer is one
-    ``baddbmm`` and BatchNorm sees (client, unit) pairs as its channels."""
+    ``baddbmm`` and BatchNorm reduces over the last, contiguous axis (:func:`forward_backward`)."""
     if not tasks:
         return []
     for task in tasks:
@@ -318,55 +402,32 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     rows = real.sum(2)  # (S, C); 0 once a client is done
     active = (rows > 0).sum(1).tolist()
     full = [bool((rows[s, : active[s]] == B).all()) for s in range(S)]
+    reported = (last_epoch.sum(1) > 0).tolist()
     index = torch.where(real, index + torch.tensor(offsets[:-1]).view(1, C, 1), torch.tensor(offsets[:-1]).view(1, C, 1))
     weights = real.float().unsqueeze(2)  # (S, C, 1, B)
-    rows_np = rows.numpy()
     index, weights, rows_f, last_epoch = (t.to(device) for t in (index, weights, rows.float(), last_epoch))
 
     stack = _Stack(tasks, device)
-    step_sizes, bias_corrections2 = stack.bias_corrections([len(steps) for steps in schedules], device)
     loss_weights = rows_f * last_epoch  # the last epoch's loss, weighted by rows
+    units = sum(b.units for b in blocks)
     keep = 1.0 - blocks[0].dropout if blocks else 1.0
-    bounds = np.concatenate([[0], np.cumsum([b.units for b in blocks])]).tolist()
-    dropout_rngs = [np.random.default_rng(t.seed) for t in tasks]
-    uniforms = np.zeros((C, bounds[-1], B), dtype=np.float32)
+    masks = _DropoutMasks([t.seed for t in tasks], units, B, keep, S, device) if keep < 1.0 else None
     loss_sum = torch.zeros(C, device=device)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     d = X_all.shape[1]
-    with warnings.catch_warnings():
-        # The stacked parameters are views into one (C, P) buffer and their gradients views into
-        # another, so PyTorch accumulates gradients in place there (what the fused Adam step
-        # reads); it warns that such strided gradients "do not obey the gradient layout contract".
-        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        for s in range(S):
-            k = active[s]
-            params = stack.params(k)
-            idx = index[s, :k].reshape(-1)
-            h = X_all.index_select(0, idx).view(k, B, d).transpose(1, 2)  # (k, d, B)
-            target = y_all.index_select(0, idx).view(k, 1, B)
-            w, n = weights[s, :k], rows_f[s, :k].view(k, 1, 1)
-            if keep < 1.0:  # per client, (units, rows) uniforms from its own stream; kept below 1 − p
-                for c in range(k):
-                    m = rows_np[s, c]
-                    if m == B:
-                        dropout_rngs[c].random(out=uniforms[c].reshape(-1), dtype=np.float32)
-                    else:
-                        uniforms[c, :, :m] = dropout_rngs[c].random((bounds[-1], m), dtype=np.float32)
-                masks = torch.from_numpy(uniforms[:k]).to(device).lt_(keep).mul_(1.0 / keep)  # uniforms become masks
-            stack.grad[:k].zero_()
-            for j, block in enumerate(blocks):
-                weight, bias, gamma, beta = params[4 * j : 4 * j + 4]
-                h = torch.baddbmm(bias.unsqueeze(2), weight, h)
-                h = _batch_norm(h, gamma, beta, stack.running[0][j][:k], stack.running[1][j][:k], block, w, n, full[s])
-                h = torch.nn.functional.leaky_relu(h, block.slope)
-                if keep < 1.0:
-                    h = h * masks[:, bounds[j] : bounds[j + 1]]
-            weight, bias = params[-2:]
-            logits = torch.baddbmm(bias.unsqueeze(2), weight, h)  # (k, 1, B)
-            per_client = (loss_fn(logits, target) * w).sum((1, 2)) / n.view(k)
-            per_client.sum().backward()
-            stack.adam_step(k, step_sizes[s, :k], bias_corrections2[s, :k])
-            loss_sum[:k].add_(per_client.detach() * loss_weights[s, :k])
+    inputs = torch.empty(C * B, d, device=device)
+    for s in range(S):
+        k = active[s]
+        idx = index[s, :k].reshape(-1)
+        h = torch.index_select(X_all, 0, idx, out=inputs[: k * B]).view(k, B, d).transpose(1, 2)  # (k, d, B)
+        target = y_all.index_select(0, idx).view(k, 1, B)
+        per_client = forward_backward(
+            stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
+            [[r[:k] for r in stats] for stats in stack.running], blocks,
+            None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
+        )
+        stack.adam_step(k)
+        if per_client is not None:
+            loss_sum[:k].add_(per_client * loss_weights[s, :k])
     stack.write_back(tasks)
 
     losses = (loss_sum / loss_weights.sum(0)).tolist()
