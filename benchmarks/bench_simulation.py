@@ -35,6 +35,7 @@ training rows each (11,844, 11,855 and 15,820 rows), built-in data with 115 feat
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -132,9 +133,14 @@ def best_seconds(variants: dict, repeats: int) -> tuple[dict[str, float], dict[s
 
 
 def scaling(exp: P2PExperiment, shards: Shards, counts: list[int], repeats: int, device: torch.device) -> None:
-    print(f"\n1. local training, one round ({exp.spec.training.local_epochs} epochs, batch {exp.spec.training.batch_size}), "
-          f"best of {repeats}: seconds and plain / engine")
-    print(f"{'clients':>8} {'':>5} {'plain s':>9} {'per-peer s':>11} {'batched s':>10} {'plain/per-peer':>15} {'plain/batched':>14}")
+    training = exp.spec.training
+    longest = max(len(s.train.y) for s in shards.clients.values())
+    steps = training.local_epochs * len(_batches(longest, training.batch_size, torch.arange(longest)))
+    print(f"\n1. local training, one round ({training.local_epochs} epochs, batch {training.batch_size}, "
+          f"{torch.get_num_threads()} thread(s)), best of {repeats}: seconds, plain / engine, and the batched "
+          f"engine's ms per stacked step ({steps} steps: the largest client's)")
+    print(f"{'clients':>8} {'':>5} {'plain s':>9} {'per-peer s':>11} {'batched s':>10} {'plain/per-peer':>15} "
+          f"{'plain/batched':>14} {'ms/step':>8}")
     for n in counts:
         clients = {name: _clients(exp, shards, n, device) for name in ("plain", "per-peer", "batched")}
         wall, cpu = best_seconds(
@@ -147,11 +153,13 @@ def scaling(exp: P2PExperiment, shards: Shards, counts: list[int], repeats: int,
         )
         for label, best in (("wall", wall), ("cpu", cpu)):
             print(f"{n:>8} {label:>5} {best['plain']:>9.2f} {best['per-peer']:>11.2f} {best['batched']:>10.2f} "
-                  f"{best['plain'] / best['per-peer']:>15.2f} {best['plain'] / best['batched']:>14.2f}", flush=True)
+                  f"{best['plain'] / best['per-peer']:>15.2f} {best['plain'] / best['batched']:>14.2f} "
+                  f"{1000 * best['batched'] / steps:>8.2f}", flush=True)
 
 
 def experiment_time(exp: P2PExperiment, shards: Shards, rounds: int, device: torch.device) -> None:
-    print(f"\n2. the experiment, {rounds} measured rounds, batched engine (every peer of the methods in one stack)")
+    print(f"\n2. the experiment, {rounds} measured rounds, batched engine (every peer of the methods in one stack), "
+          f"{torch.get_num_threads()} thread(s)")
     methods = {m.rebalancing: m for m in exp.spec.methods}
     for label, selected in (("none alone", [methods["none"]]), ("all five methods", list(methods.values()))):
         stamps = [(time.perf_counter(), time.process_time())]
@@ -185,12 +193,18 @@ def main() -> None:
     shards = build_shards(exp)
     rows = {name: len(s.train.y) for name, s in shards.clients.items()}
     print(f"training rows {rows}, {len(shards.feature_names)} features, {exp.spec.training.local_epochs} local epochs, "
-          f"batch {exp.spec.training.batch_size}, on {device} ({torch.get_num_threads()} threads)")
+          f"batch {exp.spec.training.batch_size}, on {device} ({torch.get_num_threads()} threads); "
+          f"load average {_load()} on {os.cpu_count()} cores")
     skip = set(args.skip.split(","))
     if "scaling" not in skip:
         scaling(exp, shards, [int(n) for n in args.clients.split(",")], args.repeats, device)
     if "experiment" not in skip:
         experiment_time(exp, shards, args.rounds, device)
+    print(f"\nload average at the end {_load()}")
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
