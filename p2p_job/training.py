@@ -39,6 +39,7 @@ random state is not touched.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,32 +255,50 @@ class _DropoutMasks:
     ``round((1 − p)·2³²)`` — keep probability 1 − p to within 2⁻³² — scaled by 1 / (1 − p) as
     ``nn.Dropout`` does. Rows of a short last batch draw too (their masks are not used). Masks
     are made ``chunk`` steps at a time for all clients, so a client's masks depend on its seed
-    and step only, never on the stack it trains in."""
+    and step only, never on the stack it trains in.
 
-    def __init__(self, seeds: list[int], units: int, batch_size: int, keep: float, n_steps: int, device: torch.device):
+    ``background``: the next chunk is made by a second thread while the current one is used
+    (numpy releases the GIL), so on two cores the masks cost the training loop nothing; the
+    streams are still drawn in order, one chunk after the other."""
+
+    def __init__(self, seeds: list[int], units: int, batch_size: int, keep: float, active: list[int],
+                 device: torch.device, background: bool):
         self.generators = [np.random.default_rng(seed) for seed in seeds]
         self.threshold = np.uint32(min(round(keep * 2.0**32), 2**32 - 1))
         self.scale = np.float32(1.0 / keep)
         self.shape = (units, batch_size)
         self.raw_per_step = (units * batch_size + 1) // 2  # 64-bit outputs per step: whole ones
-        self.chunk = int(max(1, min(64, n_steps, (1 << 23) // (len(seeds) * units * batch_size))))
-        self.kept = np.empty((self.chunk, len(seeds), units, batch_size), dtype=bool)
-        self.values = np.empty((self.chunk, len(seeds), units, batch_size), dtype=np.float32)
-        self.device = device
-        self.start, self.masks = 0, None
+        self.chunk = int(max(1, min(64, len(active), (1 << 23) // (len(seeds) * units * batch_size))))
+        self.active, self.device = active, device
+        shape = (self.chunk, len(seeds), units, batch_size)
+        self.buffers = [(np.empty(shape, dtype=bool), np.empty(shape, dtype=np.float32)) for _ in range(2)]
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dropout-masks") if background else None
+        self.current, self.masks, self.following = -1, None, None
+
+    def _make(self, i: int) -> torch.Tensor:
+        """Chunk i's masks (steps i·chunk …), for the clients active at its first step."""
+        kept, values = self.buffers[i % 2]
+        k, words = self.active[i * self.chunk], self.shape[0] * self.shape[1]
+        for c in range(k):  # clients beyond k are done for the rest of the training
+            drawn = self.generators[c].bit_generator.random_raw(self.chunk * self.raw_per_step).view(np.uint32)
+            drawn = drawn.reshape(self.chunk, 2 * self.raw_per_step)[:, :words].reshape(self.chunk, *self.shape)
+            np.less(drawn, self.threshold, out=kept[:, c])
+        np.multiply(kept[:, :k], self.scale, out=values[:, :k])
+        return torch.from_numpy(values).to(self.device)
 
     def __call__(self, s: int, k: int) -> torch.Tensor:
         """Step s's masks of the first k clients (the clients active at step s), (k, units, B)."""
-        if self.masks is None or not self.start <= s < self.start + self.chunk:
-            self.start = s
-            words = self.shape[0] * self.shape[1]
-            for c in range(k):  # clients beyond k are done for the rest of the training
-                drawn = self.generators[c].bit_generator.random_raw(self.chunk * self.raw_per_step).view(np.uint32)
-                drawn = drawn.reshape(self.chunk, 2 * self.raw_per_step)[:, :words].reshape(self.chunk, *self.shape)
-                np.less(drawn, self.threshold, out=self.kept[:, c])
-            np.multiply(self.kept[:, :k], self.scale, out=self.values[:, :k])
-            self.masks = torch.from_numpy(self.values).to(self.device)
-        return self.masks[s - self.start, :k]
+        i = s // self.chunk
+        if i != self.current:
+            self.masks = self.following.result() if self.following is not None else self._make(i)
+            self.current = i
+            more = (i + 1) * self.chunk < len(self.active)
+            self.following = self.pool.submit(self._make, i + 1) if self.pool is not None and more else None
+        return self.masks[s - i * self.chunk, :k]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def forward_backward(params: list[torch.Tensor], grads: list[torch.Tensor], h: torch.Tensor, target: torch.Tensor,
@@ -411,23 +430,28 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     loss_weights = rows_f * last_epoch  # the last epoch's loss, weighted by rows
     units = sum(b.units for b in blocks)
     keep = 1.0 - blocks[0].dropout if blocks else 1.0
-    masks = _DropoutMasks([t.seed for t in tasks], units, B, keep, S, device) if keep < 1.0 else None
+    background = device.type != "cpu" or torch.get_num_threads() > 1  # a core to spare for the masks
+    masks = _DropoutMasks([t.seed for t in tasks], units, B, keep, active, device, background) if keep < 1.0 else None
     loss_sum = torch.zeros(C, device=device)
     d = X_all.shape[1]
     inputs = torch.empty(C * B, d, device=device)
-    for s in range(S):
-        k = active[s]
-        idx = index[s, :k].reshape(-1)
-        h = torch.index_select(X_all, 0, idx, out=inputs[: k * B]).view(k, B, d).transpose(1, 2)  # (k, d, B)
-        target = y_all.index_select(0, idx).view(k, 1, B)
-        per_client = forward_backward(
-            stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
-            [[r[:k] for r in stats] for stats in stack.running], blocks,
-            None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
-        )
-        stack.adam_step(k)
-        if per_client is not None:
-            loss_sum[:k].add_(per_client * loss_weights[s, :k])
+    try:
+        for s in range(S):
+            k = active[s]
+            idx = index[s, :k].reshape(-1)
+            h = torch.index_select(X_all, 0, idx, out=inputs[: k * B]).view(k, B, d).transpose(1, 2)  # (k, d, B)
+            target = y_all.index_select(0, idx).view(k, 1, B)
+            per_client = forward_backward(
+                stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
+                [[r[:k] for r in stats] for stats in stack.running], blocks,
+                None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
+            )
+            stack.adam_step(k)
+            if per_client is not None:
+                loss_sum[:k].add_(per_client * loss_weights[s, :k])
+    finally:
+        if masks is not None:
+            masks.close()
     stack.write_back(tasks)
 
     losses = (loss_sum / loss_weights.sum(0)).tolist()

@@ -243,3 +243,28 @@ def test_the_hand_written_backward_equals_autograd(real_rows, dropout):
     for got_layers, want_layers in zip(stats, expected_stats):
         for got, want in zip(got_layers, want_layers):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_masks_depend_on_seed_and_step_only():
+    """Each client's masks come from its own stream in step order: the same made by a background
+    thread or in line, in chunks of any size (clients alone or stacked with others that stop
+    earlier); the kept share is 1 − p and kept units carry 1 / (1 − p)."""
+    from p2p_job.training import _DropoutMasks
+
+    units, B, keep, steps = 6, 5, 0.75, 40
+    active = [3] * 25 + [1] * 15  # two clients stop after 25 steps
+    stacked = [_DropoutMasks([7, 8, 9], units, B, keep, active, CPU, background) for background in (False, True)]
+    alone = _DropoutMasks([8], units, B, keep, [1] * 25, CPU, False)
+    try:
+        for s in range(steps):
+            inline, threaded = stacked[0](s, active[s]), stacked[1](s, active[s])
+            assert torch.equal(inline, threaded)
+            if s < 25:
+                assert torch.equal(inline[1], alone(s, 1)[0])
+    finally:
+        for masks in (*stacked, alone):
+            masks.close()
+    many = _DropoutMasks([1], 64, 128, keep, [1] * 50, CPU, False)
+    values = torch.stack([many(s, 1) for s in range(50)])
+    assert set(values.unique().tolist()) == {0.0, np.float32(1 / keep)}
+    assert abs(float((values > 0).float().mean()) - keep) < 0.01  # 409,600 draws: 3 sigma is 0.002
