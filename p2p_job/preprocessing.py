@@ -16,6 +16,16 @@ state) carry no order at all. So a client's pipeline is, column by column:
    (:attr:`p2p_job.datasets.Table.categories`), so every client has the same one-hot columns and
    the same network width; a code outside that list encodes as all zeros.
 
+``preprocessing.auto`` (the default for real data, :class:`p2p_job.spec.DatasetSpec`) fills in
+what the section does not say, from the client's own training rows: ``signed-log`` on each
+numeric column that :func:`column_stats` calls heavy-tailed (and no ``transforms`` entry
+names), one-hot for every column the loader read as a category (text columns,
+:data:`p2p_job.datasets.tabular.MAX_AUTO_CATEGORIES`), and ``quantile`` scaling unless
+``scaling`` is given. Quantile rather than the paper's min-max because each client scales with
+its own rows: on non-IID real data a column nearly constant on one client's rows puts the other
+clients' attack kinds (their shared points, the global test rows) at ±10^4 of its min-max
+range, while the quantile scaler keeps every value in [0, 1] (docs/real-data.md).
+
 It is a scikit-learn ``ColumnTransformer`` of a ``Pipeline(FunctionTransformer, scaler)`` over the
 numeric columns and a ``OneHotEncoder`` over the categorical ones. Encoded features are the
 numeric columns in dataset order, then one block of one-hot columns per categorical column.
@@ -76,16 +86,27 @@ def _scaler(kind: str, n_rows: int):
     return MinMaxScaler()
 
 
-def column_transforms(spec: PreprocessingSpec, feature_names: list[str]) -> dict[str, str]:
-    """The transform of every numeric column (categorical columns excluded), by name: the first
-    ``transforms`` entry with a matching pattern, else ``none``. A pattern that matches no
-    column, or a categorical column that is not a feature, is a :class:`DataError`."""
+def one_hot_columns(spec: PreprocessingSpec, feature_names: list[str], categories: dict[str, list[str]] | None) -> list[str]:
+    """The columns to one-hot encode: ``categorical``, and under ``auto`` every other column the
+    loader read as a category (text columns, :func:`p2p_job.datasets.tabular.load`), in
+    feature order. A listed column that is not a feature is a :class:`DataError`."""
     names = set(feature_names)
     for column in spec.categorical:
         if column not in names:
             raise DataError(f"dataset.preprocessing.categorical: no feature column {column!r}; the features are {feature_names}")
+    if not spec.auto:
+        return list(spec.categorical)
+    return list(spec.categorical) + [n for n in feature_names if n in (categories or {}) and n not in spec.categorical]
+
+
+def column_transforms(spec: PreprocessingSpec, feature_names: list[str], categorical: list[str] = (), X_train: np.ndarray | None = None) -> dict[str, str]:
+    """The transform of every numeric column (``categorical`` columns excluded), by name: the
+    first ``transforms`` entry with a matching pattern, else — under ``auto``, from the client's
+    raw training rows ``X_train`` — ``signed-log`` where :func:`column_stats` calls the column
+    heavy-tailed (signed-log equals log1p on values ≥ 0 and stays defined for a neighbour's
+    negative ones), else ``none``. A pattern that matches no column is a :class:`DataError`."""
     chosen: dict[str, str] = {}
-    numeric = [n for n in feature_names if n not in spec.categorical]
+    numeric = [n for n in feature_names if n not in categorical]
     for i, entry in enumerate(spec.transforms):
         for pattern in entry.columns:
             hits = [n for n in numeric if fnmatchcase(n, pattern)]
@@ -93,6 +114,11 @@ def column_transforms(spec: PreprocessingSpec, feature_names: list[str]) -> dict
                 raise DataError(f"dataset.preprocessing.transforms[{i}].columns: {pattern!r} matches no numeric feature column")
             for name in hits:
                 chosen.setdefault(name, entry.transform)
+    if spec.auto and X_train is not None:
+        index = {n: j for j, n in enumerate(feature_names)}
+        rest = [n for n in numeric if n not in chosen]
+        stats = column_stats(rest, np.asarray(X_train)[:, [index[n] for n in rest]]) if rest else []
+        chosen.update({c.name: "signed-log" for c in stats if c.suggestion != "none"})
     return {n: chosen.get(n, "none") for n in numeric}
 
 
@@ -120,7 +146,8 @@ class Preprocessor:
         """Fit on one client's raw training rows ``X_train`` (float32 (n, d), categorical columns
         as numeric codes). A transform that is undefined on a training value (``log1p`` of a value
         ≤ −1) is a :class:`DataError` naming the column."""
-        transforms = column_transforms(spec, feature_names)
+        categorical = one_hot_columns(spec, feature_names, categories)
+        transforms = column_transforms(spec, feature_names, categorical, X_train)
         index = {n: j for j, n in enumerate(feature_names)}
         numeric = [index[n] for n in transforms]
         by_transform = {
@@ -142,13 +169,13 @@ class Preprocessor:
             ]
         )
         parts = [("numeric", numeric_pipeline, numeric)]
-        if spec.categorical:
-            missing = [c for c in spec.categorical if c not in (categories or {})]
+        if categorical:
+            missing = [c for c in categorical if c not in (categories or {})]
             if missing:
                 raise DataError(f"dataset.preprocessing.categorical: column(s) {missing} were not loaded as categories")
-            codes = [np.arange(len(categories[c]), dtype=np.float64) for c in spec.categorical]
+            codes = [np.arange(len(categories[c]), dtype=np.float64) for c in categorical]
             onehot = OneHotEncoder(categories=codes, handle_unknown="ignore", sparse_output=False, dtype=np.float32)
-            parts.append(("categorical", onehot, [index[c] for c in spec.categorical]))
+            parts.append(("categorical", onehot, [index[c] for c in categorical]))
         pipeline = ColumnTransformer(parts, sparse_threshold=0.0)
         X_train = np.asarray(X_train, dtype=np.float32)
         transformed = _apply(X_train[:, numeric], by_transform, inverse=False)
@@ -161,7 +188,7 @@ class Preprocessor:
                 f"{float(X_train[row, numeric[col]])!r}; use signed-log for columns with values ≤ −1"
             )
         pipeline.fit(X_train)
-        return cls(list(feature_names), transforms, list(spec.categorical), dict(categories or {}), pipeline)
+        return cls(list(feature_names), transforms, categorical, dict(categories or {}), pipeline)
 
     @property
     def n_outputs(self) -> int:
@@ -261,7 +288,8 @@ def column_stats(feature_names: list[str], X: np.ndarray, categories: dict[str, 
 
 def suggested_preprocessing(stats: list[ColumnStats]) -> dict:
     """A ``dataset.preprocessing`` section from :func:`column_stats` (camelCase, as in YAML):
-    one transforms entry per suggested log, the categorical columns, min-max scaling."""
+    one transforms entry per suggested log, the categorical columns, quantile scaling — what
+    ``auto`` does, written out (``auto`` decides per client, on its own training rows)."""
     transforms = []
     for kind in ("signed-log", "log1p"):
         columns = [c.name for c in stats if c.suggestion == kind]
@@ -271,5 +299,5 @@ def suggested_preprocessing(stats: list[ColumnStats]) -> dict:
     categorical = [c.name for c in stats if c.suggestion == "categorical"]
     if categorical:
         section["categorical"] = categorical
-    section["scaling"] = "minmax"
+    section["scaling"] = "quantile"
     return section

@@ -4,7 +4,9 @@ Every client's training and local validation rows, and the global test set of th
 scenario, are sampled without replacement from the dataset: disjoint across clients and
 splits, each from the client's own pool (its ``benignGroups`` / ``maliciousGroups``, or all
 rows of the class). The global test set comes from the union of the clients' pools, among the
-rows no client trains or validates on. Sampling follows one seeded random order of the rows,
+rows no client trains or validates on (a part named in ``globalTest.maliciousKinds`` /
+``benignGroups``: from every row of that group no client uses, so it may hold kinds no client
+has). Sampling follows one seeded random order of the rows,
 so the same experiment seed always gives the same shards.
 
 Each client fits its feature pipeline (``dataset.preprocessing``; by default the paper's min-max
@@ -142,7 +144,9 @@ def build_shards(exp: P2PExperiment, base_dir: Path | None = None) -> Shards:
 def _global_rows(table: Table, sampler: "RowSampler", union: tuple[np.ndarray, np.ndarray], spec: GlobalTestSpec, kinds_from: str | None) -> np.ndarray:
     """The global test set's rows: by class from the union of the clients' pools, or part by
     part as ``maliciousKinds`` / ``benignGroups`` ask (a plain kind value is matched against
-    the kind column, ``column=value`` against that column)."""
+    the kind column, ``column=value`` against that column). A part named there is drawn from
+    every row of its class and group that no client trains or validates on, so the global test
+    may hold kinds or devices that no client has (attacks unseen by the whole mesh)."""
     who = "globalTest (from the clients' groups)"
     if spec.malicious_kinds is None and spec.benign_groups is None:
         return sampler.take(union, spec, who)
@@ -163,7 +167,7 @@ def _global_rows(table: Table, sampler: "RowSampler", union: tuple[np.ndarray, n
                     in_group = select_groups(table, [selector])
             except DataError as exc:
                 raise DataError(f"{where}: {exc}") from None
-            parts.append(sampler.take_class(union[label] & in_group, count, f"{where} (in the clients' groups)", name))
+            parts.append(sampler.take_class((table.labels == label) & in_group, count, where, name))
     return sampler.sorted(np.concatenate(parts))
 
 

@@ -120,14 +120,38 @@ class ColumnTransform(SpecModel):
 
 class PreprocessingSpec(SpecModel):
     """Each client's feature pipeline, fitted on its own training rows only (p2p_job.preprocessing):
-    per-column transforms, one-hot encoding of categorical columns, then scaling. The default is
-    the paper's: min-max scaling of every column as it is."""
+    per-column transforms, one-hot encoding of categorical columns, then scaling. With ``auto``
+    (the default for real data, see :class:`DatasetSpec`) each client fills in what is not
+    said: signed-log on its heavy-tailed columns, one-hot for text columns, quantile scaling.
+    Without it (the default for the built-in generator), the paper's min-max scaling of every
+    column as it is."""
 
+    auto: bool | None = Field(
+        None,
+        description="Fill in what is not said, per client from its own training rows: signed-log on heavy-tailed numeric columns "
+        "(|skew| > 2 or > 3 decades), one-hot for text columns of at most 32 values (tabular), scaling quantile. "
+        "Default: true for nbaiot, botiot and tabular data, false for builtin (the paper's min-max).",
+    )
     transforms: list[ColumnTransform] = Field(
-        default_factory=list, description="Per-column transforms; the first entry whose pattern matches a column decides its transform (default: none)."
+        default_factory=list, description="Per-column transforms; the first entry whose pattern matches a column decides its transform (default: none, or auto's choice)."
     )
     categorical: list[str] = Field(default_factory=list, description="Columns to one-hot encode (text or numeric codes); loaded as text categories where they hold text.")
-    scaling: ScalingKind = Field("minmax", description="minmax (the paper's) | robust (median, IQR) | quantile (to uniform [0, 1]) of the numeric columns.")
+    scaling: ScalingKind | None = Field(
+        None,
+        description="minmax (the paper's) | robust (median, IQR) | quantile (to uniform [0, 1]) of the numeric columns. "
+        "Default: quantile with auto, else minmax.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data):
+        """``auto`` off and ``scaling`` minmax unless said; ``scaling`` quantile under ``auto``."""
+        if isinstance(data, dict):
+            auto = data.get("auto")
+            data = {**data, "auto": bool(auto)} if auto is None else data
+            if data.get("scaling") is None:
+                data = {**data, "scaling": "quantile" if data["auto"] is True else "minmax"}
+        return data
 
     @field_validator("categorical")
     @classmethod
@@ -163,6 +187,18 @@ class DatasetSpec(SpecModel):
     )
     builtin: BuiltinDataSpec = Field(default_factory=BuiltinDataSpec)
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec, description="Each client's feature pipeline (transforms, one-hot, scaling), fitted on its own training rows.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_for_real_data(cls, data):
+        """``preprocessing.auto`` defaults to true for real data (every kind but builtin)."""
+        if isinstance(data, dict) and data.get("kind", "builtin") != "builtin":
+            pre = data.get("preprocessing")
+            if pre is None:
+                data = {**data, "preprocessing": {"auto": True}}
+            elif isinstance(pre, dict) and pre.get("auto") is None:
+                data = {**data, "preprocessing": {**pre, "auto": True}}
+        return data
 
     @model_validator(mode="after")
     def _kind_needs(self) -> "DatasetSpec":
@@ -219,12 +255,13 @@ class GlobalTestSpec(ClassCounts):
     or any ``column=value`` group selector) to the malicious rows taken from it, ``benignGroups``
     a group selector (e.g. ``device-0``) to benign rows; each must add up to its class count,
     which may then be left out. Without them the set follows availability in the clients'
-    groups. Selectors are checked against the data when the shards are built."""
+    groups; a part named in them is drawn from every row of its group that no client uses, so it
+    may be a kind no client has. Selectors are checked against the data when the shards are built."""
 
     benign: int | None = Field(None, ge=0, description="Benign rows (default: the sum of benignGroups).")
     malicious: int | None = Field(None, ge=0, description="Malicious rows (default: the sum of maliciousKinds).")
-    malicious_kinds: GroupCounts | None = Field(None, min_length=1, description="Malicious rows per attack kind, e.g. {'gafgyt/udp': 50, 'gafgyt/scan': 50}; adds up to malicious.")
-    benign_groups: GroupCounts | None = Field(None, min_length=1, description="Benign rows per group, e.g. {'device=Danmini_Doorbell': 500}; adds up to benign.")
+    malicious_kinds: GroupCounts | None = Field(None, min_length=1, description="Malicious rows per attack kind, e.g. {'gafgyt/udp': 50, 'gafgyt/scan': 50}, from any rows of that kind no client uses (also a kind no client has); adds up to malicious.")
+    benign_groups: GroupCounts | None = Field(None, min_length=1, description="Benign rows per group, e.g. {'device=Danmini_Doorbell': 500}, from any benign rows of that group no client uses; adds up to benign.")
 
     @model_validator(mode="before")
     @classmethod
@@ -286,7 +323,7 @@ class ScenarioSpec(SpecModel):
     clients: list[ClientSpec] = Field(default_factory=list, max_length=MAX_CLIENTS)
     global_test: GlobalTestSpec | None = Field(
         None,
-        description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups (optionally with its make-up per attack kind and benign group).",
+        description="Global test set drawn from rows no client trains or validates on, from the union of the clients' groups, or with its make-up per attack kind and benign group (any rows of those no client uses).",
     )
 
     @model_validator(mode="before")

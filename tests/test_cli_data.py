@@ -51,10 +51,10 @@ def test_prepare_writes_shards_and_prints_table_1_then_describe_repeats_it(tmp_p
     described = capsys.readouterr().out
     assert {row: printed_table(described)[row] for row in expected} == expected
     # Then each column's range and skew, and a dataset.preprocessing section to start from.
-    assert "f000" in described and "suggested" in described and "scaling: minmax" in described
+    assert "f000" in described and "suggested" in described and "scaling: quantile" in described and "auto: false" in described
     assert main(["data", "describe", str(spec)]) == 0  # the same from the spec, nothing written
     from_spec = capsys.readouterr().out
-    assert {row: printed_table(from_spec)[row] for row in expected} == expected and "scaling: minmax" in from_spec
+    assert {row: printed_table(from_spec)[row] for row in expected} == expected and "scaling: quantile" in from_spec
 
 
 def test_relative_dataset_path_is_read_from_the_spec_folder(tmp_path, monkeypatch, capsys):

@@ -79,6 +79,23 @@ def test_global_test_make_up_is_taken_as_asked():
     assert table["Training_family-0"] == {"client-a": 20, "client-b": 0}
 
 
+def test_global_test_may_hold_a_kind_and_a_device_that_no_client_has():
+    scenario = {
+        "kind": "non-iid",
+        "clients": [client("client-a", (100, 10), (20, 5), benign=["device-0"], malicious=["family-0"]),
+                    client("client-b", (100, 10), (20, 5), benign=["device-1"], malicious=["family-0"])],
+        "globalTest": {"maliciousKinds": {"family-0": 10, "family-1": 15}, "benignGroups": {"device-2": 30}},
+    }
+    shards = build_shards(parse_experiment(experiment(scenario, SMALL_BUILTIN)))
+    for shard in shards.clients.values():
+        assert shard.global_test.attack_kinds == {"family-0": 10, "family-1": 15}  # family-1: unseen by the whole mesh
+        assert shard.global_test.counts == {"benign": 30, "malicious": 25}
+        assert "family-1" not in shard.train.attack_kinds and "family-1" not in shard.validation.attack_kinds
+    a = shards.clients["client-a"]
+    train_rows = {r.tobytes() for r in np.concatenate([s.train.raw for s in shards.clients.values()] + [s.validation.raw for s in shards.clients.values()])}
+    assert not any(r.tobytes() in train_rows for r in a.global_test.raw)  # still no row a client uses
+
+
 def test_global_test_rows_are_disjoint_from_training_and_deterministic():
     scenario = by_kind_scenario({"maliciousKinds": {"family-0": 10, "family-1": 10}, "benign": 40})
     exp = parse_experiment(experiment(scenario, SMALL_BUILTIN))
@@ -105,7 +122,7 @@ def test_a_kind_the_data_lacks_is_a_data_error_naming_the_field_and_the_kinds():
 def test_more_rows_of_a_kind_than_left_is_a_data_error_naming_the_field():
     # 3 devices × 60 rows of family-0; the clients take 20 + 10 of them.
     scenario = by_kind_scenario({"benign": 40, "maliciousKinds": {"family-0": 151}})
-    with pytest.raises(DataError, match=r"scenario.globalTest.maliciousKinds\['family-0'\] \(in the clients' groups\): needs 151 malicious rows but only 150"):
+    with pytest.raises(DataError, match=r"scenario.globalTest.maliciousKinds\['family-0'\]: needs 151 malicious rows but only 150"):
         build_shards(parse_experiment(experiment(scenario, SMALL_BUILTIN)))
 
 
@@ -276,7 +293,8 @@ def test_tabular_loader_names_text_columns_it_drops(tmp_path):
     assert report.columns == (
         ("label", "label", "dataset.labelColumn: dataset.benignValues are benign, every other value malicious"),
         ("site", "group", "dataset.groupColumn: a group column for the scenario's selectors"),
-        ("proto", "dropped", "holds no number (text): not a feature by default; list it in dataset.features or encode it (dataset.preprocessing.categorical)"),
+        ("proto", "dropped", "holds no number (text): not a feature by default; list it in dataset.features or encode it "
+                               "(dataset.preprocessing.categorical; dataset.preprocessing.auto does for text columns of at most 32 values)"),
     )
     listed = tabular.load(path, ["bytes"], "label", ["normal"], None, False).report
     assert ("proto", "dropped", "not listed in dataset.features") in listed.columns
@@ -298,17 +316,17 @@ def test_choices_reach_shards_data_prepare_and_the_summary(tmp_path, capsys):
     spec = tmp_path / "exp.yaml"
     spec.write_text(yaml.safe_dump(doc))
     assert main(["data", "prepare", str(spec), "--out", str(tmp_path / "shards")]) == 0
-    assert "column 'proto': dropped — holds no number (text)" in capsys.readouterr().out
-    assert ("proto", "dropped") == read_load_report(tmp_path / "shards").columns[1][:2]
+    assert "column 'proto': categorical — dataset.preprocessing.auto: a text column" in capsys.readouterr().out
+    assert ("proto", "categorical") == read_load_report(tmp_path / "shards").columns[1][:2]
     assert main(["data", "describe", str(tmp_path / "shards")]) == 0
-    assert "column 'proto': dropped — holds no number (text)" in capsys.readouterr().out
+    assert "column 'proto': categorical — dataset.preprocessing.auto: a text column" in capsys.readouterr().out
     assert main(["simulate", str(spec), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "WARNING: method 'random-over' publishes exact copies of real training rows" in err and "column 'proto'" in err
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "## Data and choices" in summary and "- WARNING: method 'random-over'" in summary and "- column 'proto': dropped" in summary
+    assert "## Data and choices" in summary and "- WARNING: method 'random-over'" in summary and "- column 'proto': categorical" in summary
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["choices"]
-    assert recorded[0].startswith("WARNING: method 'random-over'") and any(n.startswith("column 'proto': dropped") for n in recorded)
+    assert recorded[0].startswith("WARNING: method 'random-over'") and any(n.startswith("column 'proto': categorical") for n in recorded)
 
 
 def test_real_nbaiot_non_iid_summary_marks_the_attack_kind_each_client_never_saw(tmp_path):

@@ -179,6 +179,68 @@ def test_column_stats_suggest_logs_for_heavy_tails_and_one_hot_for_categories():
     assert by_name["flat"].suggestion == "categorical" and by_name["flat"].distinct == 3
     assert by_name["bytes"].minimum == float(X[:, 0].min()) and by_name["bytes"].maximum == float(X[:, 0].max())
     section = suggested_preprocessing(stats)
-    assert section["categorical"] == ["flat"] and section["scaling"] == "minmax"
+    assert section["categorical"] == ["flat"] and section["scaling"] == "quantile"
     assert {"columns": ["delta"], "transform": "signed-log"} in section["transforms"]
     PreprocessingSpec.model_validate(section)  # a valid dataset.preprocessing section
+
+
+def test_auto_logs_the_clients_own_heavy_columns_says_nothing_twice_and_scales_by_quantile():
+    X = _rows(200)
+    X[:, 2] = np.random.default_rng(4).normal(0, 1, 200)  # tame, either sign
+    pre = Preprocessor.fit(_spec(auto=True), NAMES, X)
+    assert pre.transforms == {"bytes": "signed-log", "rate": "signed-log", "delta": "none", "flat": "none"}
+    encoded = pre.transform(X)
+    assert encoded[:, :3].min() == 0.0 and encoded[:, :3].max() == 1.0  # quantile: every value in [0, 1]
+    assert pre.transform(np.array([[1e12, -5, 1e6, 7]], np.float32)).tolist() == [[1.0, 0.0, 1.0, 0.0]]  # beyond the range: clipped
+    # An explicit entry wins over auto's choice, and an explicit scaling over auto's quantile.
+    pre = Preprocessor.fit(_spec(auto=True, scaling="minmax", transforms=[{"columns": ["rate"], "transform": "none"}]), NAMES, X)
+    assert pre.transforms["rate"] == "none" and pre.transforms["bytes"] == "signed-log"
+    assert pre.transform(np.array([[1e12, 0, 0, 7]], np.float32))[0, 0] > 1.0  # min-max extrapolates
+    # Each client decides on its own rows: a slice where bytes is tame keeps it as it is.
+    tame = X.copy()
+    tame[:, 0] = np.random.default_rng(6).uniform(100, 200, 200)
+    assert Preprocessor.fit(_spec(auto=True), NAMES, tame).transforms["bytes"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "auto", "scaling"),
+    [
+        ({"kind": "builtin"}, False, "minmax"),
+        ({"kind": "nbaiot", "path": "x"}, True, "quantile"),
+        ({"kind": "tabular", "path": "x", "labelColumn": "l", "benignValues": ["0"]}, True, "quantile"),
+        ({"kind": "botiot", "path": "x", "preprocessing": {"categorical": ["proto"]}}, True, "quantile"),
+        ({"kind": "botiot", "path": "x", "preprocessing": {"scaling": "robust"}}, True, "robust"),
+        ({"kind": "nbaiot", "path": "x", "preprocessing": {"auto": False}}, False, "minmax"),
+        ({"kind": "builtin", "preprocessing": {"auto": True}}, True, "quantile"),
+    ],
+)
+def test_auto_is_the_default_for_real_data_and_the_papers_min_max_stays_one_line_away(dataset, auto, scaling):
+    from p2p_job.spec import DatasetSpec
+
+    pre = DatasetSpec.model_validate(dataset).preprocessing
+    assert (pre.auto, pre.scaling) == (auto, scaling)
+    assert PreprocessingSpec.model_validate(pre.model_dump(by_alias=True)) == pre  # what shards and model files store reads back the same
+
+
+def test_auto_loads_few_valued_text_columns_as_categories_and_leaves_addresses_out(tmp_path):
+    import pandas as pd
+
+    from p2p_job.datasets import load_dataset
+    from p2p_job.spec import DatasetSpec
+
+    path = _flows(tmp_path / "flows.csv")
+    frame = pd.read_csv(path)
+    frame["saddr"] = [f"10.0.{i // 200}.{i % 200}" for i in range(len(frame))]  # 240 values: an address, not a category
+    frame.to_csv(path, index=False)
+    base = {"kind": "tabular", "path": str(path), "labelColumn": "label", "benignValues": ["normal"], "groupColumn": "device"}
+    table = load_dataset(DatasetSpec.model_validate(base))
+    assert table.feature_names == ["bytes", "pkts", "proto"] and table.categories == {"proto": ["icmp", "tcp", "udp"]}
+    notes = {c: (action, reason) for c, action, reason in table.report.columns}
+    assert notes["proto"] == ("categorical", "dataset.preprocessing.auto: a text column: a category (3 values), one-hot encoded")
+    assert notes["saddr"][0] == "dropped" and "at most 32 values" in notes["saddr"][1]
+    pre = Preprocessor.fit(DatasetSpec.model_validate(base).preprocessing, table.feature_names, table.features, table.categories)
+    assert pre.output_names == ["bytes", "pkts", "proto=icmp", "proto=tcp", "proto=udp"]
+    assert pre.transforms == {"bytes": "signed-log", "pkts": "signed-log"}
+    # Without auto the text column is left out, as before.
+    plain = load_dataset(DatasetSpec.model_validate({**base, "preprocessing": {"auto": False}}))
+    assert plain.feature_names == ["bytes", "pkts"] and plain.categories == {}

@@ -18,9 +18,11 @@ DEVICES = {"cam": (200, 40), "bell": (150, 30), "plug": (100, 20)}
 
 @pytest.fixture
 def traced(tmp_path):
-    """A tabular dataset whose ``row_id`` feature names the row, and its frame."""
+    """A tabular dataset whose ``row_id`` feature names the row, and its frame; the paper's
+    min-max scaling (``auto: false``), whose fitted range shows which rows it saw."""
     frame = traceable_csv(tmp_path / "rows.csv", DEVICES)
-    dataset = {"kind": "tabular", "path": str(tmp_path / "rows.csv"), "labelColumn": "label", "benignValues": ["normal"], "groupColumn": "device"}
+    dataset = {"kind": "tabular", "path": str(tmp_path / "rows.csv"), "labelColumn": "label", "benignValues": ["normal"], "groupColumn": "device",
+               "preprocessing": {"auto": False}}
     return dataset, frame
 
 

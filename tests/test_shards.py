@@ -64,7 +64,7 @@ def test_manifest_counts_features_and_preprocessing_and_parquet_holds_raw_rows(s
     assert "preprocessing" not in a
     # A client's preprocessing is in its own manifest; its parquet holds raw rows it refits on.
     own = json.loads((tmp_path / "client-a" / "manifest.json").read_text())
-    assert own["preprocessing"] == {"transforms": [], "categorical": [], "scaling": "minmax"} and own["categories"] == {}
+    assert own["preprocessing"] == {"auto": False, "transforms": [], "categorical": [], "scaling": "minmax"} and own["categories"] == {}
     stored = pq.read_table(tmp_path / "client-a" / "train.parquet").to_pandas()[shards.feature_names].to_numpy()
     np.testing.assert_array_equal(stored, shards.clients["client-a"].train.raw)
     assert own["splits"]["train"]["counts"] == {"benign": 120, "malicious": 12}

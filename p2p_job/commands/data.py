@@ -120,7 +120,11 @@ def _print_columns(shards) -> None:
         table.add_row(c.name, f"{c.minimum:.4g}", f"{c.median:.4g}", f"{c.maximum:.4g}", f"{c.skew:.2f}", f"{c.decades:.1f}", str(c.distinct), c.suggestion)
     console = Console()
     console.print(table)
-    console.print("suggested (heavy tails: |skew| > 2 or > 3 decades):", markup=False)
+    console.print(
+        "suggested (heavy tails: |skew| > 2 or > 3 decades; quantile scaling: docs/real-data.md). dataset.preprocessing.auto, "
+        "the default for real data, makes these choices per client on its own training rows; the paper's min-max alone: auto: false",
+        markup=False,
+    )
     console.print(yaml.safe_dump({"preprocessing": suggested_preprocessing(stats)}, sort_keys=False, width=100, default_flow_style=None),
                   markup=False, highlight=False)
 

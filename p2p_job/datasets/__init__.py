@@ -36,7 +36,8 @@ def _load(spec: DatasetSpec, base_dir: Path | None) -> Table:
         return nbaiot.load(path, spec.devices, spec.families, spec.drop_bad_rows)
     if spec.kind == "botiot":
         return botiot.load(path, spec.families, spec.drop_bad_rows, categorical)
-    return tabular.load(path, spec.features, spec.label_column, spec.benign_values, spec.group_column, spec.drop_bad_rows, categorical)
+    return tabular.load(path, spec.features, spec.label_column, spec.benign_values, spec.group_column, spec.drop_bad_rows, categorical,
+                        auto=bool(spec.preprocessing.auto))
 
 
 def with_categories(table: Table, categorical: list[str]) -> Table:

@@ -20,6 +20,12 @@ from p2p_job.datasets.table import DataError, Table
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
+#: Under ``dataset.preprocessing.auto``, a text column with at most this many distinct values (and
+#: at most half as many as rows, so values repeat) is loaded as a category (one-hot encoded); one
+#: with more (addresses, identifiers) is not.
+MAX_AUTO_CATEGORIES = 32
+
+
 def load(
     path: Path,
     features: list[str] | None,
@@ -28,16 +34,26 @@ def load(
     group_column: str | None,
     drop_bad_rows: bool,
     categorical: list[str] = (),
+    auto: bool = False,
 ) -> Table:
     """Rows of the file; ``features`` default to every column but label and group that holds
     numbers. ``categorical`` columns (``dataset.preprocessing.categorical``) are read as text
     and become category codes (:meth:`~p2p_job.datasets.reading.Sheet.categories`), after the
-    other features unless ``features`` places them."""
+    other features unless ``features`` places them. With ``auto``
+    (``dataset.preprocessing.auto``), so do the text columns (no number in them) among
+    ``features`` (default: all but label and group) that hold at most
+    :data:`MAX_AUTO_CATEGORIES` distinct values, each on two rows or more on average."""
     text = [label_column] + ([group_column] if group_column else [])
-    categorical = list(categorical)
+    categorical = listed = list(categorical)
     sheet = _read(path, [*text, *categorical], drop_bad_rows)
     sheet.require([*text, *categorical])
     frame = sheet.frame
+    if auto:
+        categorical = listed + [
+            c for c in frame.columns
+            if c not in text and c not in categorical and (features is None or c in features)
+            and not _holds_numbers(frame[c]) and frame[c].nunique(dropna=False) <= min(MAX_AUTO_CATEGORIES, len(frame) / 2)
+        ]  # fmt: skip
     names = list(features or [c for c in frame.columns if c not in text and c not in categorical and _holds_numbers(frame[c])])
     names += [c for c in categorical if c not in names]
     numeric = [c for c in names if c not in categorical]
@@ -56,7 +72,11 @@ def load(
     labels = (~np.isin(label_text[keep], benign_values)).astype(np.int8)
     columns = {**{c: X[:, j] for j, c in enumerate(numeric)}, **{c: codes[:, j] for j, c in enumerate(categorical)}}
     notes = _column_notes(frame, names, label_column, group_column, features is not None)
-    notes += [(c, "categorical", f"dataset.preprocessing.categorical: a category ({len(categories[c])} values), one-hot encoded") for c in categorical]
+    notes += [
+        (c, "categorical", f"{'dataset.preprocessing.categorical' if c in listed else 'dataset.preprocessing.auto: a text column'}: "
+                           f"a category ({len(categories[c])} values), one-hot encoded")
+        for c in categorical
+    ]
     return Table(np.column_stack([columns[c] for c in names]).astype(np.float32), labels, groups, names, report.with_columns(*notes), categories)
 
 
@@ -71,7 +91,10 @@ def _column_notes(frame: pd.DataFrame, names: list[str], label_column: str, grou
         if listed:
             reason = "not listed in dataset.features"
         else:
-            reason = "holds no number (text): not a feature by default; list it in dataset.features or encode it (dataset.preprocessing.categorical)"
+            reason = (
+                "holds no number (text): not a feature by default; list it in dataset.features or encode it (dataset.preprocessing.categorical; "
+                f"dataset.preprocessing.auto does for text columns of at most {MAX_AUTO_CATEGORIES} values)"
+            )
         notes.append((str(column), "dropped", reason))
     return notes
 
