@@ -35,7 +35,7 @@ from p2pk_operator.admission import Admission
 from p2pk_operator.cluster import KubeCluster
 from p2pk_operator.crd import PLURAL
 from p2pk_operator.finalizer import DELETION_TIMEOUT, needs_finalizer
-from p2pk_operator.reconcile import Services, cleanup, reconcile
+from p2pk_operator.reconcile import DeletionWaits, Services, cleanup, reconcile
 from p2pk_operator.status import needs_observation
 
 #: Seconds between two status observations of a running experiment.
@@ -129,5 +129,14 @@ def _needs_finalizer(spec: kopf.Spec, **_) -> bool:
 # Filtered: kopf adds its finalizer only to experiments with state outside Kubernetes (and
 # removes it when a spec change drops that), so the others never wait for an operator.
 @kopf.on.delete(*RESOURCE, when=_needs_finalizer)
-def deleted(body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    cleanup(body, memo.services)
+async def deleted(body: kopf.Body, memo: kopf.Memo, logger, **_) -> None:
+    # Waiting (for the Jobs to stop, for the store) is no error: logged as information and tried
+    # again here rather than with kopf.TemporaryError, which kopf logs as an ERROR. The wait is
+    # bounded by the deletion timeout, counted from the deletionTimestamp, so a restart in
+    # between (this task cancelled, the finalizer kept) does not extend it.
+    while True:
+        try:
+            return await asyncio.to_thread(cleanup, body, memo.services)
+        except DeletionWaits as wait:
+            logger.info(f"{wait}; trying again in {wait.delay:g} s")
+            await asyncio.sleep(wait.delay)

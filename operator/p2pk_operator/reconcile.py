@@ -184,9 +184,10 @@ def cleanup(body: Any, services: Services, now: datetime.datetime | None = None)
     ConfigMap go with their owner (ownerReferences).
 
     A step that must wait (Jobs still running, the store or the MinIO admin API not answering)
-    is retried (``kopf.TemporaryError``) until ``services.deletion_timeout`` seconds after the
-    deletionTimestamp; then each step is tried once more, and what could not be done is named
-    in a Warning Event (CleanupAbandoned) as the finalizer is released (``finalizer``)."""
+    raises :class:`DeletionWaits` (the caller tries again after its ``delay``) until
+    ``services.deletion_timeout`` seconds after the deletionTimestamp; then each step is tried
+    once more, and what could not be done is named in a Warning Event (CleanupAbandoned) as the
+    finalizer is released (``finalizer``)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     desired, _ = _desired(body, services.admission)
@@ -205,7 +206,7 @@ def cleanup(body: Any, services: Services, now: datetime.datetime | None = None)
             step()
         except _Wait as wait:
             if delay is not None:
-                raise kopf.TemporaryError(str(wait), delay=min(delay, wait_delay)) from None
+                raise DeletionWaits(str(wait), min(delay, wait_delay)) from None
             left.append(f"{leftover} ({wait})")
 
     s3 = running.exp.spec.kubernetes.s3
@@ -222,6 +223,14 @@ def cleanup(body: Any, services: Services, now: datetime.datetime | None = None)
 
 class _Wait(Exception):
     """A deletion step cannot finish yet; the message says why."""
+
+
+class DeletionWaits(Exception):
+    """The deletion must wait: try again in ``delay`` seconds (an ordinary wait, not an error)."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
 
 
 def _purge(plan: Plan, body: Any, services: Services) -> None:

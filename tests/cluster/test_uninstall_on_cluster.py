@@ -146,11 +146,8 @@ def test_helm_uninstall_deletes_the_experiments_applied_with_kubectl_and_leaves_
         # The operator finished the deletion before it went: the prefix is purged, the other kept.
         assert store.list("purged/") == [] and store.list("plain/")
         assert any(e.reason == "StorePurged" for e in events(plane, ns, "purged")), release.operator_log()[-3000:]
-        for text in release.operator_logs().values():
-            assert "forbidden" not in text.lower(), text[-3000:]
-            errors = [line for line in text.splitlines() if "[ERROR" in line]
-            # The one wait a purge has: the Jobs, deleted first (foreground), still stopping.
-            assert all("waiting for" in line and "Jobs to stop before purging the store" in line for line in errors), errors
+        for text in release.operator_logs().values():  # waiting for the Jobs to stop is no error
+            assert "forbidden" not in text.lower() and "[ERROR" not in text, text[-3000:]
     finally:
         delete_namespace(plane, ns)
     print(f"namespace {ns} gone {wait_namespace_gone(plane, ns):.1f} s after its deletion")

@@ -22,7 +22,7 @@ from p2p_job.store import StoreError
 from p2pk_operator import handlers, policies
 from p2pk_operator.admission import Admission
 from p2pk_operator.manifests import plan, secret_values
-from p2pk_operator.reconcile import admin_failure, changed_fields, counted
+from p2pk_operator.reconcile import DeletionWaits, admin_failure, changed_fields, cleanup, counted
 
 JOBS = [f"exp-{m}-{c}" for m in ("ksmote", "none") for c in ("a", "b", "c")]
 RUNNING = {"active": 1, "ready": 1}
@@ -463,7 +463,7 @@ def test_refused_admin_keys_are_shown_and_retried(world):
 def test_deleting_an_experiment_on_a_store_without_the_admin_api_is_not_held_up(world):
     world.memo.services.minio_admin = lambda *args: RefusingAdmin(S3_NOT_MINIO)
     body = created(world)
-    handlers.deleted(body=body, memo=world.memo)  # no retry: kopf drops its finalizer
+    cleanup(body, world.memo.services)  # no wait: the finalizer goes
     assert world.cluster.events[-1][:2] == ("Warning", "StoreUsersKept")
     assert "does not serve the MinIO admin API" in world.cluster.events[-1][2]
 
@@ -471,8 +471,8 @@ def test_deleting_an_experiment_on_a_store_without_the_admin_api_is_not_held_up(
 def test_deletion_retries_while_minio_refuses_the_admin_keys(world):
     body = created(world)
     world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
-    with pytest.raises(kopf.TemporaryError, match="cannot remove the clients' MinIO users yet: .*InvalidAccessKeyId"):
-        handlers.deleted(body=body, memo=world.memo)
+    with pytest.raises(DeletionWaits, match="cannot remove the clients' MinIO users yet: .*InvalidAccessKeyId"):
+        cleanup(body, world.memo.services)
 
 
 @pytest.mark.parametrize(("error", "reason", "permanent"), [
@@ -503,11 +503,11 @@ def test_shared_credentials_make_no_secrets_or_users(world):
 def test_deletion_removes_the_users_and_keeps_the_store(world):
     body = created(world)
     world.store.put_bytes("exp/ksmote/metrics/a/00001.parquet", b"kept")
-    handlers.deleted(body=body, memo=world.memo)
+    cleanup(body, world.memo.services)
     assert world.admin.users == {} and world.admin.policies == {}
     assert world.store.get_bytes("exp/ksmote/metrics/a/00001.parquet") == b"kept"
     assert world.cluster.events[-1] == ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients")
-    handlers.deleted(body=body, memo=world.memo)  # again (kopf retry): nothing left to remove, no error
+    cleanup(body, world.memo.services)  # again (a restarted operator): nothing left to remove, no error
 
 
 def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
@@ -515,12 +515,12 @@ def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
     world.store.put_bytes("exp/ksmote/rounds/00001/a/manifest.json", b"{}")
     world.store.put_bytes("exp2/ksmote/spec.yaml", b"another experiment")
     world.cluster.set_job_status("exp-ksmote-a", RUNNING)
-    with pytest.raises(kopf.TemporaryError, match="waiting for 1 Jobs to stop before purging the store: exp-ksmote-a"):
-        handlers.deleted(body=body, memo=world.memo)
+    with pytest.raises(DeletionWaits, match="waiting for 1 Jobs to stop before purging the store: exp-ksmote-a"):
+        cleanup(body, world.memo.services)
     assert world.store.list("exp/") and world.admin.users, "nothing purged or revoked while a Job runs"
     for name in JOBS:  # garbage collection deletes the owned Jobs
         world.cluster.remove("Job", name)
-    handlers.deleted(body=body, memo=world.memo)
+    cleanup(body, world.memo.services)
     assert world.store.list("") == ["exp2/ksmote/spec.yaml"]
     assert world.admin.users == {}
     assert world.cluster.events[-2:] == [
@@ -532,7 +532,7 @@ def test_deletion_with_purge_waits_for_the_jobs_then_purges_the_prefix(world):
 def test_deleting_an_experiment_that_never_was_valid_touches_nothing(world):
     doc = experiment()
     doc["spec"]["topology"] = {"kind": "k-regular", "degree": 5}
-    handlers.deleted(body=resource(doc), memo=world.memo)
+    cleanup(resource(doc), world.memo.services)
     assert world.admin.logins == [] and world.cluster.events == []
 
 
@@ -558,15 +558,15 @@ def deleted_long_ago(body: dict, seconds: float = 3600) -> dict:
 def test_a_deletion_waiting_for_minio_retries_no_later_than_its_deadline(world):
     body = deleted_long_ago(created(world), seconds=100)
     world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
-    with pytest.raises(kopf.TemporaryError) as retry:
-        handlers.deleted(body=body, memo=world.memo)
+    with pytest.raises(DeletionWaits) as retry:
+        cleanup(body, world.memo.services)
     assert 15 <= retry.value.delay <= 20  # the default timeout is 120 s: the last retry lands on it
 
 
 def test_a_deletion_past_its_timeout_releases_the_finalizer_naming_the_users_left(world):
     body = deleted_long_ago(created(world))
     world.memo.services.minio_admin = lambda *args: RefusingAdmin(BAD_KEYS)
-    handlers.deleted(body=body, memo=world.memo)  # no retry: kopf removes its finalizer
+    cleanup(body, world.memo.services)  # no wait: the finalizer goes
     kind, reason, message = world.cluster.events[-1]
     assert (kind, reason) == ("Warning", "CleanupAbandoned")
     assert re.match(r"released the finalizer 360[01] s after deletion \(p2pk operator --deletion-timeout 120\)", message)
@@ -580,7 +580,7 @@ def test_a_purge_past_its_timeout_keeps_the_prefix_but_still_removes_the_users(w
     body = deleted_long_ago(created(world, experiment(purgeOnDelete=True)), seconds=31)
     world.store.put_bytes("exp/ksmote/rounds/00001/a/manifest.json", b"{}")
     world.cluster.set_job_status("exp-ksmote-a", RUNNING)
-    handlers.deleted(body=body, memo=world.memo)
+    cleanup(body, world.memo.services)
     assert world.store.list("exp/") and world.admin.users == {}
     assert world.cluster.events[-2][:3] == ("Normal", "StoreUsersRemoved", "removed the MinIO users of 3 clients")
     kind, reason, message = world.cluster.events[-1]
@@ -598,6 +598,33 @@ def test_a_store_that_fails_the_purge_is_waited_for_not_an_exception(world):
             raise StoreError("s3://p2pk/experiments/lab: connection refused")
 
     world.memo.services.open_store = lambda url, **kw: Down()
-    with pytest.raises(kopf.TemporaryError, match="cannot purge the store yet: .*connection refused"):
-        handlers.deleted(body=body, memo=world.memo)
+    with pytest.raises(DeletionWaits, match="cannot purge the store yet: .*connection refused"):
+        cleanup(body, world.memo.services)
     assert world.admin.users, "the users stay while the purge waits"
+
+
+def test_the_deletion_handler_waits_quietly_until_the_jobs_stop_then_purges(world, monkeypatch, caplog):
+    """kopf's handler: each wait is logged as information and slept here (not a
+    kopf.TemporaryError, which kopf logs as an ERROR), then the purge runs."""
+    import asyncio
+    import logging
+
+    body = created(world, experiment(purgeOnDelete=True))
+    world.cluster.set_job_status("exp-ksmote-a", RUNNING)
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds):
+        slept.append(seconds)
+        for name in JOBS:  # meanwhile, the garbage collector deletes the Jobs
+            world.cluster.objects.pop(("Job", NAMESPACE, name), None)
+        await real_sleep(0)
+
+    monkeypatch.setattr(handlers.asyncio, "sleep", sleep)
+    logger = logging.getLogger("test-deletion")
+    with caplog.at_level(logging.INFO, logger="test-deletion"):
+        asyncio.run(handlers.deleted(body=body, memo=world.memo, logger=logger))
+    assert slept == [10]
+    assert caplog.records[0].levelname == "INFO"
+    assert "waiting for 1 Jobs to stop before purging the store: exp-ksmote-a; trying again in 10 s" in caplog.text
+    assert world.cluster.events[-2][1] == "StorePurged" and world.admin.users == {}
