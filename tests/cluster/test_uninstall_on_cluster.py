@@ -11,13 +11,17 @@ nothing is left behind and no finalizer is stuck (docs/operator.md, "Uninstallin
 - The operator's own namespace deleted with the operator and its experiments in it (no
   ``helm uninstall``): experiments without state outside Kubernetes carry no finalizer, so the
   namespace goes although the operator and its RBAC go in the same sweep.
+- Without an operator, the uninstall hook fails at its deadline naming the experiment its
+  finalizer holds.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 from helm_release import STORE_SECRET, create_namespace, install, namespace_gone
@@ -206,3 +210,45 @@ def test_deleting_the_operators_own_namespace_with_its_experiments_ends(control_
     finally:
         delete_namespace(plane, ns)  # no helm uninstall: the operator goes in the same sweep
     print(f"the operator's own namespace {ns} gone {wait_namespace_gone(plane, ns):.1f} s after its deletion")
+
+
+def test_the_uninstall_hook_names_what_it_could_not_delete_when_no_operator_runs(control_plane, s3_server, tmp_path):
+    """The pre-delete hook's script on the real API server, with no operator: an experiment
+    held by a finalizer is still there at the deadline, and the hook fails naming it and its
+    finalizer (helm uninstall then stops before removing the operator)."""
+    import subprocess
+    import sys
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from p2pk_operator.crd import custom_resource_definition
+
+    plane, ns = control_plane, f"hook-{uuid.uuid4().hex[:6]}"
+    extensions = client.ApiextensionsV1Api(plane.api_client())
+    crd = custom_resource_definition()
+    try:
+        extensions.create_custom_resource_definition(crd)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or ()),
+             60, "the CRD to be established")
+    create_namespace(plane, ns, s3_server)
+    bucket = urllib.parse.urlparse(s3_server.store_url()).netloc
+    held = experiment("held", s3_server, bucket, purgeOnDelete=True)
+    held["metadata"]["finalizers"] = [FINALIZER]  # as the operator left it before going
+    custom(plane).create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, held)
+    script = Path(__file__).resolve().parents[2] / "charts" / "p2pk" / "files" / "delete_experiments.py"
+    try:
+        done = subprocess.run([sys.executable, str(script), f"--namespace={ns}", "--timeout=3"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)})
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"FAIL still there after 3 s (is the operator running? it removes its finalizer): {ns}/held (finalizers: " \
+               f"{FINALIZER}" in done.stderr, done.stderr
+        assert get(plane, ns, "held")["metadata"]["deletionTimestamp"], "deleted, kept by the finalizer"
+    finally:
+        custom(plane).patch_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, "held", {"metadata": {"finalizers": None}})
+        delete_namespace(plane, ns)
+    wait_namespace_gone(plane, ns)
