@@ -190,15 +190,23 @@ class _Stack:
         group = tasks[0].optimizer.param_groups[0]
         self.lr, self.weight_decay, (self.beta1, self.beta2), self.eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
         self._views: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._running_views: dict[int, list[list[torch.Tensor]]] = {}
         self._rows: dict[int, list[list[torch.Tensor]]] = {}
 
     def views(self, buffer: torch.Tensor, k: int) -> list[torch.Tensor]:
-        """The first k clients' parameters in ``buffer`` (``flat`` or ``grad``), (k, *shape) each."""
+        """The first k clients' parameters in ``buffer`` (``flat`` or ``grad``), (k, *shape)
+        each, a vector shape as a column (k, units, 1), as :func:`forward_backward` takes them."""
         key = (id(buffer), k)
         if key not in self._views:
-            self._views[key] = [buffer[:k, lo:hi].view(k, *shape)
+            self._views[key] = [buffer[:k, lo:hi].view(k, *shape, *((1,) if len(shape) == 1 else ()))
                                 for lo, hi, shape in zip(self.offsets, self.offsets[1:], self.shapes)]
         return self._views[key]
+
+    def running_views(self, k: int) -> list[list[torch.Tensor]]:
+        """The first k clients' BatchNorm running means and variances, (k, units) per layer."""
+        if k not in self._running_views:
+            self._running_views[k] = [[r[:k] for r in stats] for stats in self.running]
+        return self._running_views[k]
 
     @torch.no_grad()
     def adam_step(self, k: int) -> None:
@@ -308,7 +316,7 @@ def forward_backward(params: list[torch.Tensor], grads: list[torch.Tensor], h: t
     """One training step's forward and backward pass of k stacked §5.1.3 networks, written out
     by hand (no autograd graph): the gradient of each client's mean binary cross-entropy over its
     own rows with respect to its own parameters is written into ``grads`` (views shaped like
-    ``params``: (k, out, in) weights, (k, units) biases and BatchNorm γ, β).
+    ``params``: (k, out, in) weights; biases and BatchNorm γ, β as (k, units, 1) columns).
 
     ``h`` (k, n_features, B): each client's input rows as columns; ``target`` (k, 1, B);
     ``masks`` (k, Σ units, B) dropout masks (0 or 1 / (1 − p)), or None without dropout;
@@ -329,52 +337,55 @@ def forward_backward(params: list[torch.Tensor], grads: list[torch.Tensor], h: t
     unit = 0
     for j, block in enumerate(blocks):
         weight, bias, gamma, beta = params[4 * j : 4 * j + 4]
-        z = torch.baddbmm(bias.unsqueeze(2), weight, h)
-        mean = (z * weights if partial else z).sum(2, keepdim=True).div_(n)
-        c = z.sub_(mean)
+        z = torch.baddbmm(bias, weight, h)
         if partial:
-            c.mul_(weights)
+            mean = (z * weights).sum(2, keepdim=True).div_(n)
+            c = z.sub_(mean).mul_(weights)
+        else:
+            mean = z.mean(2, keepdim=True)
+            c = z.sub_(mean)
         var = torch.linalg.vector_norm(c, dim=2, keepdim=True).square_().div_(n)  # biased, as BatchNorm normalises
-        with torch.no_grad():  # the running variance is the unbiased one, as BatchNorm keeps it
-            running[0][j].lerp_(mean.squeeze(2), block.momentum)
-            running[1][j].lerp_((var * (n / (n - 1)) if partial else var * (B / (B - 1))).squeeze(2), block.momentum)
+        m = block.momentum  # the running variance is the unbiased one, as BatchNorm keeps it
+        running[0][j].lerp_(mean.view(k, -1), m)
+        if partial:
+            running[1][j].lerp_((var * (n / (n - 1))).view(k, -1), m)
+        else:
+            running[1][j].mul_(1 - m).add_(var.view(k, -1), alpha=m * B / (B - 1))
         rstd = var.add_(block.eps).rsqrt_()
-        scale = rstd * gamma.unsqueeze(2)
-        y = torch.mul(c, scale).add_(beta.unsqueeze(2))
+        scale = rstd * gamma
+        y = torch.mul(c, scale).add_(beta)
         if masks is None:
             gate = None
             a = torch.nn.functional.leaky_relu(y, block.slope)
-        else:  # LeakyReLU then dropout as one factor: ∂a/∂y (1 or the slope) times the mask
+        else:
             gate = torch.ops.aten.leaky_relu_backward(masks[:, unit : unit + block.units], y, block.slope, False)
-            a = y * gate
-        saved.append((h, c, rstd, scale, y, gate))
+            a = y.mul_(gate)  # y is not needed again: ∂a/∂y is in the gate
+        saved.append((h, c, rstd, scale, y if gate is None else None, gate))
         h = a
         unit += block.units
     weight, bias = params[-2:]
-    logits = torch.baddbmm(bias.unsqueeze(2), weight, h)  # (k, 1, B)
+    logits = torch.baddbmm(bias, weight, h)
     per_client = None
     if loss:
         elementwise = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
         per_client = (elementwise * weights if partial else elementwise).sum((1, 2)).div_(n.view(k) if partial else B)
-
     g = torch.sigmoid(logits).sub_(target)  # ∂ mean loss / ∂ logit
     g = g.mul_(weights).div_(n) if partial else g.div_(B)
     torch.bmm(g, h.transpose(1, 2), out=grads[-2])
-    torch.sum(g, 2, out=grads[-1])
+    torch.sum(g, 2, keepdim=True, out=grads[-1])
     dh = torch.bmm(weight.transpose(1, 2), g)
     for j in reversed(range(len(blocks))):
         block = blocks[j]
         h_in, c, rstd, scale, y, gate = saved[j]
         dy = torch.ops.aten.leaky_relu_backward(dh, y, block.slope, False) if gate is None else dh.mul_(gate)
-        s1 = dy.sum(2, keepdim=True)
+        s1 = torch.sum(dy, 2, keepdim=True, out=grads[4 * j + 3])  # ∂β
         s2 = (dy * c).sum(2, keepdim=True)
-        torch.mul(s2.squeeze(2), rstd.squeeze(2), out=grads[4 * j + 2])
-        grads[4 * j + 3].copy_(s1.squeeze(2))
-        dz = torch.mul(c, (rstd * rstd).mul_(s2).mul_(scale).div_(-n)).add_(s1.mul_(scale).div_(-n)).addcmul_(dy, scale)
+        torch.mul(s2, rstd, out=grads[4 * j + 2])  # ∂γ
+        dz = torch.mul(c, (rstd * rstd).mul_(s2).mul_(scale).div_(-n)).add_(torch.mul(s1, scale).div_(-n)).addcmul_(dy, scale)
         if partial:
             dz.mul_(weights)
         torch.bmm(dz, h_in.transpose(1, 2), out=grads[4 * j])
-        torch.sum(dz, 2, out=grads[4 * j + 1])
+        torch.sum(dz, 2, keepdim=True, out=grads[4 * j + 1])
         if j:
             dh = torch.bmm(params[4 * j].transpose(1, 2), dz)
     return per_client
@@ -443,7 +454,7 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
             target = y_all.index_select(0, idx).view(k, 1, B)
             per_client = forward_backward(
                 stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
-                [[r[:k] for r in stats] for stats in stack.running], blocks,
+                stack.running_views(k), blocks,
                 None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
             )
             stack.adam_step(k)

@@ -200,6 +200,11 @@ def _reference_gradients(params, h, target, masks, running, training, real_rows)
     return grads, torch.stack(losses).detach(), stats
 
 
+def _column(t: torch.Tensor) -> torch.Tensor:
+    """A stacked vector parameter (k, units) as the engine passes it, (k, units, 1)."""
+    return t.unsqueeze(2) if t.dim() == 2 else t
+
+
 @pytest.mark.parametrize("real_rows", [(32, 32, 32), (32, 5, 17)], ids=["full-batches", "short-batches"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_the_hand_written_backward_equals_autograd(real_rows, dropout):
@@ -228,7 +233,8 @@ def test_the_hand_written_backward_equals_autograd(real_rows, dropout):
     partial = real_rows != (B,) * k
     weights = (torch.arange(B).view(1, 1, B) < torch.tensor(real_rows).view(k, 1, 1)).float() if partial else None
     rows = torch.tensor(real_rows, dtype=torch.float32).view(k, 1, 1) if partial else None
-    losses = forward_backward(params, grads, h, target, masks, stats, _blocks(model), weights, rows, loss=True)
+    losses = forward_backward([_column(p) for p in params], [_column(g) for g in grads], h, target, masks, stats,
+                              _blocks(model), weights, rows, loss=True)
 
     np.testing.assert_allclose(losses.numpy(), expected_losses.numpy(), rtol=1e-5)
     largest = max(float(want.abs().max()) for want in expected)
