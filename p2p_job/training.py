@@ -435,6 +435,7 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     reported = (last_epoch.sum(1) > 0).tolist()
     index = torch.where(real, index + torch.tensor(offsets[:-1]).view(1, C, 1), torch.tensor(offsets[:-1]).view(1, C, 1))
     weights = real.float().unsqueeze(2)  # (S, C, 1, B)
+    index = index.view(S, C * B)  # per step, the active clients' row numbers are a prefix
     index, weights, rows_f, last_epoch = (t.to(device) for t in (index, weights, rows.float(), last_epoch))
 
     stack = _Stack(tasks, device)
@@ -447,19 +448,20 @@ def train_many(tasks: list[TrainingTask], training: TrainingSpec, device: torch.
     d = X_all.shape[1]
     inputs = torch.empty(C * B, d, device=device)
     try:
-        for s in range(S):
-            k = active[s]
-            idx = index[s, :k].reshape(-1)
-            h = torch.index_select(X_all, 0, idx, out=inputs[: k * B]).view(k, B, d).transpose(1, 2)  # (k, d, B)
-            target = y_all.index_select(0, idx).view(k, 1, B)
-            per_client = forward_backward(
-                stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
-                stack.running_views(k), blocks,
-                None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
-            )
-            stack.adam_step(k)
-            if per_client is not None:
-                loss_sum[:k].add_(per_client * loss_weights[s, :k])
+        with torch.inference_mode():  # the steps' temporaries need no autograd bookkeeping
+            for s in range(S):
+                k = active[s]
+                idx = index[s, : k * B]
+                h = torch.index_select(X_all, 0, idx, out=inputs[: k * B]).view(k, B, d).transpose(1, 2)  # (k, d, B)
+                target = y_all.index_select(0, idx).view(k, 1, B)
+                per_client = forward_backward(
+                    stack.views(stack.flat, k), stack.views(stack.grad, k), h, target, None if masks is None else masks(s, k),
+                    stack.running_views(k), blocks,
+                    None if full[s] else weights[s, :k], None if full[s] else rows_f[s, :k].view(k, 1, 1), loss=reported[s],
+                )
+                stack.adam_step(k)
+                if per_client is not None:
+                    loss_sum[:k].add_(per_client * loss_weights[s, :k])
     finally:
         if masks is not None:
             masks.close()
