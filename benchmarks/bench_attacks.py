@@ -46,7 +46,7 @@ from p2p_job.simulate import simulate
 from p2p_job.spec import parse_experiment
 
 MODEL_ATTACKS = ("scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base")
-POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
+POINT_ATTACKS = ("label-flip", "majority-flip", "out-of-range", "flooding")
 #: Not an attack on the model or the points: the attacker publishes nothing, what a defence that
 #: refused its every publication would leave the honest clients with.
 BASELINES = ("silent",)

@@ -34,6 +34,9 @@ On the shared points (eq. 7; what shared-point sanitisation must withstand), all
 - ``label-flip``: ``points`` (default: as many as its honest publication shares, so that only
   the labels give it away) of its own training rows, drawn with replacement, labels flipped
   (Tolpegin et al., "Data poisoning attacks against FL systems", ESORICS 2020).
+- ``majority-flip``: the same, drawn from its majority-class (benign) rows only and labelled
+  with its minority class: a label flip that passes the label check (every point carries the
+  label the spec expects), which only the class-region check (``p2p_job.screening``) can see.
 - ``out-of-range``: ``points`` (default: as many as it would share honestly) random points from 0.5 to 1 × ``factor`` (default
   1000) in its own encoded (min-max scaled) units, mapped back to raw units, labelled with its
   minority class.
@@ -62,6 +65,7 @@ DEFAULTS: dict[str, tuple[float | None, int | None]] = {
     "gaussian-noise": (1.0, None),
     "inflated-n-base": (1000.0, None),
     "label-flip": (None, None),     # None: as many points as the honest publication shares
+    "majority-flip": (None, None),
     "out-of-range": (1000.0, None),
     "flooding": (None, 20000),
     "silent": (None, None),
@@ -141,6 +145,12 @@ def _label_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> P
     return replace(pub, synthetic_X=X, synthetic_y=(1 - y).astype(np.int8))
 
 
+def _majority_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    minority = adv._minority()
+    X, _ = adv._own_rows(adv._count(pub), gen, label=1 - minority)
+    return replace(pub, synthetic_X=X, synthetic_y=np.full(len(X), minority, dtype=np.int8))
+
+
 def _out_of_range(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
     d = adv.shard.train.X.shape[1]  # encoded features
     n = adv._count(pub)
@@ -166,6 +176,7 @@ ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publi
     "gaussian-noise": _gaussian_noise,
     "inflated-n-base": _inflated_n_base,
     "label-flip": _label_flip,
+    "majority-flip": _majority_flip,
     "out-of-range": _out_of_range,
     "flooding": _flooding,
     "silent": _silent,

@@ -54,6 +54,7 @@ REJECT_REASONS = (
     "too-many-points",  # more shared points than α·r·|D_base| (0 when the method does not share)
     "wrong-label",      # a shared point not of the sender's minority class
     "out-of-range",     # a shared point beyond rebalancing.pointTolerance of the receiver's feature ranges
+    "class-region",     # a shared point inside the receiver's own region of the other class (rebalancing.classRegion)
     "degenerate",       # a model with non-finite values or outputs, or a BatchNorm variance <= 0
     "robust-rule",      # a model aggregation.robustRule left out (krum, multi-krum, validation); its points are kept
 )

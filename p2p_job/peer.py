@@ -51,6 +51,7 @@ from p2p_job.results import TUNED_METRICS, RoundRecord
 from p2p_job.robust import robust_merge
 from p2p_job.scenarios import ClientShard
 from p2p_job.screening import (
+    ClassRegions,
     ScreenedPoints,
     degenerate_state,
     max_variance,
@@ -226,6 +227,9 @@ class Peer:
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
         self._train_low, self._train_high = shard.train.X.min(axis=0), shard.train.X.max(axis=0)  # own feature ranges
+        #: The class-region point check's view of its own training rows (None: off, or nothing shared).
+        self._regions = (ClassRegions(shard.train.X, shard.train.y, spec.rebalancing.class_region_tolerance)
+                         if spec.rebalancing.class_region and self.shares else None)
         self.received_policy = ReceivedPolicy(spec.rebalancing, shard.train.y)
         self.received_X = np.empty((0, n_features), dtype=np.float32)  # D_o_syn, own encoding
         self.received_y = np.empty(0, dtype=np.int8)
@@ -437,6 +441,7 @@ class Peer:
             X, pub.synthetic_y, transform=self.shard.preprocessor.transform,
             label=minority_of(counts.benign, counts.malicious), cap=self.point_caps.get(pub.client, 0),
             tolerance=self.exp.spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
+            regions=self._regions,
         )
 
     def _degenerate(self, state: State) -> str | None:

@@ -38,6 +38,11 @@ outside the receiver's ranges — so only the failing points are dropped):
 * ``out-of-range`` — a shared point farther than ``rebalancing.pointTolerance`` of the
   receiver's own feature ranges outside them (the ranges of its own preprocessed training rows;
   with min-max scaling: outside ``[−t, 1 + t]``), or not finite once in the receiver's units.
+* ``class-region`` (``rebalancing.classRegion``) — a shared point inside the receiver's own
+  region of the other class (:class:`ClassRegions`): its label contradicts the receiver's data
+  there. This closes the label-flip hole the label check leaves: benign rows relabelled as the
+  sender's minority (attack) carry the expected label, and would teach honest peers to flag
+  benign traffic.
 
 Every check looks at one publication and the receiver's own facts only, so a hostile neighbour
 never makes an honest one fail.
@@ -49,6 +54,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
 #: Var(D_base) of rows in [0, 1] is at most 1/4 (Popoviciu); a hair above for rounding.
 MAX_UNIT_VARIANCE = 0.25 * (1 + 1e-9)
@@ -96,14 +102,66 @@ class ScreenedPoints:
     dropped: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
+#: Nearest rows the class-region check consults: imbalanced-learn's EditedNearestNeighbours default.
+REGION_NEIGHBOURS = 3
+
+
+class ClassRegions:
+    """The receiver's own training rows (``X`` in its preprocessed units, labels ``y``) as class
+    regions, for the ``class-region`` point check, in the spirit of Wilson's Edited Nearest
+    Neighbours (IEEE SMC 1972; imbalanced-learn's ``EditedNearestNeighbours``, ``kind_sel="all"``):
+    a point labelled c is *inside the region of the other class* c' = 1 − c when its ``k``
+    nearest training rows are all of class c' **and** the nearest of them lies within
+    ``tolerance`` × r_c', where r_c' is the median over the rows of class c' of the distance to
+    their nearest other row of c' (the class's typical nearest-neighbour distance).
+
+    The second condition is what keeps honest non-IID points: an attack kind the receiver never
+    saw has only benign rows near it, but not as near as benign rows are to each other. ENN alone
+    (the first condition) would drop it. Nearest-neighbour searches are scikit-learn's."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, tolerance: float, k: int = REGION_NEIGHBOURS):
+        X, self.labels = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
+        self.k = min(k, len(self.labels))
+        self.everyone = NearestNeighbors(n_neighbors=self.k).fit(X)
+        self.radius: dict[int, float] = {}
+        self.within: dict[int, NearestNeighbors] = {}
+        for c in (0, 1):
+            rows = X[self.labels == c]
+            if len(rows) < 2:  # no spacing to speak of
+                continue
+            self.within[c] = NearestNeighbors(n_neighbors=2).fit(rows)
+            distances, _ = self.within[c].kneighbors(rows)  # column 0: the row itself
+            self.radius[c] = tolerance * float(np.median(distances[:, 1]))
+
+    def inside_other(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For points ``X`` (the receiver's units) labelled ``y``: a mask of those inside the
+        region of the other class, and each point's distance to its nearest row of that class
+        (NaN where not computed)."""
+        inside, nearest = np.zeros(len(y), dtype=bool), np.full(len(y), np.nan)
+        if len(y) == 0 or self.k == 0:
+            return inside, nearest
+        other = 1 - np.asarray(y, dtype=np.int64)
+        _, rows = self.everyone.kneighbors(X, n_neighbors=self.k)
+        surrounded = (self.labels[rows] == other[:, None]).all(axis=1)
+        for c, search in self.within.items():
+            candidates = np.flatnonzero(surrounded & (other == c))
+            if candidates.size:
+                distance, _ = search.kneighbors(X[candidates], n_neighbors=1)
+                nearest[candidates] = distance[:, 0]
+                inside[candidates] = distance[:, 0] <= self.radius[c]
+        return inside, nearest
+
+
 def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, label: int, tolerance: float,
-                  low: np.ndarray, high: np.ndarray) -> ScreenedPoints:
+                  low: np.ndarray, high: np.ndarray, regions: ClassRegions | None = None) -> ScreenedPoints:
     """A neighbour's shared points. The set as a whole: at most ``cap`` of them and every label
     ``label`` (checked first, so a flood costs nothing more; no honest sender fails either, so
     either refuses them all). Then each point on its own, in the receiver's preprocessed units
     ``transform(X_raw)``: one with a non-finite value, or farther than ``tolerance`` times the
     feature's range ``high − low`` (the receiver's own training rows; a constant feature counts
-    a range of 1) outside ``[low, high]``, is dropped (``out-of-range``) and the others kept."""
+    a range of 1) outside ``[low, high]``, is dropped (``out-of-range``); then, given
+    ``regions``, one inside the receiver's region of the other class (``class-region``,
+    :class:`ClassRegions`). The others are kept."""
     empty = np.empty((0, len(low)), dtype=np.float32)
     if len(y) > cap:
         return ScreenedPoints(empty, y[:0], f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)")
@@ -115,13 +173,24 @@ def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, labe
         X = np.asarray(transform(X_raw), dtype=np.float32)
         span = np.where(high > low, high - low, 1.0)
         outside = ~np.isfinite(X) | (X < low - tolerance * span) | (X > high + tolerance * span)
+    y = np.asarray(y)
     bad = outside.any(axis=1)
     dropped = {}
     if bad.any():
         row, col = np.argwhere(outside)[0]
         dropped["out-of-range"] = (int(bad.sum()), f"beyond {tolerance} of this peer's feature ranges (row {row}, feature {col} "
                                                    f"at {float(X[row, col]):.4g}, its range [{low[col]:.4g}, {high[col]:.4g}])")
-    return ScreenedPoints(X[~bad], np.asarray(y)[~bad], None, dropped)
+    if regions is not None:
+        kept = np.flatnonzero(~bad)
+        inside, nearest = regions.inside_other(X[kept], y[kept])
+        if inside.any():
+            row = kept[np.argmax(inside)]
+            c = 1 - int(y[row])
+            dropped["class-region"] = (int(inside.sum()), f"inside this peer's own class-{c} region (row {row}: its "
+                                                         f"{regions.k} nearest training rows are class {c}, the nearest at "
+                                                         f"{nearest[np.argmax(inside)]:.4g} <= {regions.radius[c]:.4g})")
+            bad[kept[inside]] = True
+    return ScreenedPoints(X[~bad], y[~bad], None, dropped)
 
 
 #: BatchNorm's ε (PyTorch's default, which ``p2p_job.model`` keeps): it divides by √(var + ε).

@@ -448,6 +448,21 @@ class RebalancingSpec(SpecModel):
         10.0, ge=0, le=1e6, allow_inf_nan=False,
         description="Reject a neighbour's shared points lying farther than this many of the receiver's own feature ranges outside them.",
     )
+    class_region: bool = Field(
+        True,
+        description=(
+            "Drop a neighbour's shared point that lies inside the receiver's own region of the other class: its 3 "
+            "nearest training rows are all of the other class and the nearest is within classRegionTolerance of that "
+            "class's typical spacing (reason class-region; closes label flipping with benign rows). See docs/robustness.md."
+        ),
+    )
+    class_region_tolerance: float = Field(
+        0.75, ge=0, le=1e6, allow_inf_nan=False,
+        description=(
+            "classRegion: the radius, in units of the other class's typical nearest-neighbour distance (the median "
+            "distance of its training rows to their nearest other row of that class). 0 drops only exact matches."
+        ),
+    )
     max_received: int | None = Field(
         None,
         ge=0,
@@ -555,10 +570,10 @@ class EvaluationSpec(SpecModel):
 #: on the points it shares.
 AttackKind = Literal[
     "scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base",
-    "label-flip", "out-of-range", "flooding", "silent",
+    "label-flip", "majority-flip", "out-of-range", "flooding", "silent",
 ]
 #: The attacks on shared points: ``points`` applies to these only.
-POINT_ATTACKS = ("label-flip", "out-of-range", "flooding")
+POINT_ATTACKS = ("label-flip", "majority-flip", "out-of-range", "flooding")
 
 
 class AdversarySpec(SpecModel):
@@ -570,7 +585,7 @@ class AdversarySpec(SpecModel):
     attack: AttackKind = Field(
         ...,
         description="scaled-delta | sign-flip | model-replacement | gaussian-noise | inflated-n-base (on the model) | "
-        "label-flip | out-of-range | flooding (on the shared points) | silent (publishes nothing).",
+        "label-flip | majority-flip | out-of-range | flooding (on the shared points) | silent (publishes nothing).",
     )
     from_round: int = Field(1, ge=1, le=99_999, description="First round the client misbehaves in.")
     factor: float | None = Field(
@@ -579,7 +594,7 @@ class AdversarySpec(SpecModel):
         "lowers the output bias by factor, boosted by the client count (10), gaussian-noise is the noise σ (1), inflated-n-base "
         "multiplies |D_base| (1000), out-of-range puts points up to factor feature ranges away (1000).",
     )
-    points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip and out-of-range (default: as many as the client would share honestly) and flooding (20000).")
+    points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip, majority-flip and out-of-range (default: as many as the client would share honestly) and flooding (20000).")
 
     @model_validator(mode="after")
     def _points_for_point_attacks(self) -> "AdversarySpec":

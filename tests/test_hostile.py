@@ -291,6 +291,26 @@ def test_label_flipped_points_are_rejected(tmp_path, shards):
     assert_rejected(rnd, rnd.merge(), "wrong-label", model_used=True)
 
 
+def test_benign_rows_labelled_as_attacks_inside_a_receivers_benign_region_are_dropped(tmp_path, shards):
+    """The label flip the label check cannot see: benign rows published with the attack label
+    (the sender's minority). client-a's own benign traffic relabelled lies inside its benign
+    region: it drops every one of them (class-region) and keeps the attacker's model; with
+    classRegion off it takes them all."""
+    benign = shards.clients["client-a"].train.raw[shards.clients["client-a"].train.y == 0][:20]
+    for on in (True, False):
+        rnd = Round(tmp_path / str(on), shards, rebalancing={"classRegion": on})
+        rnd.plant(X=benign, y=np.ones(len(benign), np.int8))
+        records = rnd.merge()
+        [merged] = rnd.events["client-a"]
+        assert merged.rejected == [] and ATTACKER in merged.used
+        expected = [(ATTACKER, "class-region", len(benign))] if on else []
+        assert [(who, why.split(":")[0], k) for who, why, k in merged.dropped if who == ATTACKER] == expected
+        assert records["client-a"].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != "client-a") + \
+            (0 if on else len(benign))
+        for c in HONEST:  # no honest neighbour's point is dropped by it
+            assert all(who == ATTACKER for who, _, _ in rnd.events[c][0].dropped)
+
+
 def test_points_far_out_of_range_are_all_dropped_and_counted(tmp_path, shards):
     rnd = Round(tmp_path, shards)
     X = rnd.template.synthetic_X * 1000.0 + 1000.0

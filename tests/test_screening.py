@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 
-from p2p_job.screening import degenerate_state, max_variance, minority_of, point_cap, screen_points, screen_weights
+from p2p_job.screening import (
+    ClassRegions,
+    degenerate_state,
+    max_variance,
+    minority_of,
+    point_cap,
+    screen_points,
+    screen_weights,
+)
 
 
 def test_weight_inputs_are_bounded_by_the_spec_and_the_scaling():
@@ -55,6 +63,48 @@ def test_a_flood_is_refused_before_any_point_is_transformed():
     screened = screen_points(np.zeros((200_000, 2), np.float32), np.ones(200_000, np.int8), transform=transform,
                              cap=154, label=1, tolerance=10.0, low=np.zeros(2), high=np.ones(2))
     assert screened.refused.startswith("too-many-points: 200000") and len(screened.y) == 0
+
+
+def _grid_regions(tolerance=1.0):
+    """Benign rows on the unit grid 0..4 × 0..4 (each row's nearest other row at 1), attack rows
+    on the grid 10..12 × 0..2 (likewise 1)."""
+    benign = np.array([(i, j) for i in range(5) for j in range(5)], np.float32)
+    attack = np.array([(i, j) for i in range(10, 13) for j in range(3)], np.float32)
+    X = np.concatenate([benign, attack])
+    y = np.concatenate([np.zeros(len(benign)), np.ones(len(attack))]).astype(np.int8)
+    return ClassRegions(X, y, tolerance)
+
+
+def test_class_regions_by_hand():
+    regions = _grid_regions()
+    assert regions.radius == {0: 1.0, 1: 1.0}  # every grid row's nearest other row is 1 away
+    points = np.array([[2.5, 2.0],    # amid the benign rows, 0.5 from one: inside the benign region
+                       [6.5, 1.0],    # between the classes: its 3 nearest rows benign, but 2.5 away
+                       [11.0, 1.0],   # amid the attack rows
+                       [2.0, 2.0]],   # on a benign row
+                      np.float32)
+    inside, nearest = regions.inside_other(points, np.ones(4, np.int8))
+    assert inside.tolist() == [True, False, False, True]
+    assert nearest[0] == 0.5 and nearest[1] == 2.5 and np.isnan(nearest[2]) and nearest[3] == 0.0
+    # the same points labelled benign: only the one amid the attack rows is in the other class's region
+    assert regions.inside_other(points, np.zeros(4, np.int8))[0].tolist() == [False, False, True, False]
+    # a tolerance scales the radius: 0 keeps all but exact matches, 4 reaches the point at 2.5
+    assert _grid_regions(0.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [False, False, False, True]
+    assert _grid_regions(4.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [True, True, False, True]
+
+
+def test_class_region_points_are_dropped_one_by_one_after_the_range_check():
+    regions = _grid_regions()
+    low, high = np.zeros(2), np.array([12.0, 4.0])
+    points = np.array([[2.5, 2.0], [11.0, 1.0], [6.5, 1.0], [500.0, 1.0]], np.float32)
+    screened = screen_points(points, np.ones(4, np.int8), cap=4, label=1, tolerance=1.0, low=low, high=high,
+                             transform=np.asarray, regions=regions)
+    assert screened.X.tolist() == [[11.0, 1.0], [6.5, 1.0]]
+    assert screened.dropped["out-of-range"][0] == 1
+    count, detail = screened.dropped["class-region"]
+    assert count == 1 and detail.startswith("inside this peer's own class-0 region (row 0:")
+    off = screen_points(points, np.ones(4, np.int8), cap=4, label=1, tolerance=1.0, low=low, high=high, transform=np.asarray)
+    assert "class-region" not in off.dropped and len(off.y) == 3
 
 
 def test_degenerate_states():
