@@ -93,7 +93,8 @@ def one_hot_columns(spec: PreprocessingSpec, feature_names: list[str], categorie
     names = set(feature_names)
     for column in spec.categorical:
         if column not in names:
-            raise DataError(f"dataset.preprocessing.categorical: no feature column {column!r}; the features are {feature_names}")
+            raise DataError(f"dataset.preprocessing.categorical: no feature column {column!r} among the data's "
+                            f"{len(feature_names)} (`p2pk data describe` lists them)")
     if not spec.auto:
         return list(spec.categorical)
     return list(spec.categorical) + [n for n in feature_names if n in (categories or {}) and n not in spec.categorical]
@@ -183,9 +184,9 @@ class Preprocessor:
         if bad.any():
             row, col = np.argwhere(bad)[0]
             name = list(transforms)[col]
-            raise DataError(
-                f"dataset.preprocessing: {transforms[name]} of column {name!r} is undefined for training value "
-                f"{float(X_train[row, numeric[col]])!r}; use signed-log for columns with values ≤ −1"
+            raise DataError(  # names the feature by position and the row by number, never the value
+                f"dataset.preprocessing: {transforms[name]} of feature column {numeric[col] + 1} is undefined for its value "
+                f"in training row {row + 1}; use signed-log for columns with values ≤ −1"
             )
         pipeline.fit(X_train)
         return cls(list(feature_names), transforms, categorical, dict(categories or {}), pipeline)

@@ -82,8 +82,9 @@ def client_shard(
             return None
         X = preprocessor.transform(rows[0])
         if not np.isfinite(X).all():
-            column = preprocessor.output_names[int(np.argwhere(~np.isfinite(X))[0][1])]
-            raise DataError(f"client {name!r}: dataset.preprocessing gives a non-finite value in column {column!r} (log1p of a value ≤ −1?)")
+            row, column = np.argwhere(~np.isfinite(X))[0]
+            raise DataError(f"client {name!r}: dataset.preprocessing gives a non-finite value in encoded column {column + 1}, "
+                            f"row {row + 1} (log1p of a value ≤ −1?)")
         return Split(X, rows[1], rows[0], rows[2])
 
     return ClientShard(name, split(splits["train"]), split(splits["validation"]), split(splits.get("global_test")), preprocessor)
@@ -161,8 +162,8 @@ def _global_rows(table: Table, sampler: "RowSampler", union: tuple[np.ndarray, n
                 if label == 1 and "=" not in selector and kinds_from is not None:
                     in_group = within(table.groups[kinds_from], selector)
                     if not (in_group & (table.labels == 1)).any():
-                        known = sorted(set(table.groups[kinds_from][table.labels == 1].tolist()))
-                        raise DataError(f"no attack of kind {selector!r} in the data; the kinds ({kinds_from}) are {known}")
+                        known = len(set(table.groups[kinds_from][table.labels == 1].tolist()))
+                        raise DataError(f"no attack of kind {selector!r} among the data's {known} attack kinds (group {kinds_from!r})")
                 else:
                     in_group = select_groups(table, [selector])
             except DataError as exc:

@@ -69,7 +69,7 @@ def test_relative_dataset_path_is_read_from_the_spec_folder(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert printed_table(out)["Training_benign"] == ["8", "8"]
     assert "dataset rows read: 40, bad rows dropped: 1" in out
-    assert "row 4 (line 5), column 'y': non-numeric value 'oops'" in out
+    assert "row 4 (line 5), column 2: not a number" in out and "oops" not in out
 
 
 def test_bad_spec_exits_2_with_the_errors(tmp_path, capsys):

@@ -96,7 +96,7 @@ def test_undefined_or_unmatched_columns_are_named():
     X = _rows()
     X[:, 2] = np.abs(X[:, 2])
     X[3, 2] = -5.0
-    with pytest.raises(DataError, match=r"log1p of column 'delta' is undefined for training value -5\.0"):
+    with pytest.raises(DataError, match=r"log1p of feature column 3 is undefined for its value in training row 4;"):
         Preprocessor.fit(_spec(transforms=[{"columns": ["delta"], "transform": "log1p"}]), NAMES, X)
     with pytest.raises(DataError, match=r"transforms\[0\]\.columns: 'pkts\*' matches no numeric feature column"):
         Preprocessor.fit(_spec(transforms=[{"columns": ["pkts*"], "transform": "log1p"}]), NAMES, X)

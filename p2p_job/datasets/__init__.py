@@ -46,7 +46,8 @@ def with_categories(table: Table, categorical: list[str]) -> Table:
     sorted distinct values, written as ``%g``). A column that is no feature is a DataError."""
     missing = [c for c in categorical if c not in table.feature_names]
     if missing:
-        raise DataError(f"dataset.preprocessing.categorical: no feature column(s) {missing}; the features are {table.feature_names}")
+        raise DataError(f"dataset.preprocessing.categorical: no feature column(s) {missing} among the data's "
+                        f"{len(table.feature_names)} (`p2pk data describe` lists them)")
     todo = [c for c in categorical if c not in table.categories]
     if not todo:
         return table

@@ -54,7 +54,8 @@ def load(path: Path, families: list[str] | None, drop_bad_rows: bool, categorica
             f"10-best file has {len(COLUMNS)} ({' '.join(COLUMNS)})"
         )
     extra = [c for c in categorical if c not in FEATURES]
-    sheet = read_delimited(path, names=None if LABEL in header else COLUMNS, text_columns=extra, drop_bad_rows=drop_bad_rows)
+    sheet = read_delimited(path, names=None if LABEL in header else COLUMNS, text_columns=extra, drop_bad_rows=drop_bad_rows,
+                           known=frozenset([*COLUMNS, *extra]))
     sheet.require([LABEL, "category", "subcategory", *extra])
     frame = sheet.frame
     label = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -3,6 +3,11 @@
 A bad cell (missing, non-numeric, non-finite or beyond float32) is an error naming the file,
 row and column, unless the spec says ``dataset.dropBadRows``: then its row is dropped and
 counted in the :class:`~p2p_job.datasets.table.LoadReport`.
+
+Messages never quote the file's contents (a cell, a header, a byte): ``dataset.path`` may name
+a file that is not data at all, and an error travels to logs, terminals and the operator's
+status. A column is named by its position in the file, and by its name only where the spec or
+the dataset's own layout gave that name (``known``); a row by its number.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ DELIMITERS = ",;\t"
 SNIFF_CHARS = 64 * 1024
 
 
-def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: list[str] = (), drop_bad_rows: bool = False) -> "Sheet":
+def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: list[str] = (), drop_bad_rows: bool = False,
+                   known: frozenset[str] | set[str] = frozenset()) -> "Sheet":
     """Read a ``.csv`` / ``.tsv`` file, gzipped or not, whose delimiter (comma, semicolon or
     tab) is sniffed. ``names`` given: the file has no header and these are its columns.
     ``text_columns`` are kept as written (labels, group values), the rest parsed as numbers.
+    ``known``: the column names messages may quote (given by the spec or the dataset's layout).
 
     A line with too many fields is an error naming the line, or dropped with ``drop_bad_rows``.
     """
@@ -37,16 +44,17 @@ def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: 
     options = dict(sep=sep, header=None if names else 0, names=names, skipinitialspace=True, dtype={c: str for c in text_columns})
     try:
         try:
-            return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1)
+            return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1, known=frozenset(known))
         except pd.errors.ParserError as exc:
             if not drop_bad_rows:
                 raise DataError(f"{path}: {exc}") from None
         malformed: list[list[str]] = []
         frame = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: malformed.append(fields), **options)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason}: byte {exc.object[exc.start:exc.end]!r})") from None
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None  # the byte itself is not quoted
     problems = tuple(f"{path}: a line with {len(f)} fields, expected {frame.shape[1]}" for f in malformed)
-    return Sheet(str(path), frame, header_lines=None, malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]))
+    return Sheet(str(path), frame, header_lines=None, malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]),
+                 known=frozenset(known))
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -85,22 +93,30 @@ def _sniff(path: Path) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Sheet:
     """One file read into a frame; ``header_lines`` locates data rows in the file for messages
-    (None when unknown, e.g. for Parquet or after malformed lines were skipped)."""
+    (None when unknown, e.g. for Parquet or after malformed lines were skipped); ``known`` the
+    column names messages may quote (the others are named by position only)."""
 
     source: str
     frame: pd.DataFrame
     header_lines: int | None
     malformed: LoadReport = LoadReport()
+    known: frozenset[str] = frozenset()
 
     def where(self, row: int, column: str) -> str:
         line = f" (line {row + self.header_lines + 1})" if self.header_lines is not None else ""
-        return f"{self.source}: row {row + 1}{line}, column {column!r}"
+        return f"{self.source}: row {row + 1}{line}, {self.column(column)}"
+
+    def column(self, column: str) -> str:
+        """``column N`` (its position in the file, from 1), with its name when ``known``."""
+        position = list(self.frame.columns).index(column) + 1
+        return f"column {position} ({column!r})" if column in self.known else f"column {position}"
 
     def require(self, columns: list[str]) -> None:
-        """Every column is present, else an error naming the missing ones."""
+        """Every column is present, else an error naming the missing ones (names the caller
+        asked for, never the file's own header)."""
         missing = [c for c in columns if c not in self.frame.columns]
         if missing:
-            raise DataError(f"{self.source}: missing column(s) {missing}; the file has {list(self.frame.columns)}")
+            raise DataError(f"{self.source}: missing column(s) {missing}; the file has {self.frame.shape[1]} column(s)")
 
     def features(self, columns: list[str], drop_bad_rows: bool, row_problems: dict[str, tuple[np.ndarray, str]] | None = None) -> tuple[np.ndarray, np.ndarray, LoadReport]:
         """The columns as float32 ``(n, d)`` of the good rows, the mask of those rows, and the
@@ -144,13 +160,13 @@ class Sheet:
     def _describe(self, row: int, columns: list[str], bad_cells: np.ndarray, checks: dict[str, tuple[np.ndarray, str]]) -> str:
         for column, (mask, reason) in checks.items():
             if mask[row]:
-                return f"{self.where(row, column)}: {reason} (value {self.frame[column].iloc[row]!r})"
+                return f"{self.where(row, column)}: {reason}"
         column = columns[int(np.argmax(bad_cells[row]))]
         value = self.frame[column].iloc[row]
         if pd.isna(value):
             reason = "missing value"
         elif pd.isna(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]):
-            reason = f"non-numeric value {value!r}"
+            reason = "not a number"
         else:
-            reason = f"non-finite or out-of-range value {value!r}"
+            reason = "a number that is not finite or beyond float32"
         return f"{self.where(row, column)}: {reason}"

@@ -98,7 +98,7 @@ def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
     A selector is ``value`` (matched against every group column) or ``column=value`` (one
     column). Values are hierarchical with ``/``: ``gafgyt`` matches ``gafgyt/udp`` and
     ``gafgyt/tcp``; ``DoS`` matches ``DoS/UDP``. A selector that matches no row is an error
-    naming the values that exist.
+    counting the values that exist (they may be a file's cells, which messages never quote).
     """
     mask = np.zeros(len(table), dtype=bool)
     for selector in selectors:
@@ -113,8 +113,8 @@ def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
         for name in columns:
             hit |= within(table.groups[name], value)
         if not hit.any():
-            known = {name: sorted(set(table.groups[name].tolist())) for name in columns}
-            raise DataError(f"group selector {selector!r} matches no row; group values are {known}")
+            known = ", ".join(f"{len(set(table.groups[name].tolist()))} in {name!r}" for name in columns)
+            raise DataError(f"group selector {selector!r} matches no row (distinct group values: {known})")
         mask |= hit
     return mask
 
@@ -134,7 +134,7 @@ def check_families(available: set[str], wanted: list[str], source: str) -> None:
     """Each wanted attack family (``dataset.families``) has at least one member among ``available``."""
     for family in wanted:
         if not any(is_within(a, family) for a in available):
-            raise DataError(f"{source}: no attack of family {family!r}; the attack families are {sorted(available)}")
+            raise DataError(f"{source}: no attack of family {family!r} among its {len(available)} attack families")
 
 
 def select_family(table: Table, families: list[str], source: str) -> np.ndarray:

@@ -45,7 +45,8 @@ def load(
     :data:`MAX_AUTO_CATEGORIES` distinct values, each on two rows or more on average."""
     text = [label_column] + ([group_column] if group_column else [])
     categorical = listed = list(categorical)
-    sheet = _read(path, [*text, *categorical], drop_bad_rows)
+    known = frozenset([*text, *categorical, *(features or [])])  # names the spec gave
+    sheet = _read(path, [*text, *categorical], drop_bad_rows, known)
     sheet.require([*text, *categorical])
     frame = sheet.frame
     if auto:
@@ -63,8 +64,8 @@ def load(
     label_text = frame[label_column].to_numpy(dtype=object).astype(str)
     for value in benign_values:
         if value not in label_text:
-            seen = sorted(set(label_text.tolist()))[:20]
-            raise DataError(f"{path}: dataset.benignValues {value!r} never occurs in column {label_column!r}; values: {seen}")
+            raise DataError(f"{path}: dataset.benignValues {value!r} never occurs in column {label_column!r} "
+                            f"({len(set(label_text.tolist()))} distinct value(s) there)")
     problems = {c: (frame[c].isna().to_numpy(), "missing value") for c in [*text, *categorical]}
     X, keep, report = sheet.features(numeric, drop_bad_rows, problems)
     codes, categories = sheet.categories(categorical, keep)
@@ -105,9 +106,9 @@ def _holds_numbers(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) or bool(pd.to_numeric(column, errors="coerce").notna().any())
 
 
-def _read(path: Path, text_columns: list[str], drop_bad_rows: bool) -> Sheet:
+def _read(path: Path, text_columns: list[str], drop_bad_rows: bool, known: frozenset[str]) -> Sheet:
     if not path.name.endswith(PARQUET_SUFFIXES):
-        return read_delimited(path, text_columns=text_columns, drop_bad_rows=drop_bad_rows)
+        return read_delimited(path, text_columns=text_columns, drop_bad_rows=drop_bad_rows, known=known)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -115,4 +116,4 @@ def _read(path: Path, text_columns: list[str], drop_bad_rows: bool) -> Sheet:
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
     frame.columns = [str(c) for c in frame.columns]
-    return Sheet(str(path), frame, header_lines=None)
+    return Sheet(str(path), frame, header_lines=None, known=known)
