@@ -43,8 +43,7 @@ from typing import Callable
 import pandas as pd
 
 from p2p_job.restarts import RestartBudget
-from p2p_job.simulate import select_methods
-from p2p_job.spec import P2PExperiment, resolved_method_name
+from p2p_job.spec import P2PExperiment, resolved_method_name, select_methods
 from p2p_job.store import checkpoint_key, open_store
 from p2p_job.telemetry import parse_log_line
 from p2p_job.worker import FATAL_EXIT_CODES
@@ -258,9 +257,12 @@ def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None
     an S3 store without credentials (``StoreDenied``)."""
     from p2p_job.datasets import DataError
     from p2p_job.store import StoreDenied
-    from p2p_job.training import resolve_device
 
-    resolve_device(settings.device or exp.spec.runtime.device)
+    device = settings.device or exp.spec.runtime.device
+    if device == "cuda":  # cpu and auto always resolve: the runner imports PyTorch only to check this
+        from p2p_job.training import resolve_device
+
+        resolve_device(device)
     path = exp.spec.dataset.path
     if path and not (exp_path.resolve().parent / Path(path).expanduser()).exists():
         raise DataError(f"dataset.path {path}: no such file or folder")

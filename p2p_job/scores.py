@@ -24,7 +24,7 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,9 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
-from p2p_job.model import State, model_state
+if TYPE_CHECKING:  # PyTorch only where a model is kept: reading scores (p2pk run, compare) needs none
+    from p2p_job.model import State
+
 
 #: One file of kept scores.
 SCHEMA = pa.schema([("eval", pa.string()), ("label", pa.int8()), ("kind", pa.string()), ("score", pa.float32())])
@@ -88,6 +90,8 @@ def keep_round(peer, r: int, put_scores: Callable[[bytes], None], put_model: Cal
     """After a peer's round ``r``: hand its scores to ``put_scores`` when ``evaluation.scoresEvery``
     keeps this round, and its model to ``put_model`` after the last round. Every runner calls
     this; only where the bytes go differs."""
+    from p2p_job.model import model_state
+
     spec = peer.exp.spec
     if spec.evaluation.saves_scores(r, spec.rounds):
         put_scores(encode_scores(peer.last_scores, peer.evaluation_sets()))

@@ -29,23 +29,11 @@ from p2p_job.peer import Peer, neighbourhoods
 from p2p_job.results import RoundRecord, results_frame
 from p2p_job.scenarios import Shards, build_shards
 from p2p_job.scores import clear_kept, keep_in_folder
-from p2p_job.spec import MethodSpec, P2PExperiment, resolved_method_name
+from p2p_job.spec import MethodSpec, P2PExperiment, select_methods
 from p2p_job.training import resolve_device, train_many
 
 #: Called after every (method, round) with that round's records, one per client.
 RoundCallback = Callable[[str, int, list[RoundRecord]], None]
-
-
-def select_methods(exp: P2PExperiment, names: list[str] | None) -> list[MethodSpec]:
-    """The spec's methods, or only those named (by resolved name), in spec order."""
-    rule = exp.spec.aggregation.rule
-    by_name = {resolved_method_name(m, rule): m for m in exp.spec.methods}
-    if names is None:
-        return list(by_name.values())
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; the spec's methods are {list(by_name)}")
-    return [m for n, m in by_name.items() if n in names]
 
 
 #: How ``p2pk simulate`` runs local training: all peers stacked, or each alone.

@@ -899,6 +899,18 @@ class InvalidSpec(ValueError):
         super().__init__(f"{source}: invalid P2PExperiment ({len(errors)} error(s))\n{lines}")
 
 
+def select_methods(exp: P2PExperiment, names: list[str] | None) -> list[MethodSpec]:
+    """The spec's methods, or only those named (by resolved name), in spec order."""
+    rule = exp.spec.aggregation.rule
+    by_name = {resolved_method_name(m, rule): m for m in exp.spec.methods}
+    if names is None:
+        return list(by_name.values())
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; the spec's methods are {list(by_name)}")
+    return [m for n, m in by_name.items() if n in names]
+
+
 def _error_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:

@@ -161,8 +161,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from p2p_job.restarts import record_start
     from p2p_job.results import decode_rows, encode_rows
     from p2p_job.scores import keep_round
-    from p2p_job.simulate import select_methods
-    from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name
+    from p2p_job.spec import dump_experiment, load_experiment, resolved_method_name, select_methods
     from p2p_job.store import RetryingStore, open_store
     from p2p_job.store_exchange import StoreExchange
     from p2p_job.telemetry import Telemetry

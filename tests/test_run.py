@@ -119,7 +119,9 @@ def test_a_killed_worker_resumes_and_the_run_completes_on_s3(tmp_path, tiny_spec
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker(tmp_path, tiny_spec):
-    spec = tiny_spec("stopped", n_clients=2, rounds=50)
+    # Rounds of the tiny spec take a tenth of a second: 50 of them (and the results after) could
+    # finish on a loaded machine between two looks at the logs, before the Ctrl-C is sent.
+    spec = tiny_spec("stopped", n_clients=2, rounds=2000)
     out = tmp_path / "out"
     run = p2pk("run", str(spec), "--out", str(out))
     logs = [out / f"logs/ksmote/client-{c}.log" for c in "ab"]

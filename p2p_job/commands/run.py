@@ -46,7 +46,6 @@ def run(args) -> int:
         from p2p_job.local import RunSettings, WorkerFailed, open_run_store, preflight, run_local
         from p2p_job.datasets import DataError
         from p2p_job.store import StoreDenied, StoreError, run_prefix
-        from p2p_job.training import DeviceError
 
         settings = RunSettings(out=run.out, store=store_for(args, exp, exp.spec.seed if args.seeds else None),
                                s3_endpoint=args.s3_endpoint, metrics_port=args.metrics_port,
@@ -79,20 +78,28 @@ def run(args) -> int:
             raise RunFailed(str(exc)) from None
         except DataError as exc:
             raise RunFailed(f"fatal data: {exc}") from None
-        except DeviceError as exc:
-            raise RunFailed(f"fatal device: {exc}") from None
         except StoreDenied as exc:
             raise RunFailed(f"fatal store-denied: {exc}") from None
         except StoreError as exc:
             raise RunFailed(f"store {settings.store_url()}: {exc}") from None
         except ValueError as exc:  # a bad store URL
             raise RunFailed(str(exc)) from None
+        except _device_error() as exc:  # evaluated only for an error no clause above took
+            raise RunFailed(f"fatal device: {exc}") from None
 
     code = execute(args, "run", run_one)
     if code == 0:
         out = args.out or "results/<experiment>"
         print(f"worker logs in {Path(out) / ('seed-<s>/logs' if args.seeds else 'logs')}")
     return code
+
+
+def _device_error() -> type[Exception]:
+    """``p2p_job.training.DeviceError`` (from the preflight's check of ``cuda``), imported when
+    an error is being matched: the runner itself imports no PyTorch (its workers do)."""
+    from p2p_job.training import DeviceError
+
+    return DeviceError
 
 
 def _claim_store(exp, settings, store, *, force: bool, run_prefix) -> None:

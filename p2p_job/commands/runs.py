@@ -73,7 +73,7 @@ def plan(args) -> tuple[object, Path, list[Planned]]:
     InvalidSpec (every error by field path) or ValueError (bad arguments)."""
     from p2p_job.compare import SEED_FOLDER
     from p2p_job.overrides import experiment_as_run
-    from p2p_job.simulate import select_methods
+    from p2p_job.spec import select_methods
 
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {args.rounds}")

@@ -83,8 +83,8 @@ def run(args) -> int:
         from p2p_job.datasets import DataError
         from p2p_job.results import read_parquet, results_frame, write_results
         from p2p_job.scenarios import build_shards
-        from p2p_job.simulate import select_methods, simulate_methods
-        from p2p_job.spec import resolved_method_name
+        from p2p_job.simulate import simulate_methods
+        from p2p_job.spec import resolved_method_name, select_methods
         from p2p_job.training import DeviceError, resolve_device, set_cpu_threads
 
         set_cpu_threads(threads)

@@ -41,4 +41,19 @@ def run(args) -> int:
     except ConfigError as exc:
         print(f"p2pk worker: {exc}", file=sys.stderr)
         return 2
-    return main(cfg)
+    exit_now(main(cfg))
+
+
+def exit_now(code: int) -> None:
+    """End the worker process with ``code`` once its logs and output are flushed, without
+    Python's finalisation: unloading PyTorch, scikit-learn and pandas took 2.5 s of wall time
+    per worker on the loaded development machine (benchmarks/README.md, "Start-up and end of
+    p2pk run"), after its last round was already in the store. Nothing is left to do by then:
+    the store calls are synchronous, the Pushgateway was pushed, a thread still reading a
+    neighbour that timed out has nothing to hand back."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
