@@ -2,9 +2,9 @@
 
 Run by hand (not by pytest)::
 
-    .venv/bin/python benchmarks/bench_received.py [--rounds 100] [--threads 1]
+    .venv/bin/python benchmarks/bench_received.py [--rounds 100] [--threads 1] [--spec exp.yaml] [--policies balanced]
 
-Setting: ``examples/nbaiot-real-5.2.4.yaml`` (real N-BaIoT rows from the fixtures, three
+Setting: ``--spec``, by default ``examples/nbaiot-real-5.2.4.yaml`` (real N-BaIoT rows from the fixtures, three
 clients, full mesh). For each policy of ``rebalancing.received`` (``balanced``, the default, and
 ``unbounded``, Algorithm 2 line 16 as written), ``p2pk simulate``'s engine runs ``none`` and
 ``ksmote`` on their own, one after the other, for ``--rounds`` rounds on the same shards; the
@@ -32,11 +32,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--spec", type=Path, default=EXAMPLE, help="experiment file (default: the real N-BaIoT example)")
+    parser.add_argument("--policies", default="balanced,unbounded", help="rebalancing.received policies to run, comma-separated")
     args = parser.parse_args()
     set_cpu_threads(args.threads)
-    base = load_experiment(EXAMPLE)
-    shards = build_shards(base, EXAMPLE.parent)
-    for policy in ("balanced", "unbounded"):
+    base = load_experiment(args.spec)
+    shards = build_shards(base, args.spec.resolve().parent)
+    for policy in args.policies.split(","):
         doc = base.model_dump(mode="json", by_alias=True, exclude_none=True)
         doc["spec"]["rounds"] = args.rounds
         doc["spec"]["rebalancing"] = {**doc["spec"].get("rebalancing", {}), "received": policy}
@@ -44,7 +46,7 @@ def main() -> None:
         measured = {}
         for method in ("none", "ksmote"):
             cpu, wall = time.process_time(), time.perf_counter()
-            frame = simulate(exp, methods=[method], device="cpu", base_dir=EXAMPLE.parent, shards=shards)
+            frame = simulate(exp, methods=[method], device="cpu", base_dir=args.spec.resolve().parent, shards=shards)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             rows = int(frame[frame["round"] == frame["round"].max()]["n_train"].max())
             measured[method] = (cpu, wall)
