@@ -403,7 +403,8 @@ class Peer:
             arrived = [pub for pub in arrived if pub.client != name]
         rejected.extend(left_out)
         n_received = self._receive(points)
-        used = [pub.client for pub in arrived]
+        left = {name for name, _ in left_out}  # their points are used, their models are not
+        used = [pub.client for pub in arrived if pub.client not in left]
         return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received, dropped)
 
     def _screen_model(self, pub: Publication) -> str | None:

@@ -257,6 +257,7 @@ def test_the_validation_rule_leaves_out_a_replaced_model_and_keeps_its_points(tm
             continue
         assert [(who, why.split(":")[0]) for who, why in event.rejected] == [("d", "robust-rule")], event.rejected
         assert records[event.client].payloads_rejected == 1
+        assert event.used == [c for c in CLIENTS if c not in ("d", event.client)]  # d's model is not used
         # d's points too: every point reached the point checks (some of these overlapping classes' points
         # fall in the receiver's other-class region and are dropped one by one)
         assert event.n_received + records[event.client].points_rejected == sum(shared[c] for c in CLIENTS if c != event.client)

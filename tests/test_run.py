@@ -284,3 +284,17 @@ def test_an_attack_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, ti
     assert (honest["payloads_rejected"] == 0).all() and (honest["points_rejected"] > 0).all()  # a and b drop c's points every round
     assert (honest["neighbours_used"] == 2).all()  # and use its (honest) model
     assert "honest clients only; adversarial, left out: client-c" in (tmp_path / "out/summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_validation_rule_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, tiny_spec, one_thread):
+    """The validation rule scores neighbours inside the one Peer (its own validation split, no
+    store or process in it): worker processes give the simulation's results to the bit, and
+    each honest peer leaves the replaced model out every round (robust-rule), its points kept."""
+    spec = tiny_spec("validated", adversaries=[{"client": "client-c", "attack": "model-replacement"}],
+                     aggregation={"robustRule": "validation"})
+    frame = comparable(run_local(load_experiment(spec), spec, RunSettings(out=tmp_path / "out")))
+    pd.testing.assert_frame_equal(frame, simulated(spec))
+    honest = frame.loc[~frame["adversarial"]]
+    assert (honest["payloads_rejected"] == 1).all() and (honest["neighbours_used"] == 1).all()
+    assert (honest["points_rejected"] == 0).all() and (honest["n_received"] > 0).all()
