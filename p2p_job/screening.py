@@ -104,6 +104,9 @@ class ScreenedPoints:
 
 #: Nearest rows the class-region check consults: imbalanced-learn's EditedNearestNeighbours default.
 REGION_NEIGHBOURS = 3
+#: Rows of a class whose nearest-neighbour distances estimate its typical one (a fixed sample of
+#: them when it has more: the median needs no more, and the search stays cheap on large shards).
+SPACING_SAMPLE = 2000
 
 
 class ClassRegions:
@@ -113,7 +116,8 @@ class ClassRegions:
     a point labelled c is *inside the region of the other class* c' = 1 − c when its ``k``
     nearest training rows are all of class c' **and** the nearest of them lies within
     ``tolerance`` × r_c', where r_c' is the median over the rows of class c' of the distance to
-    their nearest other row of c' (the class's typical nearest-neighbour distance).
+    their nearest other row of c' (the class's typical nearest-neighbour distance; from a fixed
+    sample of :data:`SPACING_SAMPLE` of them on larger classes).
 
     The second condition is what keeps honest non-IID points: an attack kind the receiver never
     saw has only benign rows near it, but not as near as benign rows are to each other. ENN alone
@@ -130,7 +134,9 @@ class ClassRegions:
             if len(rows) < 2:  # no spacing to speak of
                 continue
             self.within[c] = NearestNeighbors(n_neighbors=2).fit(rows)
-            distances, _ = self.within[c].kneighbors(rows)  # column 0: the row itself
+            sample = rows if len(rows) <= SPACING_SAMPLE else \
+                rows[np.random.default_rng(0).choice(len(rows), SPACING_SAMPLE, replace=False)]
+            distances, _ = self.within[c].kneighbors(sample)  # column 0: the row itself
             self.radius[c] = tolerance * float(np.median(distances[:, 1]))
 
     def inside_other(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

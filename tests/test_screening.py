@@ -93,6 +93,13 @@ def test_class_regions_by_hand():
     assert _grid_regions(4.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [True, True, False, True]
 
 
+def test_a_large_class_spacing_is_estimated_from_a_sample_of_its_rows():
+    benign = np.array([(i, j) for i in range(60) for j in range(60)], np.float32)  # 3,600 rows > SPACING_SAMPLE
+    X = np.concatenate([benign, [[100.0, 100.0], [100.0, 101.0]]]).astype(np.float32)
+    regions = ClassRegions(X, np.r_[np.zeros(len(benign)), [1, 1]].astype(np.int8), 0.5)
+    assert regions.radius == {0: 0.5, 1: 0.5}  # every grid row's nearest other row is 1 away, sampled or not
+
+
 def test_class_region_points_are_dropped_one_by_one_after_the_range_check():
     regions = _grid_regions()
     low, high = np.zeros(2), np.array([12.0, 4.0])
