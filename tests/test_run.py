@@ -298,3 +298,13 @@ def test_the_validation_rule_runs_the_same_in_worker_processes_as_in_simulate(tm
     honest = frame.loc[~frame["adversarial"]]
     assert (honest["payloads_rejected"] == 1).all() and (honest["neighbours_used"] == 1).all()
     assert (honest["points_rejected"] == 0).all() and (honest["n_received"] > 0).all()
+
+
+def test_the_runner_itself_imports_no_pytorch():
+    """``p2pk run``'s own process plans, cuts shards, collects the metrics parts and writes
+    results without PyTorch (its workers import it): its start is not delayed by the import."""
+    modules = ["p2p_job.commands.run", "p2p_job.local", "p2p_job.collect", "p2p_job.results", "p2p_job.scores",
+               "p2p_job.shards", "p2p_job.runrecord", "p2p_job.choices", "p2p_job.figures"]
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
