@@ -157,6 +157,19 @@ def test_the_same_seeds_give_the_same_bits():
         assert _max_difference(_everything(m_a, o_a), _everything(m_b, o_b)) == 0.0
 
 
+def test_column_major_rows_train_exactly_as_row_major_rows():
+    """Shards are column-major; train_many copies every caller's rows into one row-major
+    array, so the layout (and float64 input) changes nothing: the same bits."""
+    training = _training(dropout=0.2)
+    data = [_data(n, i) for i, n in enumerate(SIZES)]
+    fortran = [(np.asfortranarray(X.astype(np.float64)), y) for X, y in data]
+    assert not fortran[0][0].flags["C_CONTIGUOUS"]
+    a, b = _peers(3, training), _peers(3, training)
+    assert _rounds(a, data, training) == _rounds(b, fortran, training)
+    for (m_a, o_a), (m_b, o_b) in zip(a, b):
+        assert _max_difference(_everything(m_a, o_a), _everything(m_b, o_b)) == 0.0
+
+
 def test_batch_size_one_is_refused_and_no_tasks_is_nothing():
     training = TrainingSpec(hidden_layers=[4], batch_size=1)
     (model, optimizer), = _peers(1, training, d=3)
