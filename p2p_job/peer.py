@@ -223,6 +223,10 @@ class Peer:
         load_model_state(self.model, self.w0)
         self._probe = build_model(n_features, spec.training).to(self.device)  # screens neighbours' models
         self._probe_X = np.concatenate([split.X for split in self.evaluation_sets().values()])
+        # The logits of the last state _degenerate found sound on _probe_X: when that state is
+        # the merged model, _evaluate uses them instead of scoring the same rows again.
+        self._probe_logits: tuple[State, np.ndarray] | None = None
+        self._merged_logits: np.ndarray | None = None
         self.optimizer = make_optimizer(self.model, spec.training)
         self.n_base = len(shard.train.y)
         self.variance = data_variance(shard.train.X)
@@ -451,7 +455,10 @@ class Peer:
         reason = degenerate_state(state)
         if reason is None:
             load_model_state(self._probe, state)
-            if not np.isfinite(predict_logits(self._probe, self._probe_X, self.device)).all():
+            logits = predict_logits(self._probe, self._probe_X, self.device)
+            if np.isfinite(logits).all():
+                self._probe_logits = (state, logits)
+            else:
                 reason = "degenerate: non-finite outputs on this peer's evaluation rows"
         return reason
 
@@ -489,6 +496,8 @@ class Peer:
             del contributors[farthest], states[farthest]
         if reason is None:
             load_model_state(self.model, merged)
+            self._merged_logits = self._probe_logits[1] if self._probe_logits and self._probe_logits[0] is merged else None
+        self._probe_logits = None
         left_out = [(contributors[i].client, f"robust-rule: {self.robust_rule} left its model out") for i in merge.left_out]
         return dropped, left_out
 
@@ -540,7 +549,13 @@ class Peer:
         threshold = self.exp.spec.training.threshold
         evaluation = self.exp.spec.evaluation
         sets = self.evaluation_sets()
-        self.last_scores = {name: predict_scores(self.model, split.X, self.device) for name, split in sets.items()}
+        if self._merged_logits is not None:  # the merged model's, scored by the degenerate check
+            ends = np.cumsum([len(split.y) for split in sets.values()])[:-1]
+            parts = np.split(self._merged_logits, ends)
+            self.last_scores = {name: torch.sigmoid(torch.from_numpy(part)).numpy() for name, part in zip(sets, parts)}
+        else:
+            self.last_scores = {name: predict_scores(self.model, split.X, self.device) for name, split in sets.items()}
+        self._merged_logits = None
         tuned_threshold = choose_threshold(
             sets["local"].y, self.last_scores["local"], evaluation.operating_point, evaluation.target_fpr, default=threshold
         )
