@@ -78,6 +78,13 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
         return response.read()
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT (Ctrl-C): a shell started in the
+    background (``cmd &``, as CI runners and ``nohup`` do) gives its children SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler; the child gets the default a terminal gives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds."""
     if process.poll() is None:

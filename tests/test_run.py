@@ -92,9 +92,10 @@ def test_run_gives_the_same_results_as_simulate(tmp_path, tiny_spec, one_thread)
 
 @pytest.mark.slow
 def test_a_killed_worker_resumes_and_the_run_completes_on_s3(tmp_path, tiny_spec, s3_server, one_thread):
-    """SIGKILL client-a while it works on round 2 of 3: ``p2pk run`` restarts it, it resumes
-    from its round-1 checkpoint, and the results hold every round once, equal to simulate's."""
-    spec = tiny_spec("killed", n_clients=2, rounds=3)
+    """SIGKILL client-a after its first round, mid-run: ``p2pk run`` restarts it, it resumes from
+    its last checkpoint, and the results hold every round once, equal to simulate's. (Rounds of
+    the tiny spec take a tenth of a second: 40 of them, so that the kill finds it working.)"""
+    spec = tiny_spec("killed", n_clients=2, rounds=40)
     out = tmp_path / "out"
     log = out / "logs/ksmote/client-a.log"
     env = {**os.environ, **s3_server.env}
@@ -111,7 +112,7 @@ def test_a_killed_worker_resumes_and_the_run_completes_on_s3(tmp_path, tiny_spec
     starts = [e for e in events(log) if e["event"] == "worker_start"]
     assert len(starts) == 2 and starts[1]["resume_from"] >= 1
     results = comparable(read_parquet(out / "results.parquet"))
-    assert results.groupby(["client", "eval"])["round"].apply(list).tolist() == [[1, 2, 3]] * 4
+    assert results.groupby(["client", "eval"])["round"].apply(list).tolist() == [list(range(1, 41))] * 4
     pd.testing.assert_frame_equal(results, simulated(spec))
     # Piped, the runner says so in a plain line (a terminal shows "(1 restart(s))" on the bar).
     assert re.search(r"worker ksmote/client-a: .*; restarting it at round \d+ \(restart 1\)", output), output
@@ -123,7 +124,7 @@ def test_ctrl_c_stops_every_worker(tmp_path, tiny_spec):
     # finish on a loaded machine between two looks at the logs, before the Ctrl-C is sent.
     spec = tiny_spec("stopped", n_clients=2, rounds=2000)
     out = tmp_path / "out"
-    run = p2pk("run", str(spec), "--out", str(out))
+    run = p2pk("run", str(spec), "--out", str(out), preexec_fn=services.default_sigint)
     logs = [out / f"logs/ksmote/client-{c}.log" for c in "ab"]
     try:
         pids = services.wait_for(

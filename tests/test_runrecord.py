@@ -136,7 +136,7 @@ def test_ctrl_c_in_simulate_keeps_the_finished_rounds(tmp_path):
     spec = services.write_spec(tmp_path / "exp.yaml", document)
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, "-m", "p2p_job.cli", "simulate", str(spec), "--out", str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=services.default_sigint)
     try:
         for line in run.stderr:  # plain progress lines, as they come
             if "ksmote round 2:" in line:

@@ -22,9 +22,8 @@ from p2pk_operator.manifests import SCRATCH_DIR, SCRATCH_ENV
 
 #: Runs ``p2pk worker`` with an audit hook; the records go to the file named by argv[1].
 AUDITED_WORKER = r"""
-import atexit, json, os, sys
+import json, os, sys
 out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-seen = []
 WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 def hook(event, args):
@@ -32,13 +31,15 @@ def hook(event, args):
         path, mode, flags = args
         writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & WRITE)
         if writes and isinstance(path, (str, bytes, os.PathLike)):
-            seen.append((event, os.path.abspath(os.fsdecode(path))))
+            record(event, path)
     elif event in ("os.mkdir", "os.remove", "os.rmdir", "os.rename", "os.replace", "os.symlink", "os.truncate"):
         for path in args[:2]:
             if isinstance(path, (str, bytes, os.PathLike)):
-                seen.append((event, os.path.abspath(os.fsdecode(path))))
+                record(event, path)
 
-atexit.register(lambda: os.write(out, json.dumps(seen).encode()))
+def record(event, path):  # one JSON line at once: the worker ends with os._exit, no atexit runs
+    os.write(out, (json.dumps([event, os.path.abspath(os.fsdecode(path))]) + "\n").encode())
+
 sys.addaudithook(hook)
 from p2p_job.cli import main
 sys.exit(main(["worker"]))
@@ -58,7 +59,7 @@ def test_a_worker_writes_only_to_its_scratch_folder_and_the_store(tmp_path, tiny
     done = subprocess.run([sys.executable, "-c", AUDITED_WORKER, str(records)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    written = json.loads(records.read_text())
+    written = [json.loads(line) for line in records.read_text().splitlines()]
     assert any(path.startswith(str(store)) for _, path in written)  # the hook saw the worker's own writes
     elsewhere = sorted({(event, path) for event, path in written
                         if not (Path(path).is_relative_to(scratch) or Path(path).is_relative_to(store) or path == os.devnull)})
