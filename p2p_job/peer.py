@@ -223,9 +223,8 @@ class Peer:
         load_model_state(self.model, self.w0)
         self._probe = build_model(n_features, spec.training).to(self.device)  # screens neighbours' models
         self._probe_X = np.concatenate([split.X for split in self.evaluation_sets().values()])
-        # The logits of the last state _degenerate found sound on _probe_X: when that state is
-        # the merged model, _evaluate uses them instead of scoring the same rows again.
-        self._probe_logits: tuple[State, np.ndarray] | None = None
+        # The merged model's logits on _probe_X, from its degenerate check: _evaluate uses them
+        # instead of scoring the same rows again.
         self._merged_logits: np.ndarray | None = None
         self.optimizer = make_optimizer(self.model, spec.training)
         self.n_base = len(shard.train.y)
@@ -428,7 +427,7 @@ class Peer:
             return reason
         with np.errstate(over="ignore", invalid="ignore"):
             state = {name: self.w0[name] + pub.delta[name] for name in self.w0}
-        return self._degenerate(state)
+        return self._degenerate(state)[0]
 
     def _screen_points(self, pub: Publication) -> ScreenedPoints:
         """A neighbour's shared points screened (:func:`p2p_job.screening.screen_points`) and
@@ -449,18 +448,17 @@ class Peer:
             regions=self._regions,
         )
 
-    def _degenerate(self, state: State) -> str | None:
+    def _degenerate(self, state: State) -> tuple[str | None, np.ndarray | None]:
         """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ −ε/2, or
-        non-finite logits on its own evaluation rows), or None."""
+        non-finite logits on its own evaluation rows) and None; or None and those logits."""
         reason = degenerate_state(state)
-        if reason is None:
-            load_model_state(self._probe, state)
-            logits = predict_logits(self._probe, self._probe_X, self.device)
-            if np.isfinite(logits).all():
-                self._probe_logits = (state, logits)
-            else:
-                reason = "degenerate: non-finite outputs on this peer's evaluation rows"
-        return reason
+        if reason is not None:
+            return reason, None
+        load_model_state(self._probe, state)
+        logits = predict_logits(self._probe, self._probe_X, self.device)
+        if not np.isfinite(logits).all():
+            return "degenerate: non-finite outputs on this peer's evaluation rows", None
+        return None, logits
 
     def _average(self, own: Publication, arrived: list[Publication]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """Eq. 5 (or ``robustRule``, :mod:`p2p_job.robust`): combine the peer itself (first)
@@ -488,7 +486,7 @@ class Peer:
                                      clip_norm=aggregation.clip_norm, loss=self._validation_loss,
                                      tolerance=aggregation.validation_tolerance)
             merged = merge.state
-            reason = self._degenerate(merged)
+            reason, logits = self._degenerate(merged)
             if reason is None or len(contributors) == 1:
                 break
             farthest = 1 + int(np.argmax([_distance(states[0], s) for s in states[1:]]))
@@ -496,8 +494,7 @@ class Peer:
             del contributors[farthest], states[farthest]
         if reason is None:
             load_model_state(self.model, merged)
-            self._merged_logits = self._probe_logits[1] if self._probe_logits and self._probe_logits[0] is merged else None
-        self._probe_logits = None
+            self._merged_logits = logits
         left_out = [(contributors[i].client, f"robust-rule: {self.robust_rule} left its model out") for i in merge.left_out]
         return dropped, left_out
 
