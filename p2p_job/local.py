@@ -255,7 +255,7 @@ def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None
     """Causes every worker would meet, found here in milliseconds rather than by starting them:
     the device asked for (``DeviceError``), a dataset path that does not exist (``DataError``),
     an S3 store without credentials (``StoreDenied``)."""
-    from p2p_job.datasets import DataError
+    from p2p_job.datasets import DataError, parts
     from p2p_job.store import StoreDenied
 
     device = settings.device or exp.spec.runtime.device
@@ -263,9 +263,9 @@ def preflight(exp: P2PExperiment, exp_path: Path, settings: RunSettings) -> None
         from p2p_job.training import resolve_device
 
         resolve_device(device)
-    path = exp.spec.dataset.path
-    if path and not (exp_path.resolve().parent / Path(path).expanduser()).exists():
-        raise DataError(f"dataset.path {path}: no such file or folder")
+    for field, path in (("dataset.path", exp.spec.dataset.path), ("dataset.columnNamesFile", exp.spec.dataset.column_names_file)):
+        if path and not parts.exists(exp_path.resolve().parent / Path(path).expanduser()):
+            raise DataError(f"{field} {path}: no such file or folder (or no file matches the pattern)")
     if settings.store_url().startswith("s3://") and not (
             os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")):
         raise StoreDenied(f"{settings.store_url()}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")

@@ -79,7 +79,8 @@ def apply(document: dict, segments: list[str | int], value: Any) -> None:
 
 def experiment_as_run(spec_path: str | Path, sets: list[str] = (), *, rounds: int | None = None,
                       seed: int | None = None) -> P2PExperiment:
-    """The spec file with its overrides applied, validated, with an absolute ``dataset.path``.
+    """The spec file with its overrides applied, validated, with an absolute ``dataset.path`` (and
+    ``dataset.columnNamesFile``).
     Raises :class:`InvalidSpec` (every error by field path) or ValueError (a malformed
     ``--set``)."""
     spec_path = Path(spec_path)
@@ -97,10 +98,11 @@ def experiment_as_run(spec_path: str | Path, sets: list[str] = (), *, rounds: in
             given.append(f"{flag} {value}")
     source = f"{spec_path} with {' '.join(given)}" if given else str(spec_path)
     exp = parse_experiment(document, source)
-    path = exp.spec.dataset.path
-    if path and not Path(path).expanduser().is_absolute():
-        absolute = str((spec_path.resolve().parent / Path(path).expanduser()).resolve())
-        dataset = exp.spec.dataset.model_copy(update={"path": absolute})
-        exp = exp.model_copy(update={"spec": exp.spec.model_copy(update={"dataset": dataset})})
+    dataset = exp.spec.dataset
+    relative = {field: str((spec_path.resolve().parent / Path(value).expanduser()).resolve())
+                for field, value in (("path", dataset.path), ("column_names_file", dataset.column_names_file))
+                if value and not Path(value).expanduser().is_absolute()}
+    if relative:
+        exp = exp.model_copy(update={"spec": exp.spec.model_copy(update={"dataset": dataset.model_copy(update=relative)})})
     return exp
 

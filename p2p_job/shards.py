@@ -45,7 +45,7 @@ LABEL = "label"
 KIND = "kind"
 #: Rows of the paper's Tables 1–3, by split.
 TABLE_ROWS = {"train": "Training", "validation": "Local_Val", "global_test": "Global"}
-#: The spec fields the shards depend on (``dataset.path`` and ``dataset.shards`` only say where).
+#: The spec fields the shards depend on (``dataset.path``, ``dataset.columnNamesFile`` and ``dataset.shards`` only say where).
 _CUT_BY = ("seed", "dataset", "scenario")
 
 
@@ -53,7 +53,7 @@ def fingerprint(exp) -> str:
     """sha256 of what the shards are cut from: the seed, the dataset selection, the scenario
     and the kind column (not where the data or the shards live)."""
     spec = exp.spec.model_dump(mode="json", by_alias=True, include=set(_CUT_BY))
-    spec["dataset"] = {k: v for k, v in spec["dataset"].items() if k not in ("path", "shards")}
+    spec["dataset"] = {k: v for k, v in spec["dataset"].items() if k not in ("path", "shards", "columnNamesFile")}
     spec["kindColumn"] = exp.spec.evaluation.kind_column
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

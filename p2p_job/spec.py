@@ -167,13 +167,38 @@ class DatasetSpec(SpecModel):
     features, a 0/1 label (1 = malicious) and group columns (device, family)."""
 
     kind: DatasetKind = Field("builtin", description="builtin | nbaiot | botiot | tabular.")
-    path: str | None = Field(None, description="N-BaIoT root folder, BoT-IoT CSV file, or tabular CSV/Parquet file.")
+    path: str | None = Field(
+        None,
+        description="N-BaIoT root folder; BoT-IoT or tabular: a CSV/Parquet file, a folder (every data file in it) or a glob pattern "
+        "(e.g. 'data/UNSW_2018_IoT_Botnet_Dataset_[0-9]*.csv'), whose parts are read one at a time and concatenated.",
+    )
     devices: list[str] | None = Field(None, description="N-BaIoT: device folders to load (default: all).")
     families: list[str] | None = Field(
         None,
         description="Attack families to keep: N-BaIoT 'mirai', 'gafgyt' or 'gafgyt/udp'-style; BoT-IoT categories such as 'DDoS'.",
     )
-    features: list[str] | None = Field(None, description="Tabular: feature columns (default: every column but label and group that holds numbers).")
+    features: list[str] | None = Field(
+        None,
+        description="Feature columns. Tabular default: every column but label and group that holds numbers; BoT-IoT default: the "
+        "paper's ten 'best' features the file has (the full layout: seven of them and the text state).",
+    )
+    columns: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="BoT-IoT, tabular: the column names of headerless CSV files, in file order (a first line that is exactly these "
+        "names is taken as the header).",
+    )
+    column_names_file: str | None = Field(
+        None,
+        min_length=1,
+        description="BoT-IoT, tabular: a file whose first line names the columns of headerless CSV files (BoT-IoT's "
+        "UNSW_2018_IoT_Botnet_Dataset_Feature_Names.csv), relative to the spec file; never read as a data part.",
+    )
+    hex_columns: list[str] | None = Field(
+        None,
+        description="Tabular: feature columns whose numbers may be written in hexadecimal, 0x0303 (BoT-IoT's sport and dport for "
+        "ICMP and ARP); kind botiot does this for sport and dport itself.",
+    )
     label_column: str | None = Field(None, description="Tabular: the label column.")
     benign_values: list[str] | None = Field(None, description="Tabular: label values that mean benign; every other value is malicious.")
     group_column: str | None = Field(None, description="Tabular: column that drives the partition (device, attack category, site).")
@@ -209,6 +234,12 @@ class DatasetSpec(SpecModel):
                 raise ValueError("dataset.labelColumn is required for dataset kind 'tabular'")
             if not self.benign_values:
                 raise ValueError("dataset.benignValues is required for dataset kind 'tabular'")
+        if self.columns and self.column_names_file:
+            raise ValueError("dataset.columns and dataset.columnNamesFile: give one of them")
+        for name, values in (("columns", self.columns), ("features", self.features), ("hexColumns", self.hex_columns)):
+            repeated = sorted({v for v in values or [] if (values or []).count(v) > 1})
+            if repeated:
+                raise ValueError(f"dataset.{name}: {repeated} named more than once")
         fields = type(self).model_fields
         given = {f for f in fields if getattr(self, f) != fields[f].get_default(call_default_factory=True)}
         unused = sorted(given - _DATASET_FIELDS[self.kind])
@@ -222,8 +253,9 @@ class DatasetSpec(SpecModel):
 _DATASET_FIELDS = {
     "builtin": {"kind", "builtin", "shards", "preprocessing"},
     "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards", "preprocessing"},
-    "botiot": {"kind", "path", "families", "drop_bad_rows", "shards", "preprocessing"},
-    "tabular": {"kind", "path", "features", "label_column", "benign_values", "group_column", "drop_bad_rows", "shards", "preprocessing"},
+    "botiot": {"kind", "path", "features", "columns", "column_names_file", "families", "drop_bad_rows", "shards", "preprocessing"},
+    "tabular": {"kind", "path", "features", "columns", "column_names_file", "hex_columns", "label_column", "benign_values", "group_column",
+                "drop_bad_rows", "shards", "preprocessing"},
 }
 
 
@@ -872,6 +904,8 @@ def kubernetes_errors(exp: P2PExperiment) -> list[tuple[str, str]]:
     if data.kind != "builtin" and data.shards is None and not (data.path or "").startswith("/"):
         errors.append(("spec.dataset.path", "on Kubernetes: an absolute path in the pod (e.g. on kubernetes.dataVolume), "
                        "or set dataset.shards: store after `p2pk data prepare --out s3://…` (each worker then reads only its own shard)"))
+    if data.shards is None and data.column_names_file and not data.column_names_file.startswith("/"):
+        errors.append(("spec.dataset.columnNamesFile", "on Kubernetes: an absolute path in the pod (e.g. on kubernetes.dataVolume)"))
     return errors
 
 

@@ -1,8 +1,10 @@
 """Datasets (§5.1.1): every source loads into one :class:`Table` — float32 features, a 0/1
 label with 1 = malicious, and group columns (device, attack family) for the scenarios.
 
-Sources: ``nbaiot`` (N-BaIoT, original folder layout), ``botiot`` (UNSW BoT-IoT 10-best CSV),
-``tabular`` (any CSV/Parquet) and ``builtin`` (a deterministic generator with the same structure).
+Sources: ``nbaiot`` (N-BaIoT, original folder layout), ``botiot`` (UNSW BoT-IoT: 10-best, 5% or
+full layout), ``tabular`` (any CSV/Parquet) and ``builtin`` (a deterministic generator with the
+same structure). ``botiot`` and ``tabular`` read a ``dataset.path`` naming several files part by
+part (:mod:`p2p_job.datasets.parts`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from p2p_job.datasets import botiot, builtin, nbaiot, tabular
+from p2p_job.datasets import botiot, builtin, nbaiot, parts, tabular
 from p2p_job.datasets.table import BENIGN_FAMILY, DataError, LoadReport, Table, select_groups
 from p2p_job.spec import DatasetSpec
 
@@ -29,15 +31,22 @@ def _load(spec: DatasetSpec, base_dir: Path | None) -> Table:
     categorical = spec.preprocessing.categorical
     if spec.kind == "builtin":
         return builtin.generate(spec.builtin)
-    path = Path(spec.path).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
+    path = resolve(spec.path, base_dir)
     if spec.kind == "nbaiot":
         return nbaiot.load(path, spec.devices, spec.families, spec.drop_bad_rows)
+    names_file = resolve(spec.column_names_file, base_dir) if spec.column_names_file else None
+    files = parts.files(path, exclude=names_file)
+    columns = parts.column_names(spec.columns, names_file)
     if spec.kind == "botiot":
-        return botiot.load(path, spec.families, spec.drop_bad_rows, categorical)
-    return tabular.load(path, spec.features, spec.label_column, spec.benign_values, spec.group_column, spec.drop_bad_rows, categorical,
-                        auto=bool(spec.preprocessing.auto))
+        return botiot.load(files, spec.features, spec.families, spec.drop_bad_rows, categorical, columns)
+    return tabular.load(files, spec.features, spec.label_column, spec.benign_values, spec.group_column, spec.drop_bad_rows, categorical,
+                        auto=bool(spec.preprocessing.auto), columns=columns, hex_columns=spec.hex_columns or [])
+
+
+def resolve(path: str, base_dir: Path | None) -> Path:
+    """A spec's path: ``~`` expanded, a relative one against ``base_dir`` (the spec file's folder)."""
+    resolved = Path(path).expanduser()
+    return Path(base_dir) / resolved if base_dir is not None and not resolved.is_absolute() else resolved
 
 
 def with_categories(table: Table, categorical: list[str]) -> Table:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
+import re
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +29,63 @@ log = logging.getLogger(__name__)
 
 #: Delimiters a CSV may use; the sniffer picks among these only.
 DELIMITERS = ",;\t"
+#: Rows of a file read at once by :func:`read_chunks`.
+CHUNK_ROWS = 200_000
 #: Bytes of text the sniffer looks at.
 SNIFF_CHARS = 64 * 1024
 
 
 def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: list[str] = (), drop_bad_rows: bool = False,
-                   known: frozenset[str] | set[str] = frozenset()) -> "Sheet":
+                   known: frozenset[str] | set[str] = frozenset(), hex_columns: list[str] = ()) -> "Sheet":
     """Read a ``.csv`` / ``.tsv`` file, gzipped or not, whose delimiter (comma, semicolon or
     tab) is sniffed. ``names`` given: the file has no header and these are its columns.
     ``text_columns`` are kept as written (labels, group values), the rest parsed as numbers.
     ``known``: the column names messages may quote (given by the spec or the dataset's layout).
+    ``hex_columns`` are read as text and parsed by :meth:`Sheet.features` as decimal or ``0x``
+    hexadecimal numbers (BoT-IoT's ports).
 
     A line with too many fields is an error naming the line, or dropped with ``drop_bad_rows``.
     """
+    return next(read_chunks(path, names, text_columns=text_columns, drop_bad_rows=drop_bad_rows, known=known, hex_columns=hex_columns,
+                            chunk_rows=None))
+
+
+def read_chunks(path: Path, names: list[str] | None = None, *, columns: list[str] | None = None, text_columns: list[str] = (),
+                drop_bad_rows: bool = False, known: frozenset[str] | set[str] = frozenset(), hex_columns: list[str] = (),
+                chunk_rows: int | None = CHUNK_ROWS) -> Iterator["Sheet"]:
+    """:func:`read_delimited` in chunks of ``chunk_rows`` rows (None: the whole file as one),
+    each a :class:`Sheet` that keeps only ``columns`` (default: all) and knows where its rows
+    lie in the file: a large file never has all its rows, or its other columns, in memory at
+    once. Every field of every line is still parsed, so a line with too many fields is caught
+    (pandas would drop them silently if it were told to read some columns only)."""
     sep = sniff_delimiter(path)
-    options = dict(sep=sep, header=None if names else 0, names=names, skipinitialspace=True, dtype={c: str for c in text_columns})
+    file_columns = tuple(names) if names else tuple(first_row(path))
+    if columns is not None:
+        missing = [c for c in columns if c not in file_columns]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; the file has {len(file_columns)} column(s)")
+    text = {c: str for c in [*text_columns, *hex_columns]}
+    options = dict(sep=sep, header=None if names else 0, names=names, skipinitialspace=True, dtype=text)
+    sheet = dict(known=frozenset(known), hex_columns=frozenset(hex_columns), file_columns=file_columns if columns is not None else None)
+    keep = (lambda frame: frame[columns]) if columns is not None else (lambda frame: frame)
+    offset = 0
     try:
         try:
-            return Sheet(str(path), pd.read_csv(path, **options), header_lines=0 if names else 1, known=frozenset(known))
+            with pd.read_csv(path, chunksize=chunk_rows or None, iterator=True, **options) as reader:
+                for frame in reader if chunk_rows else [reader.read()]:
+                    yield Sheet(str(path), keep(frame).reset_index(drop=True), header_lines=0 if names else 1, row_offset=offset, **sheet)
+                    offset += len(frame)
+            return
         except pd.errors.ParserError as exc:
             if not drop_bad_rows:
                 raise DataError(f"{path}: {exc}") from None
-        malformed: list[list[str]] = []
+        malformed: list[list[str]] = []  # the rest of the file, its malformed lines dropped, in one piece
         frame = pd.read_csv(path, engine="python", on_bad_lines=lambda fields: malformed.append(fields), **options)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None  # the byte itself is not quoted
     problems = tuple(f"{path}: a line with {len(f)} fields, expected {frame.shape[1]}" for f in malformed)
-    return Sheet(str(path), frame, header_lines=None, malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]),
-                 known=frozenset(known))
+    yield Sheet(str(path), keep(frame.iloc[offset:]).reset_index(drop=True), header_lines=None, row_offset=offset,
+                malformed=LoadReport(len(malformed), len(malformed), problems[:MAX_PROBLEMS]), **sheet)
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -94,21 +125,28 @@ def _sniff(path: Path) -> tuple[str, str]:
 class Sheet:
     """One file read into a frame; ``header_lines`` locates data rows in the file for messages
     (None when unknown, e.g. for Parquet or after malformed lines were skipped); ``known`` the
-    column names messages may quote (the others are named by position only)."""
+    column names messages may quote (the others are named by position only); ``hex_columns``
+    those whose numbers may be written in hexadecimal (``0x0303``); ``file_columns`` every
+    column of the file in order, when the frame holds only some of them (positions in messages
+    are the file's); ``row_offset`` the rows of the file before the frame's first."""
 
     source: str
     frame: pd.DataFrame
     header_lines: int | None
     malformed: LoadReport = LoadReport()
     known: frozenset[str] = frozenset()
+    hex_columns: frozenset[str] = frozenset()
+    file_columns: tuple[str, ...] | None = None
+    row_offset: int = 0  # the file's rows before the frame's first (a chunk of a large file)
 
     def where(self, row: int, column: str) -> str:
+        row += self.row_offset
         line = f" (line {row + self.header_lines + 1})" if self.header_lines is not None else ""
         return f"{self.source}: row {row + 1}{line}, {self.column(column)}"
 
     def column(self, column: str) -> str:
         """``column N`` (its position in the file, from 1), with its name when ``known``."""
-        position = list(self.frame.columns).index(column) + 1
+        position = list(self.file_columns or self.frame.columns).index(column) + 1
         return f"column {position} ({column!r})" if column in self.known else f"column {position}"
 
     def require(self, columns: list[str]) -> None:
@@ -127,7 +165,7 @@ class Sheet:
         if all(pd.api.types.is_numeric_dtype(t) for t in raw.dtypes):
             values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
-            values = np.column_stack([pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) for c in columns])
+            values = np.column_stack([numbers(raw[c], c in self.hex_columns) for c in columns])
         with np.errstate(over="ignore"):  # beyond float32 becomes inf: reported below
             features = values.astype(np.float32)
         bad_cells = ~np.isfinite(features)
@@ -165,8 +203,30 @@ class Sheet:
         value = self.frame[column].iloc[row]
         if pd.isna(value):
             reason = "missing value"
-        elif pd.isna(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]):
-            reason = "not a number"
+        elif column in self.hex_columns and np.isnan(numbers(pd.Series([value]), True)[0]):
+            reason = "not a number (decimal, or hexadecimal written 0x…)"
+        elif np.isnan(numbers(pd.Series([value]))[0]):
+            hexadecimal = bool(re.fullmatch(HEX_NUMBER, str(value).strip()))
+            reason = "not a number (hexadecimal: for kind tabular, list the column in dataset.hexColumns)" if hexadecimal else "not a number"
         else:
             reason = "a number that is not finite or beyond float32"
         return f"{self.where(row, column)}: {reason}"
+
+
+#: A number written in hexadecimal, as BoT-IoT writes ICMP and ARP "ports" (``0x0303``); longer
+#: than 16 digits is not a number.
+HEX_NUMBER = r"0[xX][0-9a-fA-F]{1,16}"
+
+
+def numbers(column: pd.Series, hexadecimal: bool = False) -> np.ndarray:
+    """A column's cells as float64, NaN where a cell is missing or not a number. With
+    ``hexadecimal``, cells written ``0x…`` (:data:`HEX_NUMBER`) are read in base 16, the others
+    as decimal numbers: only where the spec or the dataset's layout says a column holds them
+    (a text cell of another column is never guessed to be hexadecimal)."""
+    if not hexadecimal:
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    text = column.astype("string").str.strip()
+    is_hex = text.str.fullmatch(HEX_NUMBER).fillna(False).to_numpy(dtype=bool)
+    values = pd.to_numeric(text.where(~is_hex), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    values[is_hex] = [int(cell, 16) for cell in text[is_hex]]
+    return values

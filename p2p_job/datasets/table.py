@@ -81,6 +81,9 @@ class Table:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def with_report(self, report: LoadReport) -> "Table":
+        return replace(self, report=report)
+
     def take(self, rows: np.ndarray) -> "Table":
         """The rows selected by a boolean mask or an index array, in that order."""
         return replace(
@@ -89,6 +92,35 @@ class Table:
             labels=self.labels[rows],
             groups={name: values[rows] for name, values in self.groups.items()},
         )
+
+
+def concat(tables: list[Table]) -> Table:
+    """The rows of several tables with the same columns (the parts of one dataset), in order,
+    with their reports added. A categorical column's codes are renumbered into the sorted
+    union of every part's values (each part coded its own, :meth:`Sheet.categories`)."""
+    first = tables[0]
+    if len(tables) == 1:
+        return first
+    categories = {c: sorted(set().union(*(t.categories[c] for t in tables))) for c in first.categories}
+    features = []
+    for table in tables:
+        part = table.features.copy() if categories else table.features
+        for column, values in table.categories.items():
+            j = first.feature_names.index(column)
+            recode = np.searchsorted(np.array(categories[column]), np.array(values, dtype=str)).astype(np.float32)
+            part[:, j] = recode[part[:, j].astype(np.int64)] if len(values) else part[:, j]
+        features.append(part)
+    report = first.report
+    for table in tables[1:]:
+        report = report + table.report
+    return Table(
+        np.concatenate(features),
+        np.concatenate([t.labels for t in tables]),
+        {name: np.concatenate([t.groups[name] for t in tables]) for name in first.groups},
+        list(first.feature_names),
+        report,
+        categories,
+    )
 
 
 def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
@@ -137,10 +169,13 @@ def check_families(available: set[str], wanted: list[str], source: str) -> None:
             raise DataError(f"{source}: no attack of family {family!r} among its {len(available)} attack families")
 
 
-def select_family(table: Table, families: list[str], source: str) -> np.ndarray:
-    """Mask of the benign rows and of the attack rows in any of ``families``."""
-    attack_family = table.groups["family"][table.labels == 1]
-    check_families(set(attack_family.tolist()), families, source)
+def attack_families(table: Table) -> set[str]:
+    """The distinct attack families (group ``family``) of the table's malicious rows."""
+    return set(np.unique(table.groups["family"][table.labels == 1]).tolist())
+
+
+def family_mask(table: Table, families: list[str]) -> np.ndarray:
+    """Mask of the benign rows and of the attack rows in any of ``families`` (unchecked)."""
     mask = table.labels == 0
     for family in families:
         mask |= within(table.groups["family"], family) & (table.labels == 1)
