@@ -240,15 +240,27 @@ class KSMOTE(BaseOverSampler):
         return super()._check_X_y(X, y, accept_sparse=False)
 
     def _fit_resample(self, X, y):
-        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        n_rows = len(X) + sum(self.sampling_strategy_.values())
-        X_res = np.empty((n_rows, X.shape[1]), dtype=np.result_type(X.dtype, np.float32))  # integer X: float64
-        X_res[: len(X)] = X
-        y_parts, start = [y], len(X)
-        for label, n_samples in self.sampling_strategy_.items():
-            rows = X_res[start : start + n_samples]
-            ksmote_sample(X[y == label], n_samples, self.k, self.n_neighbors, rng, out=rows, cache=self.neighbour_cache,
-                          onehot_blocks=tuple(tuple(b) for b in self.onehot_blocks))
-            y_parts.append(np.full(n_samples, label, dtype=y.dtype))
-            start += n_samples
-        return X_res, np.concatenate(y_parts)
+        return ksmote_resample(X, y, self.sampling_strategy_, self.k, self.n_neighbors, self.random_state,
+                               self.neighbour_cache, self.onehot_blocks)
+
+
+def ksmote_resample(X: np.ndarray, y: np.ndarray, n_new: dict, k: int, n_neighbors: int, random_state=None,
+                    cache: NeighbourCache | None = None, onehot_blocks=()) -> tuple[np.ndarray, np.ndarray]:
+    """What :meth:`KSMOTE.fit_resample` returns once imbalanced-learn has checked ``X`` (n, d)
+    and ``y`` and turned the sampling strategy into ``n_new`` (label -> points to add): ``X``
+    and ``y`` with each label's synthetic points appended, label by label
+    (:func:`ksmote_sample`, drawing from a ``Generator`` seeded from ``random_state``).
+    :func:`p2p_job.rebalancing.rebalance` calls it directly with inputs it has checked itself:
+    on a peer's D_base, every round, imbalanced-learn's checks cost more than the sampling."""
+    rng = np.random.default_rng(check_random_state(random_state).randint(2**31 - 1))
+    n_rows = len(X) + sum(n_new.values())
+    X_res = np.empty((n_rows, X.shape[1]), dtype=np.result_type(X.dtype, np.float32))  # integer X: float64
+    X_res[: len(X)] = X
+    y_parts, start = [y], len(X)
+    for label, n_samples in n_new.items():
+        rows = X_res[start : start + n_samples]
+        ksmote_sample(X[y == label], n_samples, k, n_neighbors, rng, out=rows, cache=cache,
+                      onehot_blocks=tuple(tuple(b) for b in onehot_blocks))
+        y_parts.append(np.full(n_samples, label, dtype=y.dtype))
+        start += n_samples
+    return X_res, np.concatenate(y_parts)

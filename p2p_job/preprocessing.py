@@ -217,12 +217,22 @@ class Preprocessor:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Raw rows (float32 (n, d)) to this client's encoded features (float32). Values a
-        transform is undefined for come out NaN (a receiver rejects such points)."""
+        transform is undefined for come out NaN (a receiver rejects such points).
+
+        What ``pipeline.transform`` computes — each fitted part on its columns, side by side —
+        with the parts called directly: the ``ColumnTransformer`` layer (its input checks and
+        dispatch) cost more than the parts themselves on the few hundred points a peer receives
+        per neighbour and round (docs/real-data.md, "Received points and run time");
+        tests/test_preprocessing.py checks the two give the same array."""
         X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected rows of {len(self.feature_names)} raw features, got an array of shape {X.shape}")
         if len(X) == 0:
             return np.empty((0, self.n_outputs), dtype=np.float32)
+        parts = [(self.pipeline.named_transformers_[name], columns) for name, _, columns in self.pipeline.transformers
+                 if name in self.pipeline.named_transformers_]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            return self.pipeline.transform(X).astype(np.float32)
+            return np.hstack([fitted.transform(X[:, columns]) for fitted, columns in parts]).astype(np.float32)
 
     def inverse_transform(self, X: np.ndarray) -> np.ndarray:
         """Encoded features back to raw rows (float32 (n, d)); each one-hot block becomes the code

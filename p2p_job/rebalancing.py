@@ -8,7 +8,8 @@ the minority holds about ``r·|D_maj|`` rows.
 - ``random-under``: imbalanced-learn ``RandomUnderSampler`` keeps ``|D_min| / r`` majority rows
   (at least one, at most all); no D_syn.
 - ``smote``: imbalanced-learn ``SMOTE`` with ``k_neighbors = min(N, |D_min| − 1)``.
-- ``ksmote``: :class:`p2p_job.ksmote.KSMOTE` (Algorithm 1).
+- ``ksmote``: :class:`p2p_job.ksmote.KSMOTE` (Algorithm 1), its resampling called directly
+  (:func:`p2p_job.ksmote.ksmote_resample`: the same rows, without imbalanced-learn's input checks).
 
 Over-samplers add ``N_s = r·|D_maj| − |D_min|`` points (:func:`p2p_job.ksmote.n_synthetic`),
 passed to imbalanced-learn as a per-class target count so that ``r > 1`` works too.
@@ -27,7 +28,7 @@ import numpy as np
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
-from p2p_job.ksmote import KSMOTE, NeighbourCache, n_synthetic
+from p2p_job.ksmote import KSMOTE, NeighbourCache, ksmote_resample, n_synthetic
 from p2p_job.spec import RebalancingSpec
 
 METHODS = ("none", "random-over", "random-under", "smote", "ksmote")
@@ -107,6 +108,9 @@ def rebalance(method: str, X, y, params: RebalancingSpec, rng: np.random.Generat
         sampler = _sampler(method, minority, n_min, len(y) - n_min, params, seed, cache, tuple(onehot_blocks))
     if sampler is None:
         X_out, y_out = X, y
+    elif isinstance(sampler, KSMOTE):  # X and y are checked above: imbalanced-learn's checks are skipped
+        n_new = {minority: sampler.sampling_strategy[minority] - n_min}
+        X_out, y_out = ksmote_resample(X, y, n_new, sampler.k, sampler.n_neighbors, sampler.random_state, cache, onehot_blocks)
     else:
         X_out, y_out = sampler.fit_resample(X, y)
         X_out, y_out = X_out.astype(np.float32, copy=False), y_out.astype(np.int8, copy=False)

@@ -92,6 +92,29 @@ def test_one_hot_blocks_from_the_datasets_categories_and_valid_categories_back()
     np.testing.assert_allclose(back[0, [0, 2]], [5 + 0.5 * 995, 3.0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("scaling", ["minmax", "robust", "quantile"])
+def test_transform_equals_the_column_transformers_own(scaling):
+    """transform calls the fitted parts itself (no ColumnTransformer layer): the same array as
+    ``pipeline.transform``, to the bit, on rows outside the training ranges, of either sign,
+    with NaN and with unknown category codes."""
+    names = ["bytes", "proto", "rate", "delta", "state"]
+    g = np.random.default_rng(3)
+    X = np.column_stack([g.lognormal(8, 3, 60), g.integers(0, 3, 60), g.lognormal(2, 2, 60), g.normal(0, 1000, 60),
+                         g.integers(0, 2, 60)]).astype(np.float32)
+    spec = _spec(scaling=scaling, categorical=["proto", "state"], transforms=[{"columns": ["delta"], "transform": "signed-log"},
+                                                                             {"columns": ["bytes"], "transform": "log1p"}])
+    pre = Preprocessor.fit(spec, names, X, {"proto": ["icmp", "tcp", "udp"], "state": ["CON", "RST", "REQ"]})
+    other = np.column_stack([g.lognormal(9, 4, 50), g.integers(0, 5, 50), g.normal(0, 100, 50), g.normal(0, 1e5, 50),
+                             g.integers(0, 3, 50)]).astype(np.float32)
+    other[3, 2], other[7, 0], other[9, 1] = np.nan, -3.0, np.nan  # undefined log1p: NaN out
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        expected = pre.pipeline.transform(other).astype(np.float32)
+    np.testing.assert_array_equal(pre.transform(other), expected)
+    assert pre.transform(other).dtype == np.float32 and np.isnan(expected).any()
+    with pytest.raises(ValueError, match="expected rows of 5 raw features"):
+        pre.transform(other[:, :4])
+
+
 def test_undefined_or_unmatched_columns_are_named():
     X = _rows()
     X[:, 2] = np.abs(X[:, 2])

@@ -129,3 +129,32 @@ def test_synthetic_points_have_valid_categories(method):
     block = out.synthetic_X[:, 3:7]
     assert len(block) == 68 and set(np.unique(block).tolist()) == {0.0, 1.0} and (block.sum(axis=1) == 1).all()
     np.testing.assert_array_equal(out.X[:92], X)  # the base rows untouched
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 2.5])
+@pytest.mark.parametrize("benign_minority", [False, True])
+def test_ksmote_without_imbalanced_learns_checks_gives_the_samplers_rows(ratio, benign_minority):
+    """rebalance calls K-SMOTE's resampling directly (p2p_job.ksmote.ksmote_resample): the same
+    rows as the imbalanced-learn sampler it stands for, for the seed rebalance draws, on
+    column-major rows (as shards hold them) with a one-hot block, the neighbour search cached
+    or not."""
+    from p2p_job.ksmote import KSMOTE, NeighbourCache
+
+    g = np.random.default_rng(5)
+    X = np.asfortranarray(np.hstack([g.normal(size=(70, 3)), np.eye(3)[g.integers(0, 3, 70)]]).astype(np.float32))
+    y = np.array([0] * 60 + [1] * 10, np.int8)
+    if benign_minority:
+        y = 1 - y
+    params = RebalancingSpec(ratio=ratio, k=4, neighbours=5)
+    cache = NeighbourCache()
+    for round_ in range(3):
+        out = rebalance("ksmote", X, y, params, np.random.default_rng(round_), cache, ((3, 6),))
+        seed = int(np.random.default_rng(round_).integers(2**31 - 1))
+        minority = 0 if benign_minority else 1
+        target = {minority: 10 + n_synthetic(60, 10, ratio)}
+        X_ref, y_ref = KSMOTE(sampling_strategy=target, k=4, n_neighbors=5, random_state=seed,
+                              onehot_blocks=((3, 6),)).fit_resample(X, y)
+        np.testing.assert_array_equal(out.X, X_ref)
+        np.testing.assert_array_equal(out.y, y_ref)
+        assert out.X.dtype == np.float32 and out.y.dtype == np.int8
+    assert cache.fits == 1
