@@ -202,6 +202,13 @@ class DatasetSpec(SpecModel):
     label_column: str | None = Field(None, description="Tabular: the label column.")
     benign_values: list[str] | None = Field(None, description="Tabular: label values that mean benign; every other value is malicious.")
     group_column: str | None = Field(None, description="Tabular: column that drives the partition (device, attack category, site).")
+    max_rows_per_kind: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ROWS,
+        description="BoT-IoT, tabular: keep at most this many rows of each kind (label and group values), a uniform sample drawn "
+        "while the parts are read (the same files give the same sample), so a dataset of millions of rows fits in memory.",
+    )
     drop_bad_rows: bool = Field(False, description="Drop rows with non-numeric or non-finite features (the count is reported) instead of failing.")
     shards: str | None = Field(
         None,
@@ -253,9 +260,10 @@ class DatasetSpec(SpecModel):
 _DATASET_FIELDS = {
     "builtin": {"kind", "builtin", "shards", "preprocessing"},
     "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards", "preprocessing"},
-    "botiot": {"kind", "path", "features", "columns", "column_names_file", "families", "drop_bad_rows", "shards", "preprocessing"},
+    "botiot": {"kind", "path", "features", "columns", "column_names_file", "families", "max_rows_per_kind", "drop_bad_rows", "shards",
+               "preprocessing"},
     "tabular": {"kind", "path", "features", "columns", "column_names_file", "hex_columns", "label_column", "benign_values", "group_column",
-                "drop_bad_rows", "shards", "preprocessing"},
+                "max_rows_per_kind", "drop_bad_rows", "shards", "preprocessing"},
 }
 
 

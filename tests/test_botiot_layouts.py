@@ -131,6 +131,47 @@ def test_families_are_selected_over_all_parts(full):
         load(kind="botiot", path=str(full[0].parent), families=["Mirai"])
 
 
+def test_chunks_give_the_same_table_as_one_read(full, monkeypatch):
+    from p2p_job.datasets import reading
+
+    whole = load(kind="botiot", path=str(full[0].parent), preprocessing={"categorical": ["proto"]})
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 7)  # 120-row parts in 18 chunks each
+    chunked = load(kind="botiot", path=str(full[0].parent), preprocessing={"categorical": ["proto"]})
+    assert np.array_equal(whole.features, chunked.features) and whole.categories == chunked.categories
+    assert whole.groups["family"].tolist() == chunked.groups["family"].tolist() and whole.report == chunked.report
+
+
+@pytest.mark.parametrize("chunk_rows", [1000, 13])
+def test_max_rows_per_kind_keeps_the_smallest_keys_of_each_kind(full, monkeypatch, chunk_rows):
+    from p2p_job.datasets import reading
+    from p2p_job.datasets.sampling import row_keys
+
+    monkeypatch.setattr(reading, "CHUNK_ROWS", chunk_rows)
+    every = load(kind="botiot", path=str(full[0].parent))
+    sample = load(kind="botiot", path=str(full[0].parent), maxRowsPerKind=20)
+    # by hand: each family's 20 rows of smallest key (SplitMix64 of the row's position), in file order
+    keys, family = row_keys(0, len(every)), every.groups["family"]
+    expected = np.sort(np.concatenate([np.flatnonzero(family == f)[np.argsort(keys[family == f], kind="stable")[:20]] for f in np.unique(family)]))
+    assert np.array_equal(sample.features, every.features[expected])
+    assert sample.groups["family"].tolist() == family[expected].tolist()
+    counts = pd.Series(family).value_counts()
+    assert pd.Series(sample.groups["family"]).value_counts().to_dict() == counts.clip(upper=20).to_dict()
+    assert counts.min() < 20 < counts.max()  # a small kind is kept whole, a large one cut
+    assert sample.report.rows_read == 360
+    note = dict((c, (a, r)) for c, a, r in sample.report.columns)["(rows)"]
+    assert note == ("sampled", f"dataset.maxRowsPerKind 20: {len(sample)} of the 360 rows read kept; each kind (label and group values) "
+                               "with more rows is a uniform sample of 20")
+
+
+def test_max_rows_per_kind_for_tabular_counts_label_and_group(full):
+    spec = {"kind": "tabular", "path": str(full[0].parent / "UNSW_2018_IoT_Botnet_Dataset_[0-9]*.csv"),
+            "columnNamesFile": str(full[0].parent / NAMES_FILE), "labelColumn": "category", "benignValues": ["Normal"],
+            "groupColumn": "subcategory", "features": ["pkts", "bytes", "proto"], "maxRowsPerKind": 15}
+    table = load(**spec)
+    kinds = pd.Series(list(zip(table.groups["category"], table.groups["subcategory"]))).value_counts()
+    assert kinds.max() == 15 and len(kinds) == 6
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -214,6 +255,7 @@ def test_columns_given_in_the_spec_and_a_header_line_equal_to_them(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_describe_and_simulate_on_the_full_layout(tmp_path, capsys):
     write_botiot_parts(tmp_path / "data", rows=400, parts=2)
     clients = [{"name": name, "benignGroups": ["benign"], "maliciousGroups": [kind],

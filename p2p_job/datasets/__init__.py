@@ -38,9 +38,10 @@ def _load(spec: DatasetSpec, base_dir: Path | None) -> Table:
     files = parts.files(path, exclude=names_file)
     columns = parts.column_names(spec.columns, names_file)
     if spec.kind == "botiot":
-        return botiot.load(files, spec.features, spec.families, spec.drop_bad_rows, categorical, columns)
+        return botiot.load(files, spec.features, spec.families, spec.drop_bad_rows, categorical, columns, spec.max_rows_per_kind)
     return tabular.load(files, spec.features, spec.label_column, spec.benign_values, spec.group_column, spec.drop_bad_rows, categorical,
-                        auto=bool(spec.preprocessing.auto), columns=columns, hex_columns=spec.hex_columns or [])
+                        auto=bool(spec.preprocessing.auto), columns=columns, hex_columns=spec.hex_columns or [],
+                        max_rows_per_kind=spec.max_rows_per_kind)
 
 
 def resolve(path: str, base_dir: Path | None) -> Path:

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from p2p_job.datasets.reading import Sheet, first_row, read_chunks
-from p2p_job.datasets.table import BENIGN_FAMILY, DataError, Table, attack_families, check_families, concat, family_mask
+from p2p_job.datasets.sampling import Rows
+from p2p_job.datasets.table import BENIGN_FAMILY, DataError, Table, attack_families, check_families, family_mask
 
 #: Columns of the 10-best files, in file order.
 TEN_BEST_COLUMNS = [
@@ -117,13 +118,15 @@ def column_notes(columns: list[str], features: list[str], categorical: list[str]
 
 
 def load(paths: list[Path], features: list[str] | None, families: list[str] | None, drop_bad_rows: bool, categorical: list[str] = (),
-         columns: list[str] | None = None) -> Table:
+         columns: list[str] | None = None, max_rows_per_kind: int | None = None) -> Table:
     """Every normal row and the attack rows of the chosen families (default: all) of every part.
     ``features`` default to :func:`default_features` of the first part's layout; ``categorical``
     columns (``dataset.preprocessing.categorical``, e.g. ``proto``) that are not among them are
     read as text and added after them as category codes. ``columns``: the names of headerless
-    parts (``dataset.columns`` / ``dataset.columnNamesFile``)."""
-    tables, available, chosen = [], set(), None
+    parts (``dataset.columns`` / ``dataset.columnNamesFile``). ``max_rows_per_kind``
+    (``dataset.maxRowsPerKind``): keep a uniform sample of at most that many rows of each family
+    (:mod:`p2p_job.datasets.sampling`)."""
+    rows, available, chosen = Rows(max_rows_per_kind), set(), None
     for path in paths:
         names, file_columns = _layout(path, columns)
         if chosen is None:
@@ -136,10 +139,10 @@ def load(paths: list[Path], features: list[str] | None, families: list[str] | No
             if families:
                 available |= attack_families(table)
                 table = table.take(family_mask(table, families))
-            tables.append(table)
+            rows.add(table)
     if families:
         check_families(available, families, str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)")
-    return concat(tables)
+    return rows.table()
 
 
 def _layout(path: Path, columns: list[str] | None) -> tuple[list[str] | None, list[str]]:

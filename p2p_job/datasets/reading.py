@@ -47,13 +47,13 @@ def read_delimited(path: Path, names: list[str] | None = None, *, text_columns: 
     A line with too many fields is an error naming the line, or dropped with ``drop_bad_rows``.
     """
     return next(read_chunks(path, names, text_columns=text_columns, drop_bad_rows=drop_bad_rows, known=known, hex_columns=hex_columns,
-                            chunk_rows=None))
+                            whole=True))
 
 
 def read_chunks(path: Path, names: list[str] | None = None, *, columns: list[str] | None = None, text_columns: list[str] = (),
                 drop_bad_rows: bool = False, known: frozenset[str] | set[str] = frozenset(), hex_columns: list[str] = (),
-                chunk_rows: int | None = CHUNK_ROWS) -> Iterator["Sheet"]:
-    """:func:`read_delimited` in chunks of ``chunk_rows`` rows (None: the whole file as one),
+                whole: bool = False) -> Iterator["Sheet"]:
+    """:func:`read_delimited` in chunks of :data:`CHUNK_ROWS` rows (``whole``: the file as one),
     each a :class:`Sheet` that keeps only ``columns`` (default: all) and knows where its rows
     lie in the file: a large file never has all its rows, or its other columns, in memory at
     once. Every field of every line is still parsed, so a line with too many fields is caught
@@ -71,8 +71,8 @@ def read_chunks(path: Path, names: list[str] | None = None, *, columns: list[str
     offset = 0
     try:
         try:
-            with pd.read_csv(path, chunksize=chunk_rows or None, iterator=True, **options) as reader:
-                for frame in reader if chunk_rows else [reader.read()]:
+            with pd.read_csv(path, chunksize=None if whole else CHUNK_ROWS, iterator=True, **options) as reader:
+                for frame in [reader.read()] if whole else reader:
                     yield Sheet(str(path), keep(frame).reset_index(drop=True), header_lines=0 if names else 1, row_offset=offset, **sheet)
                     offset += len(frame)
             return

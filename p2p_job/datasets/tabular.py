@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from p2p_job.datasets.reading import Sheet, first_row, read_chunks
-from p2p_job.datasets.table import DataError, Table, concat
+from p2p_job.datasets.sampling import Rows
+from p2p_job.datasets.table import DataError, Table
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -40,6 +41,7 @@ def load(
     auto: bool = False,
     columns: list[str] | None = None,
     hex_columns: list[str] = (),
+    max_rows_per_kind: int | None = None,
 ) -> Table:
     """Rows of every part (``dataset.path`` may name several files: :mod:`p2p_job.datasets.parts`);
     ``features`` default to every column but label and group that holds numbers. ``categorical``
@@ -50,7 +52,9 @@ def load(
     at most :data:`MAX_AUTO_CATEGORIES` distinct values, each on two rows or more on average.
     ``columns``: the names of headerless CSV files (``dataset.columns`` /
     ``dataset.columnNamesFile``). ``hex_columns`` (``dataset.hexColumns``) hold numbers that may
-    be written in hexadecimal (``0x0303``).
+    be written in hexadecimal (``0x0303``). ``max_rows_per_kind`` (``dataset.maxRowsPerKind``):
+    keep a uniform sample of at most that many rows of each label and group value
+    (:mod:`p2p_job.datasets.sampling`).
 
     The default features and ``auto``'s categories are decided on the first part's first chunk
     (:data:`~p2p_job.datasets.reading.CHUNK_ROWS` rows); every part must have the columns they
@@ -58,7 +62,7 @@ def load(
     text = [label_column] + ([group_column] if group_column else [])
     listed, hexes = list(categorical), list(hex_columns)
     known = frozenset([*text, *listed, *hexes, *(features or []), *(columns or [])])  # names the spec gave
-    roles, tables, label_values = None, [], set()
+    roles, rows, label_values = None, Rows(max_rows_per_kind), set()
     for path, sheet in _sheets(paths, columns, features, text, listed, hexes, drop_bad_rows, known, lambda: roles):
         sheet.require([*text, *listed, *hexes])
         if roles is None:
@@ -75,13 +79,13 @@ def load(
         labels = (~np.isin(label_text[keep], benign_values)).astype(np.int8)
         by_name = {**{c: X[:, j] for j, c in enumerate(numeric)}, **{c: codes[:, j] for j, c in enumerate(categorical)}}
         features_of_part = np.column_stack([by_name[c] for c in names]).astype(np.float32) if names else np.empty((len(labels), 0), np.float32)
-        tables.append(Table(features_of_part, labels, groups, names, report.with_columns(*notes), categories))
+        rows.add(Table(features_of_part, labels, groups, names, report.with_columns(*notes), categories))
     for value in benign_values:
         if value not in label_values:
             where = paths[0] if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)"
             raise DataError(f"{where}: dataset.benignValues {value!r} never occurs in column {label_column!r} "
                             f"({len(label_values)} distinct value(s) there)")
-    table = concat(tables)
+    table = rows.table()
     return table.with_report(table.report.with_columns(*(
         (c, "categorical", f"{'dataset.preprocessing.categorical' if c in listed else 'dataset.preprocessing.auto: a text column'}: "
                            f"a category ({len(table.categories[c])} values), one-hot encoded")
