@@ -128,15 +128,13 @@ class ClassRegions:
         self.k = min(k, len(self.labels))
         self.everyone = NearestNeighbors(n_neighbors=self.k).fit(X)
         self.radius: dict[int, float] = {}
-        self.within: dict[int, NearestNeighbors] = {}
         for c in (0, 1):
             rows = X[self.labels == c]
             if len(rows) < 2:  # no spacing to speak of
                 continue
-            self.within[c] = NearestNeighbors(n_neighbors=2).fit(rows)
             sample = rows if len(rows) <= SPACING_SAMPLE else \
                 rows[np.random.default_rng(0).choice(len(rows), SPACING_SAMPLE, replace=False)]
-            distances, _ = self.within[c].kneighbors(sample)  # column 0: the row itself
+            distances, _ = NearestNeighbors(n_neighbors=2).fit(rows).kneighbors(sample)  # column 0: the row itself
             self.radius[c] = tolerance * float(np.median(distances[:, 1]))
 
     def inside_other(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,14 +145,14 @@ class ClassRegions:
         if len(y) == 0 or self.k == 0:
             return inside, nearest
         other = 1 - np.asarray(y, dtype=np.int64)
-        _, rows = self.everyone.kneighbors(X, n_neighbors=self.k)
+        distances, rows = self.everyone.kneighbors(X, n_neighbors=self.k)
         surrounded = (self.labels[rows] == other[:, None]).all(axis=1)
-        for c, search in self.within.items():
+        # A point whose k nearest rows are all of class c has its nearest row of c among them:
+        # the first, at distances[:, 0] (no second search over the rows of c).
+        for c, radius in self.radius.items():
             candidates = np.flatnonzero(surrounded & (other == c))
-            if candidates.size:
-                distance, _ = search.kneighbors(X[candidates], n_neighbors=1)
-                nearest[candidates] = distance[:, 0]
-                inside[candidates] = distance[:, 0] <= self.radius[c]
+            nearest[candidates] = distances[candidates, 0]
+            inside[candidates] = distances[candidates, 0] <= radius
         return inside, nearest
 
 

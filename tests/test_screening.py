@@ -100,6 +100,30 @@ def test_a_large_class_spacing_is_estimated_from_a_sample_of_its_rows():
     assert regions.radius == {0: 0.5, 1: 0.5}  # every grid row's nearest other row is 1 away, sampled or not
 
 
+def test_class_regions_take_the_nearest_row_of_the_class_from_the_one_search_over_all_rows():
+    """A point surrounded by class c has its nearest row of c among its k nearest rows, so
+    inside_other takes that distance from its one search over every row: the same value, to the
+    bit, as a search over the rows of c alone — on rows with many ties (0/1 columns) too."""
+    from sklearn.neighbors import NearestNeighbors
+
+    for seed in range(6):
+        g = np.random.default_rng(seed)
+        X = np.vstack([g.random((900, 12)), g.random((30, 12)) * 0.5 + 0.3]).astype(np.float32)
+        X[:, 6:] = np.round(X[:, 6:]) if seed % 2 else X[:, 6:]
+        y = np.r_[np.zeros(900), np.ones(30)].astype(np.int8)
+        points = g.random((300, 12)).astype(np.float32)
+        points[:, 6:] = np.round(points[:, 6:]) if seed % 2 else points[:, 6:]
+        labels = g.integers(0, 2, 300).astype(np.int8)
+        inside, nearest = ClassRegions(X, y, 1.0).inside_other(points, labels)
+        computed = np.flatnonzero(~np.isnan(nearest))
+        assert computed.size > 50
+        for c in (0, 1):
+            rows = computed[labels[computed] == 1 - c]
+            if rows.size:
+                alone, _ = NearestNeighbors(n_neighbors=1).fit(X[y == c]).kneighbors(points[rows])
+                np.testing.assert_array_equal(nearest[rows], alone[:, 0])
+
+
 def test_class_region_points_are_dropped_one_by_one_after_the_range_check():
     regions = _grid_regions()
     low, high = np.zeros(2), np.array([12.0, 4.0])
