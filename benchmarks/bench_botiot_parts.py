@@ -41,6 +41,10 @@ rows = len(pd.concat(frames, ignore_index=True))
 table = load_dataset(DatasetSpec.model_validate({{"kind": "botiot", "path": folder}}))
 rows = len(table)
 """,
+    "p2pk kind: botiot, maxRowsPerKind 5000": """
+table = load_dataset(DatasetSpec.model_validate({{"kind": "botiot", "path": folder, "maxRowsPerKind": 5000}}))
+rows = len(table)
+""",
     "p2pk kind: tabular (8 features, hexColumns)": """
 table = load_dataset(DatasetSpec.model_validate({{"kind": "tabular", "path": folder + "/UNSW_2018_IoT_Botnet_Dataset_[0-9]*.csv",
     "columnNamesFile": folder + "/{names}", "labelColumn": "category", "benignValues": ["Normal"], "groupColumn": "subcategory",

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 #: Delimiters a CSV may use; the sniffer picks among these only.
 DELIMITERS = ",;\t"
 #: Rows of a file read at once by :func:`read_chunks`.
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 50_000
 #: Bytes of text the sniffer looks at.
 SNIFF_CHARS = 64 * 1024
 
