@@ -4,6 +4,8 @@ layout (``data_helpers.botiot_frame``), the 10-best rows are the real sample."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -278,3 +280,30 @@ def test_describe_and_simulate_on_the_full_layout(tmp_path, capsys):
     final = results[(results["round"] == 2) & (results["eval"] == "global")]
     assert set(final["method"]) == {"none", "ksmote"} and len(final) == 6
     assert final[["fnr", "fpr"]].notna().all().all()
+
+
+def test_spec_paths_as_run_preflight_and_kubernetes(tmp_path):
+    """dataset.columnNamesFile is a path like dataset.path: made absolute against the spec file,
+    checked before a run (a glob by its matches), absolute on Kubernetes."""
+    from p2p_job.local import RunSettings, preflight
+    from p2p_job.overrides import experiment_as_run
+    from p2p_job.spec import kubernetes_errors, parse_experiment
+
+    write_botiot_parts(tmp_path / "data", rows=20, parts=2)
+    dataset = {"kind": "botiot", "path": "data/UNSW_2018_IoT_Botnet_Dataset_[0-9]*.csv", "columnNamesFile": f"data/{NAMES_FILE}"}
+    doc = {"apiVersion": "p2pk.io/v1alpha1", "kind": "P2PExperiment", "metadata": {"name": "paths"},
+           "spec": {"rounds": 1, "dataset": dataset, "scenario": {"kind": "balanced-iid", "clients": [
+               {"name": "a", "train": {"benign": 3, "malicious": 3}, "validation": {"benign": 1, "malicious": 1}}]}}}
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    exp = experiment_as_run(spec)
+    assert exp.spec.dataset.path == str(tmp_path / "data" / "UNSW_2018_IoT_Botnet_Dataset_[0-9]*.csv")
+    assert exp.spec.dataset.column_names_file == str(tmp_path / "data" / NAMES_FILE)
+    preflight(exp, spec, RunSettings(out=tmp_path / "out"))  # the pattern matches: no error
+    fields = [field for field, _ in kubernetes_errors(parse_experiment(doc))]
+    assert "spec.dataset.path" in fields and "spec.dataset.columnNamesFile" in fields
+    for field, value in (("path", "data/none_*.csv"), ("columnNamesFile", "data/names.csv")):
+        doc["spec"]["dataset"] = {**dataset, field: value}
+        spec.write_text(yaml.safe_dump(doc))
+        with pytest.raises(DataError, match=re.escape(f"dataset.{field} {value}: no such file or folder (or no file matches the pattern)")):
+            preflight(parse_experiment(doc), spec, RunSettings(out=tmp_path / "out"))
