@@ -54,9 +54,10 @@ assert set(MODEL_ATTACKS + POINT_ATTACKS + BASELINES) == set(DEFAULTS)
 
 
 def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "non-iid", seed: int = 7,
-               rules: tuple[str, ...] = RULES) -> dict:
+               rules: tuple[str, ...] = RULES, refuse_hostile_points: bool = True) -> dict:
     """non-iid: client i has device i's rows only; imbalanced-iid: every client draws from the
-    pooled rows of every device (same counts)."""
+    pooled rows of every device (same counts). ``refuse_hostile_points``: the spec's
+    ``aggregation.refuseHostilePoints``."""
     n = 4 if topology == "full" else 5
     groups = (lambda i: {"benignGroups": [f"device-{i}"], "maliciousGroups": [f"device-{i}"]}) if scenario == "non-iid" else (lambda i: {})
     clients = [
@@ -74,6 +75,7 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
                                                        "benignPerDevice": 700, "maliciousPerFamily": 60}},
             "scenario": {"kind": scenario, "clients": clients, "globalTest": {"benign": 400, "malicious": 200}},
             "topology": {"kind": topology},
+            "aggregation": {"refuseHostilePoints": refuse_hostile_points},
             "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in rules],
             "rebalancing": {"k": 10, "neighbours": 10},
             "training": {"localEpochs": 1, "batchSize": 64, "learningRate": 3e-3},
@@ -100,11 +102,11 @@ def final_rates(frame: pd.DataFrame, attacker: str) -> pd.DataFrame:
     return rates
 
 
-def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...]]) -> tuple[str, str, int, pd.DataFrame, float]:
-    topology, attack, rounds, threads, scenario, seed, rules = job
+def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...], bool]) -> tuple[str, str, int, pd.DataFrame, float]:
+    topology, attack, rounds, threads, scenario, seed, rules, refuse = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules)), device="cpu")
+    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules, refuse)), device="cpu")
     attacker = f"client-{(4 if topology == 'full' else 5) - 1}"
     if attack:
         assert set(frame.loc[frame["adversarial"], "client"]) == {attacker}
@@ -167,6 +169,8 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES), help="robust rules, comma-separated (each its own method)")
     parser.add_argument("--attacks", default=",".join((*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS)),
                         help="attacks besides the clean run, comma-separated")
+    parser.add_argument("--refuse-hostile-points", choices=("on", "off"), default="on",
+                        help="aggregation.refuseHostilePoints: refuse the points of a neighbour whose model was refused as hostile")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
@@ -179,7 +183,8 @@ def main() -> None:
     unknown = set(rules) - set(RULES) | set(attacks) - set(DEFAULTS)
     if unknown:
         parser.error(f"unknown rule or attack: {', '.join(sorted(unknown))}")
-    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules) for t in topologies for a in (None, *attacks) for seed in seeds]
+    refuse = args.refuse_hostile_points == "on"
+    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules, refuse) for t in topologies for a in (None, *attacks) for seed in seeds]
     per_seed: dict[tuple[str, str], list[pd.DataFrame]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for topology, attack, seed, rates, seconds in pool.map(one_run, jobs):
@@ -187,7 +192,7 @@ def main() -> None:
             print(f"  {topology}/{attack}/seed {seed}: {seconds:.0f} s", flush=True)
     results = {t: {a: sum(frames) / len(frames) for (t2, a), frames in per_seed.items() if t2 == t} for t in topologies}
     out = [tables(t, args.rounds, seeds, results[t], args.scenario)[0] for t in topologies]
-    out.append(f"Total {time.perf_counter() - start:.0f} s with --jobs {args.jobs}.")
+    out.append(f"Total {time.perf_counter() - start:.0f} s with --jobs {args.jobs}, refuseHostilePoints {args.refuse_hostile_points}.")
     print("\n".join(out))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

@@ -379,13 +379,18 @@ class Peer:
         """Lines 12–16: when selected, gather the neighbours' round-r publications, leave out
         the missing, average the models that pass the model checks (eq. 5) and take the shared
         points that pass the point checks (eq. 7). The two parts of a publication are judged
-        apart: a refused model does not refuse its points, nor a dropped point its model."""
+        apart: a dropped point does not refuse its model, and a refused model refuses its points
+        only where ``aggregation.refuseHostilePoints`` is set and the model was refused as
+        hostile: by a model check (``model-mismatch``, ``bad-weights``, ``degenerate``), left out
+        of a degenerate combination, or singled out by the robust rule as an outlier
+        (:attr:`p2p_job.robust.Merge.outliers`) — never for merely not being chosen. Those points
+        are counted as ``hostile-sender``."""
         if not self.selected(r):
             return Merged(self.method_name, self.client, r, False, 0.0, [], [], [], 0)
         start = time.perf_counter()
         gathered = exchange.gather(r, self.neighbours)
         wait = time.perf_counter() - start
-        rejected, arrived, points, dropped = list(gathered.rejected), [], [], []
+        rejected, arrived, points, dropped, hostile = list(gathered.rejected), [], {}, [], {}
         for name in self.neighbours:
             pub = gathered.publications.get(name)
             if pub is None:
@@ -393,20 +398,29 @@ class Peer:
             reason = self._screen_model(pub)
             if reason:
                 rejected.append((name, reason))
+                hostile[name] = reason
             else:
                 arrived.append(pub)
             screened = self._screen_points(pub)
             if screened.refused:
                 rejected.append((name, screened.refused))
             dropped.extend((name, f"{code}: {detail}", n) for code, (n, detail) in screened.dropped.items())
-            points.append((screened.X, screened.y))
-        degenerate, left_out = self._average(own, arrived)
+            points[name] = (screened.X, screened.y)
+        degenerate, left_out, outliers = self._average(own, arrived)
         for name, reason in degenerate:
             rejected.append((name, reason))
             arrived = [pub for pub in arrived if pub.client != name]
         rejected.extend(left_out)
-        n_received = self._receive(points)
-        left = {name for name, _ in left_out}  # their points are used, their models are not
+        hostile.update(degenerate)
+        hostile.update((name, reason) for name, reason in left_out if name in outliers)
+        if self.exp.spec.aggregation.refuse_hostile_points:
+            for name, why in hostile.items():
+                X, y = points[name]
+                if len(y):
+                    dropped.append((name, f"hostile-sender: its model was refused this round ({why})", len(y)))
+                    points[name] = (X[:0], y[:0])
+        n_received = self._receive(list(points.values()))
+        left = {name for name, _ in left_out}
         used = [pub.client for pub in arrived if pub.client not in left]
         return Merged(self.method_name, self.client, r, True, wait, used, list(gathered.missing), rejected, n_received, dropped)
 
@@ -460,7 +474,7 @@ class Peer:
             return "degenerate: non-finite outputs on this peer's evaluation rows", None
         return None, logits
 
-    def _average(self, own: Publication, arrived: list[Publication]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    def _average(self, own: Publication, arrived: list[Publication]) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
         """Eq. 5 (or ``robustRule``, :mod:`p2p_job.robust`): combine the peer itself (first)
         with the neighbours that arrived, each w_k rebuilt as w0 + delta_k (the same arithmetic
         for its own model as for theirs). p_k from eq. 6 (rule ``p2p``) or |D_k|/Σ|D|
@@ -468,8 +482,9 @@ class Peer:
         weights renormalise over those present. A combination that would leave the model
         degenerate is not applied: the neighbour farthest from this peer's model is left out
         (and returned with reason ``degenerate``; its points are judged on their own) until the result is
-        sound. Returns those, and the neighbours whose model the rule itself left out (reason
-        ``robust-rule``; their shared points are judged on their own)."""
+        sound. Returns those, the neighbours whose model the rule itself left out (reason
+        ``robust-rule``), and the names of those among them it singled out as outliers
+        (:attr:`p2p_job.robust.Merge.outliers`)."""
         aggregation = self.exp.spec.aggregation
         dropped: list[tuple[str, str]] = []
         contributors = [own, *arrived]
@@ -495,8 +510,9 @@ class Peer:
         if reason is None:
             load_model_state(self.model, merged)
             self._merged_logits = logits
-        left_out = [(contributors[i].client, f"robust-rule: {self.robust_rule} left its model out") for i in merge.left_out]
-        return dropped, left_out
+        left_out = [(contributors[i].client, f"robust-rule: {self.robust_rule} left its model out"
+                     + (" as an outlier" if i in merge.outliers else "")) for i in merge.left_out]
+        return dropped, left_out, [contributors[i].client for i in merge.outliers]
 
     def _validation_loss(self, state: State) -> float:
         """The class-balanced binary cross-entropy of ``state`` on this peer's validation split

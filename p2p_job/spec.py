@@ -558,6 +558,13 @@ class AggregationSpec(SpecModel):
         description="validation: leave a neighbour out when removing it from the equation 5 mean lowers the peer's "
         "class-balanced validation loss (nats) by more than this.",
     )
+    refuse_hostile_points: bool = Field(
+        True,
+        description="Also refuse the shared points of a neighbour whose model this peer refused as hostile in that round: "
+        "a model check (model-mismatch, bad-weights, degenerate) or an outlier of the robust rule (krum and multi-krum: "
+        "a worst-scored contributor far beyond the others; validation: a rejected neighbour), never a model merely not "
+        "chosen. Counted per point as hostile-sender. False: its points are judged on their own.",
+    )
     clip_norm: float | None = Field(
         None, gt=0, le=1e6, allow_inf_nan=False,
         description="clipped-mean: bound on the L2 norm of a neighbour's model minus the peer's own (default: the median of the neighbours' distances).",

@@ -229,12 +229,14 @@ def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
         assert rejected == 0 and [r.neighbours_missing for r in honest] == [1, 1, 1]
 
 
-def test_the_validation_rule_leaves_out_a_replaced_model_and_keeps_its_points(tmp_path):
+@pytest.mark.parametrize("refuse", [True, False])
+def test_the_validation_rule_leaves_out_a_replaced_model_and_refuses_its_points(tmp_path, refuse):
     """Model replacement passes every screening check (a finite, sound model); the validation
     rule sees each honest peer's own validation loss fall without it and leaves its model out
-    (reason robust-rule, counted), while its shared points, honest, are still taken in."""
+    (reason robust-rule, counted) as an outlier, and its shared points go with it
+    (``hostile-sender``, counted per point); with refuseHostilePoints off they are taken in."""
     exp = parse_experiment(_doc([{"client": "d", "attack": "model-replacement"}], rounds=1,
-                                aggregation={"robustRule": "validation"}))
+                                aggregation={"robustRule": "validation", "refuseHostilePoints": refuse}))
     method = exp.spec.methods[0]
     hood = neighbourhoods(exp, method, list(CLIENTS))
     peers = {c: Peer(exp, method, SHARDS[c], hood[c], "cpu") for c in CLIENTS}
@@ -258,8 +260,12 @@ def test_the_validation_rule_leaves_out_a_replaced_model_and_keeps_its_points(tm
         assert [(who, why.split(":")[0]) for who, why in event.rejected] == [("d", "robust-rule")], event.rejected
         assert records[event.client].payloads_rejected == 1
         assert event.used == [c for c in CLIENTS if c not in ("d", event.client)]  # d's model is not used
-        # d's points too: every point reached the point checks (some of these overlapping classes' points
-        # fall in the receiver's other-class region and are dropped one by one)
+        assert event.rejected[0][1].endswith("as an outlier")
+        # every point of d is dropped as a hostile sender's, or reached the point checks (some of these
+        # overlapping classes' points fall in the receiver's other-class region and are dropped one by one)
+        hostile = [k for who, why, k in event.dropped if why.startswith("hostile-sender")]
+        assert [who for who, why, _ in event.dropped if why.startswith("hostile-sender")] == ["d"] * refuse
+        assert (hostile and hostile[0] > 0) if refuse else hostile == []
         assert event.n_received + records[event.client].points_rejected == sum(shared[c] for c in CLIENTS if c != event.client)
     assert records["d"].payloads_rejected == 0  # the attacker itself keeps its honest neighbours
 

@@ -137,18 +137,27 @@ def manifest_text(payloads, **fields) -> str:
     return text
 
 
+#: Refusals of a model as hostile: its points go too (aggregation.refuseHostilePoints, on by default).
+MODEL_REASONS = ("model-mismatch", "bad-weights", "degenerate")
+
+
 def assert_rejected(rnd: Round, records, reason: str, model_used: bool = False):
     """Every honest peer refused the attacker's publication, or only its model or only its
-    points, once with ``reason``; the honest neighbours' models and points are all used (a
-    hostile neighbour never gets an honest one refused), and the attacker's model when
-    ``model_used``."""
+    points, once with ``reason``; a model refused as hostile (:data:`MODEL_REASONS`) has its
+    points dropped too, counted as ``hostile-sender``; the honest neighbours' models and points
+    are all used (a hostile neighbour never gets an honest one refused), and the attacker's
+    model when ``model_used``."""
+    hostile = len(rnd.template.synthetic_y) if reason in MODEL_REASONS else 0
     for c in HONEST:
         [merged] = rnd.events[c]
         assert [(who, why.split(":")[0]) for who, why in merged.rejected] == [(ATTACKER, reason)], merged.rejected
+        assert [(who, why.split(":")[0], n) for who, why, n in merged.dropped] == [(ATTACKER, "hostile-sender", hostile)] * bool(hostile)
         others = [o for o in HONEST if o != c]
         assert sorted(merged.used) == sorted(others + [ATTACKER] * model_used)
-        assert records[c].payloads_rejected == 1 and records[c].points_rejected == 0
+        assert records[c].payloads_rejected == 1 and records[c].points_rejected == hostile
         assert records[c].n_received >= sum(len(rnd.honest[o].synthetic_y) for o in others)
+        if hostile:
+            assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in others)
         assert all(math.isfinite(records[c].metrics[e]["fpr"]) for e in records[c].metrics)
 
 
@@ -210,9 +219,37 @@ def test_an_inflated_n_base_is_rejected_against_the_spec(tmp_path, shards):
     rnd = Round(tmp_path, shards)
     rnd.plant(n_base=10**12)
     records = rnd.merge()
-    assert_rejected(rnd, records, "bad-weights")
+    assert_rejected(rnd, records, "bad-weights")  # and its points, as a hostile sender's
+    rnd = Round(tmp_path / "keep", shards, refuseHostilePoints=False)
+    rnd.plant(n_base=10**12)
+    records = rnd.merge()
     for c in HONEST:  # its points are judged on their own and taken
+        [merged] = rnd.events[c]
+        assert [why.split(":")[0] for _, why in merged.rejected] == ["bad-weights"] and merged.dropped == []
         assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != c) + len(rnd.template.synthetic_y)
+
+
+def test_krum_refuses_the_points_of_the_outlier_it_singles_out_and_keeps_those_of_honest_neighbours_it_did_not_choose(tmp_path, shards):
+    """A BatchNorm bias shifted by 100: Krum leaves every neighbour's model out (it chooses one
+    contributor) but singles out only the attacker as an outlier; the attacker's points go
+    (``hostile-sender``), every honest neighbour's points are taken although its model was not
+    chosen. With refuseHostilePoints off, the attacker's points are taken too."""
+    delta = lambda rnd: {n: v + (100.0 if n == "1.bias" else 0.0) for n, v in rnd.template.delta.items()}  # noqa: E731
+    n = None
+    for refuse in (True, False):
+        rnd = Round(tmp_path / str(refuse), shards, robustRule="krum", refuseHostilePoints=refuse)
+        rnd.plant(delta=delta(rnd))
+        records = rnd.merge()
+        n = len(rnd.template.synthetic_y)
+        for c in HONEST:
+            [merged] = rnd.events[c]
+            others = [o for o in HONEST if o != c]
+            reasons = dict(merged.rejected)
+            assert reasons[ATTACKER].endswith("as an outlier")
+            assert all(not reasons.get(o, "").endswith("as an outlier") for o in others)
+            assert [(who, why.split(":")[0], k) for who, why, k in merged.dropped] == [(ATTACKER, "hostile-sender", n)] * refuse
+            assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in others) + n * (not refuse)
+            assert records[c].points_rejected == n * refuse
 
 
 def test_a_sign_flipped_delta_and_a_shifted_batchnorm_bias_are_outvoted_by_the_median(tmp_path, shards):

@@ -245,14 +245,18 @@ def test_incompatible_points_are_rejected_and_counted_and_the_model_judged_on_it
     assert record.n_received == len(good.synthetic_y)  # b's points; none of c's
 
 
-def test_an_incompatible_model_is_rejected_and_counted_and_the_points_judged_on_their_own():
-    peers, exchange, good = _round_one_with_a_bad_c(np.zeros((0, D), np.float32))
+@pytest.mark.parametrize("refuse", [True, False])
+def test_an_incompatible_model_is_rejected_and_counted_and_its_points_refused_as_a_hostile_senders(refuse):
+    """A model of another network is refused (model-mismatch); with refuseHostilePoints its
+    points go too, counted per point as hostile-sender; off, they are judged on their own."""
+    peers, exchange, good = _round_one_with_a_bad_c(np.zeros((0, D), np.float32), aggregation={"refuseHostilePoints": refuse})
     bad = exchange.published[(1, "c")]
     exchange.publish(dataclasses.replace(bad, delta={**good.delta, "extra": np.zeros(1, np.float32)},
                                          synthetic_X=good.synthetic_X, synthetic_y=good.synthetic_y))
     record = peers["a"].merge_and_evaluate(1, exchange)
-    assert (record.neighbours_used, record.payloads_rejected, record.points_rejected) == (1, 1, 0)
-    assert record.n_received == 2 * len(good.synthetic_y)  # b's points and c's
+    n = len(good.synthetic_y)
+    assert (record.neighbours_used, record.payloads_rejected, record.points_rejected) == (1, 1, n * refuse)
+    assert record.n_received == n * (1 + (not refuse))  # b's points, and c's when judged on their own
 
 
 class NoGather(MemoryExchange):
@@ -418,8 +422,8 @@ def test_a_combination_that_would_be_degenerate_leaves_out_the_farthest_neighbou
     hostile = dataclasses.replace(exchange.published[(1, "c")],
                                   delta={n: (v - 1e3 if n == var else v) for n, v in exchange.published[(1, "c")].delta.items()})
     peer = peers["a"]
-    dropped, left_out = peer._average(own, [honest, hostile])
-    assert [(who, why.split(":")[0]) for who, why in dropped] == [("c", "degenerate")] and left_out == []
+    dropped, left_out, outliers = peer._average(own, [honest, hostile])
+    assert [(who, why.split(":")[0]) for who, why in dropped] == [("c", "degenerate")] and left_out == outliers == []
     assert (_state(peer)[var] > 0).all()
     w0 = peer.w0
     expected_var = np.stack([w0[var] + own.delta[var], w0[var] + honest.delta[var]])

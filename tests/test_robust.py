@@ -10,8 +10,8 @@ from p2p_job.robust import (
     RULES,
     clip_to_reference,
     coordinate_median,
+    krum_outliers,
     krum_scores,
-    krum_select,
     robust_merge,
     trimmed_mean,
     validation_filter,
@@ -81,12 +81,31 @@ def test_robust_merge_dispatches_every_rule():
         "validation": 1.0,                      # loss w²: dropping 10 lowers it from 3.25² to 1²
     }
     left_out = {"krum": (1, 2, 3), "multi-krum": (3,), "validation": (3,)}
+    # Krum's score 64 > 10 × the median of (1, 1, 1): an outlier; Krum's unchosen 1 and 2 are not
+    outliers = {"krum": (3,), "multi-krum": (3,), "validation": (3,)}
     for rule in RULES:
         merge = robust_merge(rule, s, weights, byzantine=1, loss=lambda state: float(state["w"][0] ** 2), tolerance=0.5)
         assert merge.state["w"].tolist() == pytest.approx([expected[rule]]), rule
         assert merge.left_out == left_out.get(rule, ()), rule
+        assert merge.outliers == outliers.get(rule, ()), rule
     with pytest.raises(ValueError, match="unknown robust rule"):
         robust_merge("mode", s, weights)
+
+
+def test_krum_outliers_by_hand():
+    """Among the f worst-scored, those above 10 × the median of the n − f best; never the peer."""
+    assert krum_outliers(np.array([1.0, 2.0, 3.0, 25.0]), 1) == [3]       # 25 > 10 × 2
+    assert krum_outliers(np.array([1.0, 2.0, 3.0, 19.0]), 1) == []        # 19 <= 20: honest spread
+    assert krum_outliers(np.array([50.0, 1.0, 2.0, 3.0]), 1) == []        # the peer itself is worst: nobody
+    assert krum_outliers(np.array([1.0, 2.0, 300.0, 3.0, 40.0]), 2) == [2, 4]  # median of (1, 2, 3) = 2
+    assert krum_outliers(np.array([1.0, 2.0, 300.0, 3.0, 15.0]), 2) == [2]
+    assert krum_outliers(np.array([1.0, 2.0, 3.0, 25.0]), 0) == []        # f = 0: no outliers
+    assert krum_outliers(np.array([4.0, 4.0]), 1) == []                   # two contributors: equal scores
+    # honest non-IID neighbours: the farthest has a score a few times the others', Krum leaves it
+    # out but does not single it out
+    spread = [{"w": np.array([x, 0.0], np.float32)} for x in (0.0, 1.0, 2.5, 5.0)]
+    merge = robust_merge("krum", spread, [0.25] * 4, byzantine=1)
+    assert merge.left_out == (1, 2, 3) and merge.outliers == ()
 
 
 def test_one_hostile_contributor_of_four_cannot_drag_the_robust_rules():

@@ -291,14 +291,15 @@ def test_an_attack_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, ti
 def test_the_validation_rule_runs_the_same_in_worker_processes_as_in_simulate(tmp_path, tiny_spec, one_thread):
     """The validation rule scores neighbours inside the one Peer (its own validation split, no
     store or process in it): worker processes give the simulation's results to the bit, and
-    each honest peer leaves the replaced model out every round (robust-rule), its points kept."""
+    each honest peer leaves the replaced model out every round (robust-rule) as an outlier, and
+    its points with it (hostile-sender)."""
     spec = tiny_spec("validated", adversaries=[{"client": "client-c", "attack": "model-replacement"}],
                      aggregation={"robustRule": "validation"})
     frame = comparable(run_local(load_experiment(spec), spec, RunSettings(out=tmp_path / "out")))
     pd.testing.assert_frame_equal(frame, simulated(spec))
     honest = frame.loc[~frame["adversarial"]]
     assert (honest["payloads_rejected"] == 1).all() and (honest["neighbours_used"] == 1).all()
-    assert (honest["points_rejected"] == 0).all() and (honest["n_received"] > 0).all()
+    assert (honest["points_rejected"] > 0).all() and (honest["n_received"] > 0).all()
 
 
 def test_the_runner_itself_imports_no_pytorch():
