@@ -277,11 +277,11 @@ def test_botiot_loader_names_every_column_it_does_not_take(tmp_path):
     from p2p_job.choices import data_notes
     from p2p_job.datasets import botiot
 
-    report = botiot.load(BOTIOT, None, False).report
+    report = botiot.load([BOTIOT], None, None, False).report
     notes = {column: action for column, action, _ in report.columns}
     assert notes == {"pkSeqID": "dropped", "proto": "dropped", "saddr": "dropped", "sport": "dropped", "daddr": "dropped",
                      "dport": "dropped", "attack": "label", "category": "group", "subcategory": "group"}
-    assert "column 'proto': dropped — not one of the ten 'best' features the paper trains on (§5.1.1)" in data_notes(report)
+    assert "column 'proto': dropped — not one of the ten 'best' features the paper trains on (§5.1.1); list it in dataset.features to use it" in data_notes(report)
 
 
 def test_tabular_loader_names_text_columns_it_drops(tmp_path):
@@ -289,14 +289,14 @@ def test_tabular_loader_names_text_columns_it_drops(tmp_path):
 
     path = tmp_path / "flows.csv"
     path.write_text("bytes,proto,site,label\n10,tcp,s1,normal\n20,udp,s2,attack\n")
-    report = tabular.load(path, None, "label", ["normal"], "site", False).report
+    report = tabular.load([path], None, "label", ["normal"], "site", False).report
     assert report.columns == (
         ("label", "label", "dataset.labelColumn: dataset.benignValues are benign, every other value malicious"),
         ("site", "group", "dataset.groupColumn: a group column for the scenario's selectors"),
         ("proto", "dropped", "holds no number (text): not a feature by default; list it in dataset.features or encode it "
                                "(dataset.preprocessing.categorical; dataset.preprocessing.auto does for text columns of at most 32 values)"),
     )
-    listed = tabular.load(path, ["bytes"], "label", ["normal"], None, False).report
+    listed = tabular.load([path], ["bytes"], "label", ["normal"], None, False).report
     assert ("proto", "dropped", "not listed in dataset.features") in listed.columns
 
 
