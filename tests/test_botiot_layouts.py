@@ -75,6 +75,8 @@ def test_five_percent_layout_has_the_ten_features(tmp_path):
     assert np.array_equal(table.features, frame[botiot_loader.FEATURES].to_numpy(np.float32))
     notes = dict((c, a) for c, a, _ in table.report.columns)
     assert notes["stime"] == notes["TnBPSrcIP"] == notes["flgs"] == "dropped"
+    frame.to_csv(parts[1], header=False, index=False)  # headerless: told by its 46 columns
+    assert np.array_equal(load(kind="botiot", path=str(parts[1])).features, frame[botiot_loader.FEATURES].to_numpy(np.float32))
 
 
 def test_ten_best_sample_keeps_its_spec(tmp_path):
@@ -108,6 +110,22 @@ def test_hex_ports_are_numbers_where_the_layout_or_spec_says(full):
     assert message.endswith(f"UNSW_2018_IoT_Botnet_Dataset_1.csv: row {first_icmp + 1} (line {first_icmp + 1}), column 6 ('sport'): "
                             "not a number (hexadecimal: for kind tabular, list the column in dataset.hexColumns) (set dataset.dropBadRows to drop such rows)")
     assert "0x" not in message.replace("0x…", "")  # the cell is not quoted
+
+
+def test_tabular_parts_in_csv_with_spec_columns_and_parquet(tmp_path):
+    frame = botiot_frame(60, seed=3)[["pkts", "bytes", "proto", "category", "subcategory"]]
+    frame.iloc[:30].to_csv(tmp_path / "part_1.csv", header=False, index=False)
+    frame.iloc[30:].to_csv(tmp_path / "part_2.csv", header=False, index=False)
+    spec = {"kind": "tabular", "labelColumn": "category", "benignValues": ["Normal"], "groupColumn": "subcategory"}
+    table = load(path=str(tmp_path / "part_*.csv"), columns=list(frame.columns), **spec)
+    assert table.feature_names == ["pkts", "bytes", "proto"] and len(table) == 60  # proto: a text column of few values (auto)
+    assert np.array_equal(table.features[:, :2], frame[["pkts", "bytes"]].to_numpy(np.float32))
+    frame.iloc[:30].to_parquet(tmp_path / "p_1.parquet")
+    frame.iloc[30:].drop(columns=["bytes"]).to_parquet(tmp_path / "p_2.parquet")
+    with pytest.raises(DataError, match=r"p_2\.parquet: missing column\(s\) \['bytes'\]; the file has 4 column\(s\)"):
+        load(path=str(tmp_path / "p_*.parquet"), **spec)
+    with pytest.raises(DataError, match=r"p_1\.parquet: a Parquet file names its own columns"):
+        load(path=str(tmp_path / "p_*.parquet"), columns=list(frame.columns), **spec)
 
 
 def test_categories_are_one_code_across_parts(tmp_path):
