@@ -206,8 +206,9 @@ class DatasetSpec(SpecModel):
         None,
         ge=1,
         le=MAX_ROWS,
-        description="BoT-IoT, tabular: keep at most this many rows of each kind (label and group values), a uniform sample drawn "
-        "while the parts are read (the same files give the same sample), so a dataset of millions of rows fits in memory.",
+        description="Real data: keep at most this many rows of each kind (label and group values: N-BaIoT device and family, BoT-IoT "
+        "family), a uniform sample drawn while the files are read (the same files give the same sample), so a dataset of millions of "
+        "rows fits in memory.",
     )
     drop_bad_rows: bool = Field(False, description="Drop rows with non-numeric or non-finite features (the count is reported) instead of failing.")
     shards: str | None = Field(
@@ -259,7 +260,7 @@ class DatasetSpec(SpecModel):
 #: The DatasetSpec fields each dataset kind reads.
 _DATASET_FIELDS = {
     "builtin": {"kind", "builtin", "shards", "preprocessing"},
-    "nbaiot": {"kind", "path", "devices", "families", "drop_bad_rows", "shards", "preprocessing"},
+    "nbaiot": {"kind", "path", "devices", "families", "max_rows_per_kind", "drop_bad_rows", "shards", "preprocessing"},
     "botiot": {"kind", "path", "features", "columns", "column_names_file", "families", "max_rows_per_kind", "drop_bad_rows", "shards",
                "preprocessing"},
     "tabular": {"kind", "path", "features", "columns", "column_names_file", "hex_columns", "label_column", "benign_values", "group_column",

@@ -59,6 +59,21 @@ def test_nbaiot_original_layout_with_gzipped_files(big_nbaiot):
     assert table.report.rows_read == len(table) and table.report.rows_dropped == 0
 
 
+def test_nbaiot_max_rows_per_kind_samples_each_device_and_family(big_nbaiot, tmp_path_factory, monkeypatch):
+    from p2p_job.datasets import reading
+
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 1200)  # the Ennio files in five chunks: the same table
+    root = nbaiot_tree(tmp_path_factory.mktemp("nbaiot"), big=True)
+    assert np.array_equal(nbaiot(root).features, big_nbaiot.features)
+    sample = nbaiot(root, maxRowsPerKind=1000)
+    kinds = pd.Series(list(zip(sample.groups["device"], sample.groups["family"]))).value_counts()
+    every = pd.Series(list(zip(big_nbaiot.groups["device"], big_nbaiot.groups["family"]))).value_counts()
+    assert kinds.to_dict() == every.clip(upper=1000).to_dict()  # the 299-row samples whole, the 5000-row files cut
+    rows = {r.tobytes() for r in big_nbaiot.features}
+    assert all(r.tobytes() in rows for r in sample.features)  # rows of the data, unchanged
+    assert ("(rows)", "sampled") in [(c, a) for c, a, _ in sample.report.columns]
+
+
 @pytest.mark.parametrize(
     "families, expected",
     [

@@ -33,7 +33,7 @@ def _load(spec: DatasetSpec, base_dir: Path | None) -> Table:
         return builtin.generate(spec.builtin)
     path = resolve(spec.path, base_dir)
     if spec.kind == "nbaiot":
-        return nbaiot.load(path, spec.devices, spec.families, spec.drop_bad_rows)
+        return nbaiot.load(path, spec.devices, spec.families, spec.drop_bad_rows, spec.max_rows_per_kind)
     names_file = resolve(spec.column_names_file, base_dir) if spec.column_names_file else None
     files = parts.files(path, exclude=names_file)
     columns = parts.column_names(spec.columns, names_file)

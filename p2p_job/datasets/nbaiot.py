@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from p2p_job.datasets.reading import read_delimited
-from p2p_job.datasets.table import BENIGN_FAMILY, DataError, LoadReport, Table, check_families, is_within
+from p2p_job.datasets.reading import read_chunks
+from p2p_job.datasets.sampling import Rows
+from p2p_job.datasets.table import BENIGN_FAMILY, DataError, Table, check_families, is_within
 
 BENIGN_FILE = "benign_traffic"
 #: Attack folders, keyed by botnet name.
@@ -28,9 +29,11 @@ SUFFIXES = (".csv", ".csv.gz")
 FILE_NOTE = ("(file name)", "label", "no label column: benign_traffic.csv is benign; <botnet>_attacks/<attack>.csv is malicious, family '<botnet>/<attack>'; the folder is the device")
 
 
-def load(root: Path, devices: list[str] | None, families: list[str] | None, drop_bad_rows: bool) -> Table:
+def load(root: Path, devices: list[str] | None, families: list[str] | None, drop_bad_rows: bool, max_rows_per_kind: int | None = None) -> Table:
     """Rows of the chosen devices (default: every device folder) and attack families
-    (default: all; e.g. ``["mirai"]``, ``["gafgyt/udp"]``), plus every benign row of those devices."""
+    (default: all; e.g. ``["mirai"]``, ``["gafgyt/udp"]``), plus every benign row of those devices;
+    each file read in chunks. ``max_rows_per_kind`` (``dataset.maxRowsPerKind``): at most that many
+    rows of each (device, family), a uniform sample (:mod:`p2p_job.datasets.sampling`)."""
     if not root.is_dir():
         raise DataError(f"{root}: N-BaIoT root folder not found")
     available = sorted(p.name for p in root.iterdir() if p.is_dir() and _data_file(p, BENIGN_FILE))
@@ -46,30 +49,20 @@ def load(root: Path, devices: list[str] | None, families: list[str] | None, drop
     check_families({family for _, family, _ in attacks}, families or [], f"{root} (devices {chosen})")
     files += [a for a in attacks if not families or any(is_within(a[1], w) for w in families)]
 
-    parts, report, feature_names = [], LoadReport(), None
+    rows, feature_names = Rows(max_rows_per_kind), None
     for device, family, path in files:
-        sheet = read_delimited(path, drop_bad_rows=drop_bad_rows)
-        names = [str(c) for c in sheet.frame.columns]
-        if feature_names is None:
-            feature_names = names
-        elif names != feature_names:
-            diff = next((i for i, (a, b) in enumerate(zip(names, feature_names)) if a != b), min(len(names), len(feature_names)))
-            raise DataError(f"{path}: columns differ from {files[0][2]} at column {diff + 1} ({len(names)} vs {len(feature_names)} columns)")
-        features, _, file_report = sheet.features(feature_names, drop_bad_rows)
-        report += file_report
-        parts.append((features, device, family))
-
-    n = [len(f) for f, _, _ in parts]
-    return Table(
-        features=np.concatenate([f for f, _, _ in parts]),
-        labels=np.concatenate([np.full(k, family != BENIGN_FAMILY, dtype=np.int8) for k, (_, _, family) in zip(n, parts)]),
-        groups={
-            "device": np.repeat(np.array([d for _, d, _ in parts]), n),
-            "family": np.repeat(np.array([f for _, _, f in parts]), n),
-        },
-        feature_names=feature_names,
-        report=report.with_columns(FILE_NOTE),
-    )
+        for sheet in read_chunks(path, drop_bad_rows=drop_bad_rows):
+            names = [str(c) for c in sheet.frame.columns]
+            if feature_names is None:
+                feature_names = names
+            elif names != feature_names:
+                diff = next((i for i, (a, b) in enumerate(zip(names, feature_names)) if a != b), min(len(names), len(feature_names)))
+                raise DataError(f"{path}: columns differ from {files[0][2]} at column {diff + 1} ({len(names)} vs {len(feature_names)} columns)")
+            features, _, report = sheet.features(feature_names, drop_bad_rows)
+            n = len(features)
+            rows.add(Table(features, np.full(n, family != BENIGN_FAMILY, dtype=np.int8), {"device": np.full(n, device), "family": np.full(n, family)},
+                           feature_names, report.with_columns(FILE_NOTE)))
+    return rows.table()
 
 
 def _data_file(folder: Path, stem: str) -> Path | None:
