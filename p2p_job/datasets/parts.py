@@ -22,7 +22,7 @@ from p2p_job.datasets.table import DataError
 #: Characters that make ``dataset.path`` a glob pattern (when no file has that very name).
 GLOB_CHARS = "*?["
 #: Files a folder's listing takes as parts.
-DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".parquet", ".pq")
+DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
 
 
 def files(path: Path, exclude: Path | None = None) -> list[Path]:
