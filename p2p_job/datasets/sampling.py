@@ -37,15 +37,16 @@ class Rows:
         self.limit = limit
         self.parts: list[Table] = []
         self.keys: list[np.ndarray] = []
-        self.seen = 0
-        self.pending = 0
+        self.seen = 0  # rows added
+        self.kept = 0  # rows kept at the last shrink
+        self.pending = 0  # rows added since
 
     def add(self, table: Table) -> None:
         self.parts.append(table)
         self.keys.append(row_keys(self.seen, len(table)))
         self.seen += len(table)
         self.pending += len(table)
-        if self.limit is not None and self.pending > 4 * self.limit:
+        if self.limit is not None and self.pending > max(4 * self.limit, self.kept):  # amortised: each row is merged O(1) times
             self._shrink()
 
     def table(self) -> Table:
@@ -66,4 +67,4 @@ class Rows:
         order = np.lexsort((keys, kind))  # by kind, then key
         first = np.searchsorted(kind[order], kind[order], side="left")
         keep = np.sort(order[np.arange(len(order)) - first < self.limit])  # each kind's smallest keys, in the order read
-        self.parts, self.keys, self.pending = [table.take(keep)], [keys[keep]], 0
+        self.parts, self.keys, self.kept, self.pending = [table.take(keep)], [keys[keep]], len(keep), 0
