@@ -270,6 +270,8 @@ def test_columns_given_in_the_spec_and_a_header_line_equal_to_them(tmp_path):
     frame.iloc[20:].to_csv(tmp_path / "part_2.csv", header=False, index=False)
     table = load(kind="botiot", path=str(tmp_path), columns=botiot_loader.FULL_COLUMNS)
     assert len(table) == 40 and np.array_equal(table.features[:, 0], frame["seq"].to_numpy(np.float32))
+    (tmp_path / "part_1.csv").write_text("\ufeff" + (tmp_path / "part_1.csv").read_text())  # a byte-order mark before the header
+    assert np.array_equal(load(kind="botiot", path=str(tmp_path), columns=botiot_loader.FULL_COLUMNS).features, table.features)
 
 
 # --------------------------------------------------------------------------- end to end

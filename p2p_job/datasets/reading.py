@@ -105,7 +105,7 @@ def _sniff(path: Path) -> tuple[str, str]:
     """The delimiter of a text file and the start of the file it was told from."""
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as f:  # a byte-order mark is not a header
             sample = f.read(SNIFF_CHARS)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
