@@ -97,30 +97,33 @@ class Table:
 def concat(tables: list[Table]) -> Table:
     """The rows of several tables with the same columns (the parts of one dataset), in order,
     with their reports added. A categorical column's codes are renumbered into the sorted
-    union of every part's values (each part coded its own, :meth:`Sheet.categories`)."""
+    union of every part's values (each part coded its own, :meth:`Sheet.categories`).
+
+    The list is emptied as the rows are copied into the result (allocated once, its pages
+    touched only as they are filled), so a part is freed once copied and the peak stays near one
+    copy of the rows rather than two."""
     first = tables[0]
     if len(tables) == 1:
-        return first
+        return tables.pop()
+    n = sum(len(t) for t in tables)
     categories = {c: sorted(set().union(*(t.categories[c] for t in tables))) for c in first.categories}
-    features = []
-    for table in tables:
-        part = table.features.copy() if categories else table.features
+    features = np.empty((n, first.features.shape[1]), dtype=np.float32)
+    labels = np.empty(n, dtype=np.int8)
+    groups = {name: np.empty(n, dtype=np.result_type(*(t.groups[name].dtype for t in tables))) for name in first.groups}
+    report, names, at = LoadReport(), list(first.feature_names), 0
+    while tables:
+        table = tables.pop(0)
+        rows = slice(at, at + len(table))
+        features[rows] = table.features
         for column, values in table.categories.items():
-            j = first.feature_names.index(column)
+            j = names.index(column)
             recode = np.searchsorted(np.array(categories[column]), np.array(values, dtype=str)).astype(np.float32)
-            part[:, j] = recode[part[:, j].astype(np.int64)] if len(values) else part[:, j]
-        features.append(part)
-    report = first.report
-    for table in tables[1:]:
-        report = report + table.report
-    return Table(
-        np.concatenate(features),
-        np.concatenate([t.labels for t in tables]),
-        {name: np.concatenate([t.groups[name] for t in tables]) for name in first.groups},
-        list(first.feature_names),
-        report,
-        categories,
-    )
+            features[rows, j] = recode[table.features[:, j].astype(np.int64)] if len(values) else table.features[:, j]
+        labels[rows] = table.labels
+        for name, values in table.groups.items():
+            groups[name][rows] = values
+        report, at = report + table.report, at + len(table)
+    return Table(features, labels, groups, names, report, categories)
 
 
 def select_groups(table: Table, selectors: list[str]) -> np.ndarray:
