@@ -7,6 +7,12 @@ Run by hand (not by pytest), after e.g.
 
     .venv/bin/python benchmarks/compare_seeds.py runs/nbaiot-real-20 [--method ksmote] [--eval global]
 
+Several folders (the same spec and seeds, one setting changed, e.g. ``--set
+rebalancing.classRegion=false``) are compared the same way, paired by seed: each method is named
+``<folder>/<method>``, and ``--method`` names the one compared against the others::
+
+    .venv/bin/python benchmarks/compare_seeds.py runs/flows-on runs/flows-off --method flows-on/ksmote
+
 Printed: a Markdown table per method (FNR, FPR, FNR + FPR, AUC, FNR*, FPR* at each client's
 validation threshold; mean ± std over seeds, a t-interval of the mean and the worst seed), then per other method
 the mean paired difference of FNR + FPR (P2PK-SMOTE minus it; negative: P2PK-SMOTE better), its
@@ -27,8 +33,9 @@ from scipy import stats
 COLUMNS = {"fnr": "FNR", "fpr": "FPR", "sum": "FNR + FPR", "auc": "AUC", "tuned_fnr": "FNR*", "tuned_fpr": "FPR*"}
 
 
-def final_rows(root: Path, eval_set: str) -> pd.DataFrame:
-    """Per (seed, method): the last round's metrics on ``eval_set``, mean over clients."""
+def final_rows(root: Path, eval_set: str, prefix: str = "") -> pd.DataFrame:
+    """Per (seed, method): the last round's metrics on ``eval_set``, mean over clients; method
+    names start with ``prefix``."""
     parts = []
     for folder in sorted(root.glob("seed-*"), key=lambda p: int(p.name.split("-")[1])):
         results = folder / "results.parquet"
@@ -38,6 +45,7 @@ def final_rows(root: Path, eval_set: str) -> pd.DataFrame:
         frame = frame[(frame["eval"] == eval_set) & (frame["round"] == frame["round"].max())]
         mean = frame.groupby("method")[["fnr", "fpr", "auc", "tuned_fnr", "tuned_fpr"]].mean()
         mean["seed"] = int(folder.name.split("-")[1])
+        mean.index = prefix + mean.index
         parts.append(mean.reset_index())
     out = pd.concat(parts, ignore_index=True)
     out["sum"] = out["fnr"] + out["fpr"]
@@ -52,7 +60,7 @@ def interval(x: np.ndarray) -> tuple[float, float]:
     return float(np.mean(x) - half), float(np.mean(x) + half)
 
 
-def missed_by_kind(root: Path, eval_set: str, threshold: float = 0.5) -> pd.DataFrame:
+def missed_by_kind(root: Path, eval_set: str, threshold: float = 0.5, prefix: str = "") -> pd.DataFrame:
     """Per method and attack kind: test rows a client misses at ``threshold`` in the last kept
     round, mean over seeds and clients, of how many rows of that kind."""
     rows = []
@@ -66,7 +74,7 @@ def missed_by_kind(root: Path, eval_set: str, threshold: float = 0.5) -> pd.Data
             frame = pd.read_parquet(scores)
             frame = frame[(frame["eval"] == eval_set) & (frame["label"] == 1)]
             for kind, part in frame.groupby("kind"):
-                rows.append({"seed": folder.name, "method": method, "client": client, "kind": kind,
+                rows.append({"seed": folder.name, "method": prefix + method, "client": client, "kind": kind,
                              "missed": int((part["score"] < threshold).sum()), "of": len(part)})
     frame = pd.DataFrame(rows)
     return frame.groupby(["method", "kind"]).agg(missed=("missed", "mean"), of=("of", "first")).unstack("kind")
@@ -74,14 +82,15 @@ def missed_by_kind(root: Path, eval_set: str, threshold: float = 0.5) -> pd.Data
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--method", default="ksmote", help="the method compared against every other one")
+    parser.add_argument("roots", type=Path, nargs="+", help="p2pk simulate --seeds output folder(s)")
+    parser.add_argument("--method", default="ksmote", help="the method compared against every other one (<folder>/<method> with several folders)")
     parser.add_argument("--eval", default="global")
     args = parser.parse_args()
-    rows = final_rows(args.root, args.eval)
+    prefixes = [f"{root.name}/" if len(args.roots) > 1 else "" for root in args.roots]
+    rows = pd.concat([final_rows(root, args.eval, prefix) for root, prefix in zip(args.roots, prefixes)], ignore_index=True)
     seeds = sorted(rows["seed"].unique())
     methods = list(dict.fromkeys(rows["method"]))
-    print(f"{args.root}: {len(seeds)} seeds ({seeds[0]}–{seeds[-1]}), {args.eval} set, final round, mean over clients\n")
+    print(f"{', '.join(map(str, args.roots))}: {len(seeds)} seeds ({seeds[0]}–{seeds[-1]}), {args.eval} set, final round, mean over clients\n")
     print("| method | " + " | ".join(COLUMNS.values()) + " | 95% interval of FNR + FPR | worst seed's FNR + FPR |")
     print("|---|" + "---|" * (len(COLUMNS) + 2))
     for method in methods:
@@ -102,7 +111,7 @@ def main() -> None:
         p = stats.binomtest(better, better + worse).pvalue if better + worse else 1.0
         print(f"| {other} | {d.mean():+.4f} | {low:+.4f} – {high:+.4f} | {better} / {len(d) - better - worse} / {worse} | {p:.3f} |")
     print(f"\nAttack rows missed at the paper's threshold, per kind (mean over seeds and clients; the kinds' row counts in brackets):\n")
-    missed = missed_by_kind(args.root, args.eval)
+    missed = pd.concat([missed_by_kind(root, args.eval, prefix=prefix) for root, prefix in zip(args.roots, prefixes)])
     kinds = list(missed["missed"].columns)
     print("| method | " + " | ".join(f"{k} ({int(missed['of'][k].iloc[0])})" for k in kinds) + " |")
     print("|---|" + "---|" * len(kinds))
