@@ -104,8 +104,8 @@ class ScreenedPoints:
 
 #: Nearest rows the class-region check consults: imbalanced-learn's EditedNearestNeighbours default.
 REGION_NEIGHBOURS = 3
-#: Rows of a class whose nearest-neighbour distances estimate its typical one (a fixed sample of
-#: them when it has more: the median needs no more, and the search stays cheap on large shards).
+#: Rows of a class whose k-th-nearest-neighbour distances estimate its typical one (a fixed sample
+#: of them when it has more: the median needs no more, and the search stays cheap on large shards).
 SPACING_SAMPLE = 2000
 
 
@@ -114,46 +114,50 @@ class ClassRegions:
     regions, for the ``class-region`` point check, in the spirit of Wilson's Edited Nearest
     Neighbours (IEEE SMC 1972; imbalanced-learn's ``EditedNearestNeighbours``, ``kind_sel="all"``):
     a point labelled c is *inside the region of the other class* c' = 1 − c when its ``k``
-    nearest training rows are all of class c' **and** the nearest of them lies within
+    nearest training rows are all of class c' **and** the farthest of them lies within
     ``tolerance`` × r_c', where r_c' is the median over the rows of class c' of the distance to
-    their nearest other row of c' (the class's typical nearest-neighbour distance; from a fixed
-    sample of :data:`SPACING_SAMPLE` of them on larger classes).
+    their k-th nearest other row of c' (how deep inside c' its own rows sit; from a fixed sample
+    of :data:`SPACING_SAMPLE` of them on larger classes). A class of at most ``k`` rows has no
+    region.
 
     The second condition is what keeps honest non-IID points: an attack kind the receiver never
     saw has only benign rows near it, but not as near as benign rows are to each other. ENN alone
-    (the first condition) would drop it. Nearest-neighbour searches are scikit-learn's."""
+    (the first condition) would drop it. It bounds the k-th nearest row, not the nearest: one
+    benign row that looks like an attack kind (real N-BaIoT's benign sample holds single-packet
+    rows equal to gafgyt tcp's) must not turn that whole kind into "benign region" — a point is
+    dropped only where several rows of the other class surround it as closely as they surround
+    each other (docs/robustness.md "The class-region check"). Nearest-neighbour searches are
+    scikit-learn's."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, tolerance: float, k: int = REGION_NEIGHBOURS):
         X, self.labels = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
         self.k = min(k, len(self.labels))
-        self.everyone = NearestNeighbors(n_neighbors=self.k).fit(X)
+        self.everyone = NearestNeighbors(n_neighbors=self.k).fit(X) if self.k else None
         self.radius: dict[int, float] = {}
         for c in (0, 1):
             rows = X[self.labels == c]
-            if len(rows) < 2:  # no spacing to speak of
+            if len(rows) <= self.k:  # no k-th other row to speak of
                 continue
             sample = rows if len(rows) <= SPACING_SAMPLE else \
                 rows[np.random.default_rng(0).choice(len(rows), SPACING_SAMPLE, replace=False)]
-            distances, _ = NearestNeighbors(n_neighbors=2).fit(rows).kneighbors(sample)  # column 0: the row itself
-            self.radius[c] = tolerance * float(np.median(distances[:, 1]))
+            distances, _ = NearestNeighbors(n_neighbors=self.k + 1).fit(rows).kneighbors(sample)  # column 0: the row itself
+            self.radius[c] = tolerance * float(np.median(distances[:, self.k]))
 
     def inside_other(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For points ``X`` (the receiver's units) labelled ``y``: a mask of those inside the
-        region of the other class, and each point's distance to its nearest row of that class
-        (NaN where not computed)."""
-        inside, nearest = np.zeros(len(y), dtype=bool), np.full(len(y), np.nan)
-        if len(y) == 0 or self.k == 0:
-            return inside, nearest
+        region of the other class, and each point's distance to its k-th nearest training row
+        where those k rows are all of the other class (NaN elsewhere)."""
+        inside, farthest = np.zeros(len(y), dtype=bool), np.full(len(y), np.nan)
+        if len(y) == 0 or self.everyone is None:
+            return inside, farthest
         other = 1 - np.asarray(y, dtype=np.int64)
         distances, rows = self.everyone.kneighbors(X, n_neighbors=self.k)
         surrounded = (self.labels[rows] == other[:, None]).all(axis=1)
-        # A point whose k nearest rows are all of class c has its nearest row of c among them:
-        # the first, at distances[:, 0] (no second search over the rows of c).
+        farthest[surrounded] = distances[surrounded, -1]
         for c, radius in self.radius.items():
-            candidates = np.flatnonzero(surrounded & (other == c))
-            nearest[candidates] = distances[candidates, 0]
-            inside[candidates] = distances[candidates, 0] <= radius
-        return inside, nearest
+            candidates = surrounded & (other == c)
+            inside[candidates] = distances[candidates, -1] <= radius
+        return inside, farthest
 
 
 def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, label: int, tolerance: float,
@@ -191,7 +195,7 @@ def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, labe
             row = kept[np.argmax(inside)]
             c = 1 - int(y[row])
             dropped["class-region"] = (int(inside.sum()), f"inside this peer's own class-{c} region (row {row}: its "
-                                                         f"{regions.k} nearest training rows are class {c}, the nearest at "
+                                                         f"{regions.k} nearest training rows are class {c}, the farthest of them at "
                                                          f"{nearest[np.argmax(inside)]:.4g} <= {regions.radius[c]:.4g})")
             bad[kept[inside]] = True
     return ScreenedPoints(X[~bad], y[~bad], None, dropped)

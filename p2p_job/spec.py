@@ -493,15 +493,15 @@ class RebalancingSpec(SpecModel):
         True,
         description=(
             "Drop a neighbour's shared point that lies inside the receiver's own region of the other class: its 3 "
-            "nearest training rows are all of the other class and the nearest is within classRegionTolerance of that "
-            "class's typical spacing (reason class-region; closes label flipping with benign rows). See docs/robustness.md."
+            "nearest training rows are all of the other class and the farthest of them is within classRegionTolerance "
+            "of that class's typical spacing (reason class-region; closes label flipping with benign rows). See docs/robustness.md."
         ),
     )
     class_region_tolerance: float = Field(
         0.75, ge=0, le=1e6, allow_inf_nan=False,
         description=(
-            "classRegion: the radius, in units of the other class's typical nearest-neighbour distance (the median "
-            "distance of its training rows to their nearest other row of that class). 0 drops only exact matches."
+            "classRegion: the radius, in units of the other class's typical spacing (the median distance of its "
+            "training rows to their 3rd nearest other row of that class). 0 drops only points on 3 identical rows."
         ),
     )
     max_received: int | None = Field(

@@ -27,6 +27,7 @@ from p2p_job.payloads import (
 )
 from p2p_job.peer import Merged, Peer, neighbourhoods
 from p2p_job.scenarios import build_shards
+from p2p_job.screening import ClassRegions
 from p2p_job.spec import parse_experiment
 from p2p_job.store import DirectoryStore, round_key
 from p2p_job.store_exchange import StoreExchange
@@ -331,19 +332,23 @@ def test_label_flipped_points_are_rejected(tmp_path, shards):
 def test_benign_rows_labelled_as_attacks_inside_a_receivers_benign_region_are_dropped(tmp_path, shards):
     """The label flip the label check cannot see: benign rows published with the attack label
     (the sender's minority). client-a's own benign traffic relabelled lies inside its benign
-    region: it drops every one of them (class-region) and keeps the attacker's model; with
-    classRegion off it takes them all."""
-    benign = shards.clients["client-a"].train.raw[shards.clients["client-a"].train.y == 0][:20]
+    region: it drops those its class regions put there (the rows whose 3rd nearest other benign
+    row is within 0.75 × benign rows' typical distance to theirs; the others stay), counts them
+    (class-region) and keeps the attacker's model; with classRegion off it takes them all."""
+    own = shards.clients["client-a"]
+    benign = own.train.raw[own.train.y == 0][:20]
+    inside, _ = ClassRegions(own.train.X, own.train.y, 0.75).inside_other(own.preprocessor.transform(benign), np.ones(20, np.int64))
+    assert inside.sum() >= 5  # 7 of the 20: the others' 3rd nearest benign row is farther than 0.75 × the typical one
     for on in (True, False):
         rnd = Round(tmp_path / str(on), shards, rebalancing={"classRegion": on})
         rnd.plant(X=benign, y=np.ones(len(benign), np.int8))
         records = rnd.merge()
         [merged] = rnd.events["client-a"]
         assert merged.rejected == [] and ATTACKER in merged.used
-        expected = [(ATTACKER, "class-region", len(benign))] if on else []
+        expected = [(ATTACKER, "class-region", int(inside.sum()))] if on else []
         assert [(who, why.split(":")[0], k) for who, why, k in merged.dropped if who == ATTACKER] == expected
         assert records["client-a"].n_received == sum(len(rnd.honest[o].synthetic_y) for o in HONEST if o != "client-a") + \
-            (0 if on else len(benign))
+            len(benign) - (int(inside.sum()) if on else 0)
         for c in HONEST:  # no honest neighbour's point is dropped by it
             assert all(who == ATTACKER for who, _, _ in rnd.events[c][0].dropped)
 

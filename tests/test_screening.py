@@ -65,9 +65,9 @@ def test_a_flood_is_refused_before_any_point_is_transformed():
     assert screened.refused.startswith("too-many-points: 200000") and len(screened.y) == 0
 
 
-def _grid_regions(tolerance=1.0):
-    """Benign rows on the unit grid 0..4 × 0..4 (each row's nearest other row at 1), attack rows
-    on the grid 10..12 × 0..2 (likewise 1)."""
+def _grid_regions(tolerance=1.25):
+    """Benign rows on the unit grid 0..4 × 0..4, attack rows on the grid 10..12 × 0..2: most
+    rows of either have their 3rd nearest other row at 1 (corners at √2), so both spacings are 1."""
     benign = np.array([(i, j) for i in range(5) for j in range(5)], np.float32)
     attack = np.array([(i, j) for i in range(10, 13) for j in range(3)], np.float32)
     X = np.concatenate([benign, attack])
@@ -77,33 +77,53 @@ def _grid_regions(tolerance=1.0):
 
 def test_class_regions_by_hand():
     regions = _grid_regions()
-    assert regions.radius == {0: 1.0, 1: 1.0}  # every grid row's nearest other row is 1 away
-    points = np.array([[2.5, 2.0],    # amid the benign rows, 0.5 from one: inside the benign region
-                       [6.5, 1.0],    # between the classes: its 3 nearest rows benign, but 2.5 away
+    assert regions.radius == {0: 1.25, 1: 1.25}  # 1.25 × the median 3rd-nearest-row distance, 1
+    points = np.array([[2.5, 2.0],    # amid the benign rows: (2,2), (3,2) at 0.5, the 3rd at √1.25
+                       [6.5, 1.0],    # between the classes: its 3 nearest rows benign, the 3rd √7.25 away
                        [11.0, 1.0],   # amid the attack rows
-                       [2.0, 2.0]],   # on a benign row
+                       [2.0, 2.0]],   # on a benign row: the 3rd nearest at 1
                       np.float32)
-    inside, nearest = regions.inside_other(points, np.ones(4, np.int8))
+    inside, farthest = regions.inside_other(points, np.ones(4, np.int8))
     assert inside.tolist() == [True, False, False, True]
-    assert nearest[0] == 0.5 and nearest[1] == 2.5 and np.isnan(nearest[2]) and nearest[3] == 0.0
+    assert np.allclose(farthest[[0, 1, 3]], [np.sqrt(1.25), np.sqrt(7.25), 1.0]) and np.isnan(farthest[2])
     # the same points labelled benign: only the one amid the attack rows is in the other class's region
     assert regions.inside_other(points, np.zeros(4, np.int8))[0].tolist() == [False, False, True, False]
-    # a tolerance scales the radius: 0 keeps all but exact matches, 4 reaches the point at 2.5
-    assert _grid_regions(0.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [False, False, False, True]
-    assert _grid_regions(4.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [True, True, False, True]
+    # a tolerance scales the radius: 1 reaches only the point on a row, 0 none, 3 the point at √7.25
+    assert _grid_regions(1.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [False, False, False, True]
+    assert not _grid_regions(0.0).inside_other(points, np.ones(4, np.int8))[0].any()
+    assert _grid_regions(3.0).inside_other(points, np.ones(4, np.int8))[0].tolist() == [True, True, False, True]
+
+
+def test_one_row_of_the_other_class_next_to_a_point_does_not_make_a_region():
+    """Real N-BaIoT: the benign sample holds single-packet rows equal to gafgyt tcp's, so an honest
+    neighbour's tcp-flood points land on one benign row, the next ones far away. The nearest row
+    alone would call the point benign region; the 3rd nearest does not."""
+    benign = np.array([(i, j) for i in range(5) for j in range(5)] + [(20.0, 20.0)], np.float32)  # one stray row
+    X = np.concatenate([benign, [[40.0, 40.0]] * 4]).astype(np.float32)
+    regions = ClassRegions(X, np.r_[np.zeros(len(benign)), np.ones(4)].astype(np.int8), 1.0)
+    inside, farthest = regions.inside_other(np.array([[20.1, 20.0]], np.float32), np.ones(1, np.int8))
+    assert not inside[0] and farthest[0] > 20  # its nearest row is 0.1 away, its 3rd ~22
+
+
+def test_a_class_of_at_most_k_rows_has_no_region():
+    X = np.array([[0, 0], [0, 1], [1, 0], [5, 5], [5, 6], [6, 5]], np.float32)
+    regions = ClassRegions(X, np.array([0, 0, 0, 1, 1, 1], np.int8), 1.0)
+    assert regions.radius == {}
+    assert not regions.inside_other(X[:3], np.ones(3, np.int8))[0].any()
 
 
 def test_a_large_class_spacing_is_estimated_from_a_sample_of_its_rows():
     benign = np.array([(i, j) for i in range(60) for j in range(60)], np.float32)  # 3,600 rows > SPACING_SAMPLE
-    X = np.concatenate([benign, [[100.0, 100.0], [100.0, 101.0]]]).astype(np.float32)
-    regions = ClassRegions(X, np.r_[np.zeros(len(benign)), [1, 1]].astype(np.int8), 0.5)
-    assert regions.radius == {0: 0.5, 1: 0.5}  # every grid row's nearest other row is 1 away, sampled or not
+    attack = np.array([(i, j) for i in range(100, 105) for j in range(100, 105)], np.float32)
+    X = np.concatenate([benign, attack]).astype(np.float32)
+    regions = ClassRegions(X, np.r_[np.zeros(len(benign)), np.ones(len(attack))].astype(np.int8), 0.5)
+    assert regions.radius == {0: 0.5, 1: 0.5}  # most grid rows' 3rd nearest other row is 1 away, sampled or not
 
 
-def test_class_regions_take_the_nearest_row_of_the_class_from_the_one_search_over_all_rows():
-    """A point surrounded by class c has its nearest row of c among its k nearest rows, so
-    inside_other takes that distance from its one search over every row: the same value, to the
-    bit, as a search over the rows of c alone — on rows with many ties (0/1 columns) too."""
+def test_class_regions_take_the_kth_nearest_row_of_the_class_from_the_one_search_over_all_rows():
+    """A point surrounded by class c has its k nearest rows of c as its k nearest rows, so
+    inside_other takes the k-th distance from its one search over every row: the same value, to
+    the bit, as a search over the rows of c alone — on rows with many ties (0/1 columns) too."""
     from sklearn.neighbors import NearestNeighbors
 
     for seed in range(6):
@@ -120,8 +140,8 @@ def test_class_regions_take_the_nearest_row_of_the_class_from_the_one_search_ove
         for c in (0, 1):
             rows = computed[labels[computed] == 1 - c]
             if rows.size:
-                alone, _ = NearestNeighbors(n_neighbors=1).fit(X[y == c]).kneighbors(points[rows])
-                np.testing.assert_array_equal(nearest[rows], alone[:, 0])
+                alone, _ = NearestNeighbors(n_neighbors=3).fit(X[y == c]).kneighbors(points[rows])
+                np.testing.assert_array_equal(nearest[rows], alone[:, -1])
 
 
 def test_class_region_points_are_dropped_one_by_one_after_the_range_check():
