@@ -57,7 +57,7 @@ from p2p_job.screening import (
     max_variance,
     minority_of,
     point_cap,
-    screen_points,
+    screen_point_sets,
     screen_weights,
 )
 from p2p_job.seeding import rng, torch_seed
@@ -391,17 +391,17 @@ class Peer:
         gathered = exchange.gather(r, self.neighbours)
         wait = time.perf_counter() - start
         rejected, arrived, points, dropped, hostile = list(gathered.rejected), [], {}, [], {}
-        for name in self.neighbours:
-            pub = gathered.publications.get(name)
-            if pub is None:
-                continue
+        present = [name for name in self.neighbours if name in gathered.publications]
+        screened_points = dict(zip(present, self._screen_points([gathered.publications[name] for name in present])))
+        for name in present:
+            pub = gathered.publications[name]
             reason = self._screen_model(pub)
             if reason:
                 rejected.append((name, reason))
                 hostile[name] = reason
             else:
                 arrived.append(pub)
-            screened = self._screen_points(pub)
+            screened = screened_points[name]
             if screened.refused:
                 rejected.append((name, screened.refused))
             dropped.extend((name, f"{code}: {detail}", n) for code, (n, detail) in screened.dropped.items())
@@ -443,24 +443,33 @@ class Peer:
             state = {name: self.w0[name] + pub.delta[name] for name in self.w0}
         return self._degenerate(state)[0]
 
-    def _screen_points(self, pub: Publication) -> ScreenedPoints:
-        """A neighbour's shared points screened (:func:`p2p_job.screening.screen_points`) and
-        those kept in this peer's encoding; points the exchange refused stay refused, points of
-        another feature count are refused (``bad-synthetic``). Judged on that publication and
-        this peer's own facts only."""
-        X, d = pub.synthetic_X, len(self.shard.preprocessor.feature_names)
-        refused = pub.points_refused
-        if refused is None and (X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X)):
-            refused = f"bad-synthetic: synthetic points of shape {X.shape} for {d} raw features"
-        if refused:
-            return ScreenedPoints(np.empty((0, self.n_features), dtype=np.float32), np.empty(0, dtype=np.int8), refused)
-        counts = self._client_specs[pub.client].train
-        return screen_points(
-            X, pub.synthetic_y, transform=self.shard.preprocessor.transform,
-            label=minority_of(counts.benign, counts.malicious), cap=self.point_caps.get(pub.client, 0),
-            tolerance=self.exp.spec.rebalancing.point_tolerance, low=self._train_low, high=self._train_high,
-            regions=self._regions,
+    def _screen_points(self, pubs: list[Publication]) -> list[ScreenedPoints]:
+        """The neighbours' shared points screened (:func:`p2p_job.screening.screen_point_sets`:
+        one transform into this peer's encoding for all of them) and those kept in this peer's
+        encoding; points the exchange refused stay refused, points of another feature count are
+        refused (``bad-synthetic``). Each publication is judged on itself and this peer's own
+        facts only."""
+        d = len(self.shard.preprocessor.feature_names)
+        screened: list[ScreenedPoints | None] = []
+        sets, at = [], []
+        for pub in pubs:
+            X, refused = pub.synthetic_X, pub.points_refused
+            if refused is None and (X.ndim != 2 or X.shape[1] != d or len(pub.synthetic_y) != len(X)):
+                refused = f"bad-synthetic: synthetic points of shape {X.shape} for {d} raw features"
+            if refused:
+                screened.append(ScreenedPoints(np.empty((0, self.n_features), dtype=np.float32), np.empty(0, dtype=np.int8), refused))
+                continue
+            counts = self._client_specs[pub.client].train
+            at.append(len(screened))
+            screened.append(None)
+            sets.append((X, pub.synthetic_y, self.point_caps.get(pub.client, 0), minority_of(counts.benign, counts.malicious)))
+        results = screen_point_sets(
+            sets, transform=self.shard.preprocessor.transform, tolerance=self.exp.spec.rebalancing.point_tolerance,
+            low=self._train_low, high=self._train_high, regions=self._regions,
         )
+        for i, result in zip(at, results):
+            screened[i] = result
+        return screened
 
     def _degenerate(self, state: State) -> tuple[str | None, np.ndarray | None]:
         """Why ``state`` cannot be this peer's model (non-finite, a BatchNorm variance ≤ −ε/2, or

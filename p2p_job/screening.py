@@ -170,18 +170,51 @@ def screen_points(X_raw: np.ndarray, y: np.ndarray, *, transform, cap: int, labe
     a range of 1) outside ``[low, high]``, is dropped (``out-of-range``); then, given
     ``regions``, one inside the receiver's region of the other class (``class-region``,
     :class:`ClassRegions`). The others are kept."""
+    return screen_point_sets([(X_raw, y, cap, label)], transform=transform, tolerance=tolerance, low=low, high=high,
+                             regions=regions)[0]
+
+
+def screen_point_sets(sets: list[tuple[np.ndarray, np.ndarray, int, int]], *, transform, tolerance: float,
+                      low: np.ndarray, high: np.ndarray, regions: ClassRegions | None = None) -> list[ScreenedPoints]:
+    """:func:`screen_points` for the point sets of several neighbours, ``(X_raw, y, cap, label)``
+    each, every set judged on its own as there. The sets that pass the set checks go through
+    ``transform`` together, in one call (``transform`` must work row by row, as a fitted
+    :class:`p2p_job.preprocessing.Preprocessor` does: a row comes out the same whatever rows
+    come with it): on the few hundred points a neighbour shares per round, a call costs about
+    the same for one row as for all of them."""
     empty = np.empty((0, len(low)), dtype=np.float32)
+    screened: list[ScreenedPoints | None] = []
+    for _, y, cap, label in sets:
+        refused = _refuse_set(y, cap, label)
+        screened.append(ScreenedPoints(empty, y[:0], refused) if refused else None)
+    passing = [i for i, s in enumerate(screened) if s is None]
+    if passing:
+        with np.errstate(over="ignore", invalid="ignore"):
+            X_all = np.asarray(transform(np.concatenate([sets[i][0] for i in passing])), dtype=np.float32)
+        for i, X in zip(passing, np.split(X_all, np.cumsum([len(sets[i][1]) for i in passing])[:-1])):
+            screened[i] = _screen_each_point(X, np.asarray(sets[i][1]), tolerance, low, high, regions)
+    return screened
+
+
+def _refuse_set(y: np.ndarray, cap: int, label: int) -> str | None:
+    """Why a set of shared points is refused as a whole (more than ``cap``, or a label other
+    than ``label``), else None."""
     if len(y) > cap:
-        return ScreenedPoints(empty, y[:0], f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)")
+        return f"too-many-points: {len(y)} shared points, over the cap of {cap} (α·r·|D_base|)"
     wrong = np.flatnonzero(np.asarray(y) != label)
     if wrong.size:
-        return ScreenedPoints(empty, y[:0], f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, "
-                                            f"the sender's minority class is {label} (row {wrong[0]})")
+        return (f"wrong-label: {wrong.size} point(s) labelled {int(y[wrong[0]])}, "
+                f"the sender's minority class is {label} (row {wrong[0]})")
+    return None
+
+
+def _screen_each_point(X: np.ndarray, y: np.ndarray, tolerance: float, low: np.ndarray, high: np.ndarray,
+                       regions: ClassRegions | None) -> ScreenedPoints:
+    """The per-point checks of :func:`screen_points` on one set's points ``X``, already in the
+    receiver's units."""
     with np.errstate(over="ignore", invalid="ignore"):
-        X = np.asarray(transform(X_raw), dtype=np.float32)
         span = np.where(high > low, high - low, 1.0)
         outside = ~np.isfinite(X) | (X < low - tolerance * span) | (X > high + tolerance * span)
-    y = np.asarray(y)
     bad = outside.any(axis=1)
     dropped = {}
     if bad.any():

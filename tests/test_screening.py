@@ -12,6 +12,7 @@ from p2p_job.screening import (
     max_variance,
     minority_of,
     point_cap,
+    screen_point_sets,
     screen_points,
     screen_weights,
 )
@@ -73,6 +74,38 @@ def _grid_regions(tolerance=1.25):
     X = np.concatenate([benign, attack])
     y = np.concatenate([np.zeros(len(benign)), np.ones(len(attack))]).astype(np.int8)
     return ClassRegions(X, y, tolerance)
+
+
+def test_several_neighbours_sets_go_through_one_transform_and_are_each_judged_alone():
+    """screen_point_sets: the sets that pass the set checks are transformed in one call (a flood
+    or a wrong label never reaches it), and every set comes out as screen_points gives it alone."""
+    regions = _grid_regions()
+    low, high = np.zeros(2), np.array([12.0, 4.0])
+    calls = []
+
+    def transform(X):
+        calls.append(len(X))
+        return np.asarray(X, np.float32) * 1.0
+
+    g = np.random.default_rng(0)
+    sets = [
+        (np.r_[g.uniform(0, 12, (5, 2)), [[2.5, 2.0], [50.0, 1.0]]].astype(np.float32), np.ones(7, np.int8), 10, 1),  # one in a region, one out
+        (np.zeros((50, 2), np.float32), np.ones(50, np.int8), 20, 1),                    # a flood
+        (g.uniform(0, 12, (4, 2)).astype(np.float32), np.zeros(4, np.int8), 10, 1),     # wrong labels
+        (np.empty((0, 2), np.float32), np.empty(0, np.int8), 10, 1),                     # nothing shared
+        (g.uniform(0, 12, (9, 2)).astype(np.float32), np.zeros(9, np.int8), 10, 0),     # benign minority
+    ]
+    together = screen_point_sets(sets, transform=transform, tolerance=0.05, low=low, high=high, regions=regions)
+    assert calls == [7 + 0 + 9]
+    for (X, y, cap, label), got in zip(sets, together):
+        alone = screen_points(X, y, cap=cap, label=label, transform=transform, tolerance=0.05, low=low, high=high,
+                              regions=regions)
+        assert got.refused == alone.refused and got.dropped == alone.dropped
+        np.testing.assert_array_equal(got.X, alone.X)
+        np.testing.assert_array_equal(got.y, alone.y)
+    assert together[1].refused.startswith("too-many-points") and together[2].refused.startswith("wrong-label")
+    assert set(together[0].dropped) == {"out-of-range", "class-region"} and together[3].X.shape == (0, 2)
+    assert screen_point_sets([], transform=transform, tolerance=0.05, low=low, high=high) == []
 
 
 def test_class_regions_by_hand():
