@@ -3,7 +3,8 @@
 Run by hand (not by pytest)::
 
     .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--seeds 7,8]
-        [--rules mean,krum,...] [--attacks silent,sign-flip,...] [--jobs 2] [--out FILE.md]
+        [--rules mean,krum,...] [--attacks silent,sign-flip,...] [--refuse-hostile-points on|off]
+        [--jobs 2] [--out FILE.md]
 
 Setting: the built-in generator (20 features), one device per client, non-IID (§3.1 scenario 4:
 each client knows only its own device's attacks), a global test set from every device; or, with
@@ -28,7 +29,9 @@ what its honest data would have taught them (its device's traffic), which the cl
 the ``silent`` row measures that loss, and the last line of the change table gives each rule's
 worst change against it (how far the attacks on the model get beyond leaving the attacker out).
 The rejection counts include the models a rule left out (``robust-rule``: Krum's unchosen,
-the validation rule's rejected).
+the validation rule's rejected). ``--refuse-hostile-points`` sets
+``aggregation.refuseHostilePoints`` (on: a model refused as hostile takes its shared points
+with it; off: they are judged on their own).
 """
 
 from __future__ import annotations
