@@ -195,16 +195,17 @@ def test_max_rows_per_kind_for_tabular_counts_label_and_group(full):
 # --------------------------------------------------------------------------- bad input
 
 
-def _lines(path):
-    return path.read_text().splitlines()
+def _set_cell(path, line: int, column: str, value: str) -> None:
+    """Write ``value`` into ``column`` of the 0-based ``line`` of a headerless full-layout part."""
+    lines = path.read_text().splitlines()
+    cells = lines[line].split(",")
+    cells[botiot_loader.FULL_COLUMNS.index(column)] = value
+    lines[line] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def test_a_bad_cell_in_a_later_part_names_that_file_row_and_column(full):
-    lines = _lines(full[1])
-    cells = lines[6].split(",")
-    cells[botiot_loader.FULL_COLUMNS.index("mean")] = "SECRET"
-    lines[6] = ",".join(cells)
-    full[1].write_text("\n".join(lines) + "\n")
+    _set_cell(full[1], 6, "mean", "SECRET")
     with pytest.raises(DataError) as error:
         load(kind="botiot", path=str(full[0].parent))
     message = str(error.value)
@@ -215,11 +216,7 @@ def test_a_bad_cell_in_a_later_part_names_that_file_row_and_column(full):
 
 
 def test_bad_label_bad_hex_and_a_malformed_line(full):
-    lines = _lines(full[2])
-    cells = lines[0].split(",")
-    cells[botiot_loader.FULL_COLUMNS.index("attack")] = "7"
-    lines[0] = ",".join(cells)
-    full[2].write_text("\n".join(lines) + "\n")
+    _set_cell(full[2], 0, "attack", "7")
     with pytest.raises(DataError, match=r"Dataset_3\.csv: row 1 \(line 1\), column 33 \('attack'\): label must be 0 or 1"):
         load(kind="botiot", path=str(full[0].parent))
     frame = botiot_frame(20, seed=5)
@@ -231,7 +228,7 @@ def test_bad_label_bad_hex_and_a_malformed_line(full):
     assert "ZZ" not in str(error.value)
     frame = botiot_frame(400, seed=6)  # the sniffer reads 64 KiB: the bad lines lie beyond
     frame.to_csv(full[2], header=False, index=False)
-    lines = _lines(full[2])
+    lines = full[2].read_text().splitlines()
     lines[349] += ",1"
     full[2].write_text("\n".join([*lines, "1,2,3"]) + "\n")
     with pytest.raises(DataError, match=r"Dataset_3\.csv: Error tokenizing data. C error: Expected 35 fields in line 350, saw 36$"):
