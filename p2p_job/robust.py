@@ -16,7 +16,8 @@ exchanged (``p2p_job.model``), so there is no counter to combine.
   values (Yin et al. 2018, β = f/n): :func:`trimmed_mean`.
 * ``clipped-mean`` — equation 5 after clipping each neighbour's difference to the peer's own
   model to a norm bound (Sun, Kairouz, Suresh, McMahan, "Can you really backdoor federated
-  learning?", 2019): :func:`clip_to_reference`.
+  learning?", 2019), by default one that f hostile neighbours cannot raise (He, Karimireddy,
+  Jaggi, ClippedGossip, 2022): :func:`clip_to_reference`.
 * ``krum`` / ``multi-krum`` — the contributor(s) whose ``n − f − 2`` nearest others are closest
   (Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine learning with adversaries: Byzantine
   tolerant gradient descent", NeurIPS 2017): :func:`krum_scores`, :func:`krum_select`; multi-Krum
@@ -114,20 +115,34 @@ def _flat(states: list[State]) -> np.ndarray:
     return np.stack([np.concatenate([np.asarray(s[name], dtype=np.float64).ravel() for name in names]) for s in states])
 
 
-def clip_to_reference(states: list[State], max_norm: float | None = None, reference: int = 0) -> list[State]:
+def clip_to_reference(states: list[State], max_norm: float | None = None, reference: int = 0, *,
+                      byzantine: int = 1) -> list[State]:
     """Norm clipping (Sun et al. 2019): every contributor's difference to ``states[reference]``
-    (the peer's own model) is scaled down to at most ``max_norm`` in L2 norm over all entries:
-    ``w_ref + (w_k − w_ref) · min(1, τ / ‖w_k − w_ref‖)``. ``max_norm`` None: τ is the median of
-    the other contributors' distances, so a bound needs no tuning and a minority of far-away
-    contributors cannot raise it. Each clipped state lies on the segment between the reference
-    and the contributor, so BatchNorm variances stay positive when both ends' are."""
+    (the peer's own model) is scaled down to at most τ in L2 norm over all entries:
+    ``w_ref + (w_k − w_ref) · min(1, τ / ‖w_k − w_ref‖)``. Sun et al. clip to a fixed bound: that is
+    ``max_norm`` (``aggregation.clipNorm``), which wins when given.
+
+    ``max_norm`` None: τ is the (m − f)-th smallest of the m other contributors' distances
+    (at least the smallest), f = ``byzantine``: ClippedGossip's adaptive radius (He, Karimireddy,
+    Jaggi, "Byzantine-robust decentralized learning via ClippedGossip", 2022: the farthest
+    neighbours are clipped, up to the mixing weight δ_i of the Byzantine ones), here with
+    equal neighbour weights: the f farthest are clipped. Since at most f of the m are hostile, at
+    least m − f distances are honest, so τ is at most the largest honest neighbour's distance:
+    hostile neighbours, however far, cannot raise it past an honest one's. (A median does not
+    have this property with two neighbours, a ring's: numpy's median of two is their mean, and
+    one attacker at distance D raised τ to about D/2.) f = 0 trusts every neighbour: τ is the
+    largest distance and nothing is clipped, equation 5 itself; f ≥ m: τ is the smallest distance.
+    Each clipped state lies on the segment between the reference and the contributor, so
+    BatchNorm variances stay positive when both ends' are."""
     if max_norm is not None and not max_norm > 0:
         raise ValueError(f"max_norm must be > 0; got {max_norm}")
+    if byzantine < 0:
+        raise ValueError(f"byzantine must be >= 0; got {byzantine}")
     names = _check(states)
     flat = _flat(states)
     distances = np.linalg.norm(flat - flat[reference], axis=1)
-    others = np.delete(distances, reference)
-    tau = max_norm if max_norm is not None else (float(np.median(others)) if others.size else 0.0)
+    others = np.sort(np.delete(distances, reference))
+    tau = max_norm if max_norm is not None else (float(others[max(1, others.size - byzantine) - 1]) if others.size else 0.0)
     clipped = []
     for k, state in enumerate(states):
         scale = 1.0 if k == reference or distances[k] <= tau else tau / distances[k]
@@ -230,7 +245,7 @@ def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1,
     if rule == "trimmed-mean":
         return Merge(trimmed_mean(states, byzantine))
     if rule == "clipped-mean":
-        return Merge(weighted_average(clip_to_reference(states, clip_norm), weights))
+        return Merge(weighted_average(clip_to_reference(states, clip_norm, byzantine=byzantine), weights))
     if rule in ("krum", "multi-krum", "validation"):
         if rule == "validation":
             if loss is None:
