@@ -553,7 +553,7 @@ class AggregationSpec(SpecModel):
         description="How the peer and its neighbours are combined: mean (equation 5, the paper), median, trimmed-mean, "
         "clipped-mean, krum, multi-krum or validation (p2p_job.robust; deviations from the paper against hostile neighbours).",
     )
-    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), krum, multi-krum and validation (leaves out at most f) withstand.")
+    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), clipped-mean (clips the f farthest by default), krum, multi-krum and validation (leaves out at most f) withstand.")
     validation_tolerance: float = Field(
         0.05, ge=0, le=1e6, allow_inf_nan=False,
         description="validation: leave a neighbour out when removing it from the equation 5 mean lowers the peer's "
@@ -568,7 +568,8 @@ class AggregationSpec(SpecModel):
     )
     clip_norm: float | None = Field(
         None, gt=0, le=1e6, allow_inf_nan=False,
-        description="clipped-mean: bound on the L2 norm of a neighbour's model minus the peer's own (default: the median of the neighbours' distances).",
+        description="clipped-mean: bound on the L2 norm of a neighbour's model minus the peer's own (default: the (m − f)-th smallest "
+        "of the m neighbours' distances, f = byzantine, so f hostile neighbours cannot raise it past an honest one's).",
     )
     max_weight_share: float = Field(
         1.0, gt=0, le=1, allow_inf_nan=False,

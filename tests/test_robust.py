@@ -52,10 +52,71 @@ def test_clipping_pulls_far_contributors_to_the_bound_along_their_direction():
     assert clipped[0]["w"].tolist() == [0, 0]
     assert clipped[1]["w"].tolist() == [3, 4]  # within the bound: unchanged
     assert clipped[2]["w"].tolist() == pytest.approx([6, 8])  # scaled by 10 / 50
-    # default bound: the median of the neighbours' distances (√50, √5000, √20000): the middle one
+    # default bound, f = 1: the (m − f)-th = 2nd smallest of the neighbours' distances (√50, √5000, √20000)
     auto = clip_to_reference(w(own, [5, 5], [50, 50], [100, 100]))
     assert auto[3]["w"].tolist() == pytest.approx([50, 50])
     assert auto[2]["w"].tolist() == pytest.approx([50, 50]) and auto[1]["w"].tolist() == [5, 5]
+
+
+def test_default_clip_bound_is_the_m_minus_f_th_smallest_distance_by_hand():
+    """τ = the (m − f)-th smallest of the m neighbours' distances (at least the smallest): f far
+    neighbours cannot raise it past an honest one's. Distances from own (0, 0): (3, 4) → 5,
+    (6, 8) → 10, (300, 400) → 500, (600, 800) → 1000."""
+    w = lambda *rows: [{"w": np.array(r, np.float64)} for r in rows]  # noqa: E731
+    clip = lambda rows, f, **kw: [s["w"].tolist() for s in clip_to_reference(w([0, 0], *rows), byzantine=f, **kw)]  # noqa: E731
+    honest, far = [3, 4], [300, 400]
+    # two neighbours (a ring), one attacker: the median of two (their mean, 252.5) let it stay at
+    # half its distance; the 1st smallest clips it to the honest neighbour's 5
+    assert clip([honest, far], 1) == [[0, 0], [3, 4], pytest.approx([3, 4])]
+    assert clip([far, honest], 1) == [[0, 0], pytest.approx([3, 4]), [3, 4]]  # order does not matter
+    assert clip([honest, far], 0) == [[0, 0], [3, 4], [300, 400]]  # f = 0: τ = 500, nothing clipped
+    assert clip([honest, far], 2) == [[0, 0], [3, 4], pytest.approx([3, 4])]  # f ≥ m: the smallest, 5
+    # three neighbours
+    assert clip([honest, [6, 8], far], 0) == [[0, 0], [3, 4], [6, 8], [300, 400]]  # τ = 500
+    assert clip([honest, [6, 8], far], 1) == [[0, 0], [3, 4], [6, 8], pytest.approx([6, 8])]  # τ = 10
+    assert clip([honest, [6, 8], far], 2) == [[0, 0], [3, 4], pytest.approx([3, 4]), pytest.approx([3, 4])]  # τ = 5
+    # two attackers of three: f = 2 holds them to the honest 5; f = 1 underestimates them, and
+    # the nearer attacker sets τ = 500 (the guarantee is for at most f)
+    assert clip([honest, far, [600, 800]], 2) == [[0, 0], [3, 4], pytest.approx([3, 4]), pytest.approx([3, 4])]
+    assert clip([honest, far, [600, 800]], 1) == [[0, 0], [3, 4], [300, 400], pytest.approx([300, 400])]
+    # ties: two honest neighbours at 5 ((3, 4) and (4, 3)) and an attacker: τ = 5, both kept exactly
+    assert clip([honest, [4, 3], far], 1) == [[0, 0], [3, 4], [4, 3], pytest.approx([3, 4])]
+    # ties at the top: the f farthest are equally far, τ is their common distance, nothing changes
+    assert clip([honest, far, [400, 300]], 0) == [[0, 0], [3, 4], [300, 400], [400, 300]]
+    assert clip([honest, far, [400, 300]], 1) == [[0, 0], [3, 4], [300, 400], [400, 300]]
+    # an explicit bound (aggregation.clipNorm, Sun et al.'s fixed τ) wins over f
+    for f in (0, 1, 2):
+        assert clip([honest, far], f, max_norm=2.5) == [[0, 0], pytest.approx([1.5, 2]), pytest.approx([1.5, 2])]
+    assert clip([], 1) == [[0, 0]]  # no neighbour: the peer's own model
+    with pytest.raises(ValueError, match="byzantine"):
+        clip_to_reference(w([0, 0], honest), byzantine=-1)
+
+
+def test_clipped_mean_in_a_ring_holds_a_far_attacker_to_the_honest_neighbour():
+    """robust_merge passes aggregation's f: own (0, 0), honest (3, 4), attacker (300, 400), p_k
+    equal. f = 1: the attacker is clipped to (3, 4), the mean is (6, 8) / 3; f = 0: equation 5."""
+    s = [{"w": np.array(r, np.float64)} for r in ([0, 0], [3, 4], [300, 400])]
+    assert robust_merge("clipped-mean", s, [1 / 3] * 3, byzantine=1).state["w"].tolist() == pytest.approx([2, 8 / 3])
+    assert robust_merge("clipped-mean", s, [1 / 3] * 3, byzantine=0).state["w"].tolist() == pytest.approx([101, 404 / 3])
+    assert robust_merge("clipped-mean", s, [1 / 3] * 3, byzantine=0, clip_norm=5).state["w"].tolist() == pytest.approx([2, 8 / 3])
+
+
+def test_f_hostile_neighbours_never_raise_the_clip_bound_past_an_honest_distance():
+    """Property: m neighbours, f of them anywhere (here far away, scaled up to 1e6), the rest
+    honest near the peer: τ ≤ the largest honest distance, so every clipped attacker ends no
+    farther from the peer than the farthest honest neighbour."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = int(rng.integers(1, 8))
+        f = int(rng.integers(0, m))
+        own = rng.normal(size=5)
+        honest = [own + rng.normal(size=5) for _ in range(m - f)]
+        hostile = [own + rng.normal(size=5) * 10 ** rng.uniform(0, 6) for _ in range(f)]
+        order = rng.permutation(m)
+        neighbours = [(honest + hostile)[i] for i in order]
+        clipped = clip_to_reference([{"w": own}, *({"w": x} for x in neighbours)], byzantine=f)
+        bound = max(np.linalg.norm(h - own) for h in honest)
+        assert all(np.linalg.norm(c["w"] - own) <= bound * (1 + 1e-9) for c in clipped)
 
 
 def test_batchnorm_variances_stay_positive_under_every_rule():
