@@ -123,15 +123,18 @@ def clip_to_reference(states: list[State], max_norm: float | None = None, refere
     ``max_norm`` (``aggregation.clipNorm``), which wins when given.
 
     ``max_norm`` None: τ is the (m − f)-th smallest of the m other contributors' distances
-    (at least the smallest), f = ``byzantine``: ClippedGossip's adaptive radius (He, Karimireddy,
-    Jaggi, "Byzantine-robust decentralized learning via ClippedGossip", 2022: the farthest
-    neighbours are clipped, up to the mixing weight δ_i of the Byzantine ones), here with
-    equal neighbour weights: the f farthest are clipped. Since at most f of the m are hostile, at
-    least m − f distances are honest, so τ is at most the largest honest neighbour's distance:
-    hostile neighbours, however far, cannot raise it past an honest one's. (A median does not
-    have this property with two neighbours, a ring's: numpy's median of two is their mean, and
-    one attacker at distance D raised τ to about D/2.) f = 0 trusts every neighbour: τ is the
-    largest distance and nothing is clipped, equation 5 itself; f ≥ m: τ is the smallest distance.
+    (at least the smallest), f = ``byzantine``: the self-centred clipping of ClippedGossip (He,
+    Karimireddy, Jaggi, "Byzantine-robust decentralized learning via ClippedGossip", 2022), whose
+    authors' code (epfml/byzantine-robust-decentralized-optimizer, ``SelfCenteredClipping``) takes
+    τ adaptively as the second largest neighbour distance — this rule at f = 1 — generalised to f
+    by clipping the f farthest. At most f of the m are hostile, so at least m − f distances are
+    honest and τ is at most the largest honest one: hostile neighbours, however far, cannot raise
+    it past an honest neighbour's. (A median does not have this property with two neighbours, a
+    ring's: numpy's median of two is their mean, and one attacker at distance D raised τ to about
+    D/2.) f = 0 trusts every neighbour: τ is the largest distance and nothing is clipped,
+    equation 5 itself. f ≥ m (e.g. a lone neighbour, the other's publication missing): τ is the
+    smallest distance, so a lone neighbour is not clipped — no bound can tell it from an honest
+    one there.
     Each clipped state lies on the segment between the reference and the contributor, so
     BatchNorm variances stay positive when both ends' are."""
     if max_norm is not None and not max_norm > 0:

@@ -88,6 +88,7 @@ def test_default_clip_bound_is_the_m_minus_f_th_smallest_distance_by_hand():
     for f in (0, 1, 2):
         assert clip([honest, far], f, max_norm=2.5) == [[0, 0], pytest.approx([1.5, 2]), pytest.approx([1.5, 2])]
     assert clip([], 1) == [[0, 0]]  # no neighbour: the peer's own model
+    assert clip([far], 1) == [[0, 0], [300, 400]]  # a lone neighbour (f ≥ m): τ is its own distance
     with pytest.raises(ValueError, match="byzantine"):
         clip_to_reference(w([0, 0], honest), byzantine=-1)
 
