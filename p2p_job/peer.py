@@ -490,7 +490,7 @@ class Peer:
         (``fedavg``), each term capped at ``maxWeightShare``; missing ones are left out, so the
         weights renormalise over those present. A combination that would leave the model
         degenerate is not applied: the neighbour farthest from this peer's model is left out
-        (and returned with reason ``degenerate``; its points are judged on their own) until the result is
+        (and returned with reason ``degenerate``; its points go with it under ``refuseHostilePoints``) until the result is
         sound. Returns those, the neighbours whose model the rule itself left out (reason
         ``robust-rule``), and the names of those among them it singled out as outliers
         (:attr:`p2p_job.robust.Merge.outliers`)."""
