@@ -23,6 +23,15 @@ exchanged (``p2p_job.model``), so there is no counter to combine.
   tolerant gradient descent", NeurIPS 2017): :func:`krum_scores`, :func:`krum_select`; multi-Krum
   averages the ``n − f`` best with the p_k of equation 6, renormalised over them.
 
+* ``filtered-mean`` — equation 5 over the contributors Krum's scores do not single out as
+  outliers (:func:`krum_outliers`): a neighbour whose score is far above the others' is left
+  out, every other one keeps its p_k (renormalised). Krum keeps one contributor and multi-Krum
+  drops f every round, honest or not; on non-IID data that throws away honest neighbours'
+  devices. This rule drops only the evidently hostile, so with every neighbour honest it is
+  the paper's mean. Distance-based neighbour filtering before averaging is the first stage of
+  MOZI (Guo, Zhang, Xie, Ma, Xiang, Liu, "Towards Byzantine-resilient learning in
+  decentralized systems", 2020); the scores are Blanchard et al.'s.
+
 * ``validation`` — loss-based rejection (Fang, Cao, Jia, Gong, "Local model poisoning attacks
   to Byzantine-robust federated learning", USENIX Security 2020, §5 "LFR"), with the peer's own
   validation split as the validation set: a neighbour whose removal from the equation 5 mean
@@ -48,7 +57,7 @@ from p2p_job.aggregation import weighted_average
 State = dict[str, np.ndarray]
 
 #: The rules of ``spec.aggregation.robustRule`` (and ``methods[].robustRule``).
-RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "validation")
+RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-mean", "validation")
 
 
 @dataclass(frozen=True)
@@ -236,8 +245,8 @@ def validation_filter(states: list[State], weights, loss: Callable[[State], floa
 def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1, clip_norm: float | None = None,
                  loss: Callable[[State], float] | None = None, tolerance: float = 0.0) -> Merge:
     """Combine ``states`` (the peer's own first) with ``rule`` of :data:`RULES`; ``weights``
-    are equation 6's p_k (used by ``mean``, ``clipped-mean``, ``multi-krum`` and
-    ``validation``), ``byzantine`` the number f of hostile contributors the rule should
+    are equation 6's p_k (used by ``mean``, ``clipped-mean``, ``multi-krum``, ``filtered-mean``
+    and ``validation``), ``byzantine`` the number f of hostile contributors the rule should
     withstand; ``loss`` (a state's loss on the peer's validation split) and ``tolerance`` are
     the validation rule's."""
     weights = np.asarray(weights, dtype=np.float64)
@@ -249,6 +258,10 @@ def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1,
         return Merge(trimmed_mean(states, byzantine))
     if rule == "clipped-mean":
         return Merge(weighted_average(clip_to_reference(states, clip_norm, byzantine=byzantine), weights))
+    if rule == "filtered-mean":
+        outliers = tuple(krum_outliers(krum_scores(states, byzantine), byzantine))
+        kept = [i for i in range(len(states)) if i not in outliers]
+        return Merge(weighted_average([states[i] for i in kept], weights[kept]), outliers, outliers)
     if rule in ("krum", "multi-krum", "validation"):
         if rule == "validation":
             if loss is None:

@@ -253,6 +253,26 @@ def test_krum_refuses_the_points_of_the_outlier_it_singles_out_and_keeps_those_o
             assert records[c].points_rejected == n * refuse
 
 
+def test_the_filtered_mean_leaves_out_only_the_outlier_and_averages_every_honest_neighbour(tmp_path, shards):
+    """A BatchNorm bias shifted by 100: the filtered mean singles out the attacker (its points
+    go, ``hostile-sender``), uses every honest neighbour's model and points, and its merged model
+    is equation 5 over the honest contributors alone."""
+    rnd = Round(tmp_path, shards, robustRule="filtered-mean")
+    rnd.plant(delta={n: v + (100.0 if n == "1.bias" else 0.0) for n, v in rnd.template.delta.items()})
+    records = rnd.merge()
+    n = len(rnd.template.synthetic_y)
+    for c in HONEST:
+        [merged] = rnd.events[c]
+        others = [o for o in HONEST if o != c]
+        assert [(who, why.split(":")[0]) for who, why in merged.rejected] == [(ATTACKER, "robust-rule")]
+        assert merged.rejected[0][1].endswith("as an outlier")
+        assert sorted(merged.used) == sorted(others)
+        assert [(who, why.split(":")[0], k) for who, why, k in merged.dropped] == [(ATTACKER, "hostile-sender", n)]
+        assert records[c].n_received == sum(len(rnd.honest[o].synthetic_y) for o in others)
+        assert math.isfinite(records[c].metrics["global"]["fpr"])
+    assert_within_honest_range(rnd)
+
+
 def test_a_sign_flipped_delta_and_a_shifted_batchnorm_bias_are_outvoted_by_the_median(tmp_path, shards):
     for attack in ("sign", "bias"):
         rnd = Round(tmp_path / attack, shards, robustRule="median")
