@@ -57,7 +57,7 @@ assert set(MODEL_ATTACKS + POINT_ATTACKS + BASELINES) == set(DEFAULTS)
 
 
 def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "non-iid", seed: int = 7,
-               rules: tuple[str, ...] = RULES, refuse_hostile_points: bool = True) -> dict:
+               rules: tuple[str, ...] = RULES, refuse_hostile_points: bool = True, test: str = "all") -> dict:
     """non-iid: client i has device i's rows only; imbalanced-iid: every client draws from the
     pooled rows of every device (same counts). ``refuse_hostile_points``: the spec's
     ``aggregation.refuseHostilePoints``."""
@@ -76,7 +76,7 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
             "rounds": rounds,
             "dataset": {"kind": "builtin", "builtin": {"devices": n, "families": 2, "features": 20,
                                                        "benignPerDevice": 700, "maliciousPerFamily": 60}},
-            "scenario": {"kind": scenario, "clients": clients, "globalTest": {"benign": 400, "malicious": 200}},
+            "scenario": {"kind": scenario, "clients": clients, "globalTest": global_test(n, test)},
             "topology": {"kind": topology},
             "aggregation": {"refuseHostilePoints": refuse_hostile_points},
             "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in rules],
@@ -85,6 +85,16 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
             "adversaries": [{"client": clients[-1]["name"], "attack": attack}] if attack else [],
         },
     }
+
+
+def global_test(n: int, test: str) -> dict:
+    """``all``: 400 benign and 200 malicious rows from every device; ``honest``: 100 benign and
+    50 malicious rows from each honest client's device (the attacker's device left out)."""
+    if test == "all":
+        return {"benign": 400, "malicious": 200}
+    honest = range(n - 1)
+    return {"benignGroups": {f"device=device-{i}": 100 for i in honest},
+            "maliciousKinds": {f"device=device-{i}": 50 for i in honest}}
 
 
 #: Rounds averaged for the smoothed change Δ₃ (one round's rates jitter by a few hundredths here).
@@ -105,11 +115,11 @@ def final_rates(frame: pd.DataFrame, attacker: str) -> pd.DataFrame:
     return rates
 
 
-def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...], bool]) -> tuple[str, str, int, pd.DataFrame, float]:
-    topology, attack, rounds, threads, scenario, seed, rules, refuse = job
+def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...], bool, str]) -> tuple[str, str, int, pd.DataFrame, float]:
+    topology, attack, rounds, threads, scenario, seed, rules, refuse, test = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules, refuse)), device="cpu")
+    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules, refuse, test)), device="cpu")
     attacker = f"client-{(4 if topology == 'full' else 5) - 1}"
     if attack:
         assert set(frame.loc[frame["adversarial"], "client"]) == {attacker}
@@ -174,6 +184,8 @@ def main() -> None:
                         help="attacks besides the clean run, comma-separated")
     parser.add_argument("--refuse-hostile-points", choices=("on", "off"), default="on",
                         help="aggregation.refuseHostilePoints: refuse the points of a neighbour whose model was refused as hostile")
+    parser.add_argument("--global-test", choices=("all", "honest"), default="all",
+                        help="global test set from every device (all) or from the honest clients' devices only")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
@@ -187,7 +199,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rule or attack: {', '.join(sorted(unknown))}")
     refuse = args.refuse_hostile_points == "on"
-    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules, refuse) for t in topologies for a in (None, *attacks) for seed in seeds]
+    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules, refuse, args.global_test) for t in topologies for a in (None, *attacks) for seed in seeds]
     per_seed: dict[tuple[str, str], list[pd.DataFrame]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for topology, attack, seed, rates, seconds in pool.map(one_run, jobs):
