@@ -3,17 +3,19 @@
 Run by hand (not by pytest)::
 
     .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--seeds 7,8]
-        [--rules mean,krum,...] [--attacks silent,sign-flip,...] [--refuse-hostile-points on|off]
-        [--jobs 2] [--out FILE.md]
+        [--rules mean,krum,...] [--attacks silent,sign-flip,sign-flip:3,...] [--refuse-hostile-points on|off]
+        [--global-test all|honest] [--jobs 2] [--out FILE.md]
 
 Setting: the built-in generator (20 features), one device per client, non-IID (§3.1 scenario 4:
-each client knows only its own device's attacks), a global test set from every device; or, with
-``--scenario imbalanced-iid``, every client drawing the same counts from the pooled devices.
+each client knows only its own device's attacks), a global test set from every device (or, with
+``--global-test honest``, from the honest clients' devices only: the attacker's device is known
+to the attacker alone, so only the honest clients' devices are a target a defence can be held
+to); or, with ``--scenario imbalanced-iid``, every client drawing the same counts from the pooled devices.
 P2PK-SMOTE (``ksmote``, sharing α = 0.1 of D_syn) with each aggregation rule of
 ``aggregation.robustRule`` as its own method (``methods[].robustRule``), on identical shards and
 seeds. Two neighbourhoods, as the issue asks: four clients in a full mesh and five in a ring,
 the last client the attacker (``spec.adversaries``, from round 1, each attack's default
-strength, see ``p2p_job.adversaries``); one clean run per neighbourhood (the same client honest)
+strength, see ``p2p_job.adversaries``, or the one given as ``name:factor``); one clean run per neighbourhood (the same client honest)
 and one where the attacker is ``silent`` (publishes nothing: the baseline of an attacker whose
 every publication is refused). With several ``--seeds`` every rate is the mean over the seeds.
 
@@ -29,7 +31,7 @@ what its honest data would have taught them (its device's traffic), which the cl
 the ``silent`` row measures that loss, and the last line of the change table gives each rule's
 worst change against it (how far the attacks on the model get beyond leaving the attacker out).
 The rejection counts include the models a rule left out (``robust-rule``: Krum's unchosen,
-the validation rule's rejected). ``--refuse-hostile-points`` sets
+the filtered mean's outliers, the validation rule's rejected). ``--refuse-hostile-points`` sets
 ``aggregation.refuseHostilePoints`` (on: a model refused as hostile takes its shared points
 with it; off: they are judged on their own).
 """
@@ -70,7 +72,7 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
     return {
         "apiVersion": "p2pk.io/v1alpha1",
         "kind": "P2PExperiment",
-        "metadata": {"name": f"attack-{topology}-{attack or 'clean'}"},
+        "metadata": {"name": f"attack-{topology}-{(attack or 'clean').replace(':', '-x').replace('.', '-')}"},
         "spec": {
             "seed": seed,
             "rounds": rounds,
@@ -82,9 +84,26 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
             "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in rules],
             "rebalancing": {"k": 10, "neighbours": 10},
             "training": {"localEpochs": 1, "batchSize": 64, "learningRate": 3e-3},
-            "adversaries": [{"client": clients[-1]["name"], "attack": attack}] if attack else [],
+            "adversaries": [adversary(clients[-1]["name"], attack)] if attack else [],
         },
     }
+
+
+def kind(attack: str) -> str:
+    """The attack of an ``--attacks`` entry: ``sign-flip`` or, with a strength, ``sign-flip:3``."""
+    return attack.split(":")[0]
+
+
+def adversary(client: str, attack: str) -> dict:
+    """``spec.adversaries[]`` for an ``--attacks`` entry (``name`` or ``name:factor``)."""
+    name, _, factor = attack.partition(":")
+    return {"client": client, "attack": name, **({"factor": float(factor)} if factor else {})}
+
+
+def label(attack: str) -> str:
+    """How a table names an ``--attacks`` entry: ``sign-flip ×3`` for ``sign-flip:3``."""
+    name, _, factor = attack.partition(":")
+    return f"{name} ×{factor}" if factor else name
 
 
 def global_test(n: int, test: str) -> dict:
@@ -137,7 +156,8 @@ def tables(topology: str, rounds: int, seeds: list[int], results: dict[str, pd.D
     the seeds (so each change is the mean of the per-seed paired changes' signed values)."""
     clean, silent = results["clean"], results.get("silent")
     rules = list(clean.index)
-    attacks = [a for a in (*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS) if a in results]
+    order = (*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS)
+    attacks = sorted((a for a in results if a != "clean"), key=lambda a: (order.index(kind(a)), ":" in a))
     header = ["| attack | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
     rates = [*header, "| clean | " + " | ".join(f"{clean.loc[r, 'fnr']:.3f} / {clean.loc[r, 'fpr']:.3f}" for r in rules) + " |"]
     changes = list(header)
@@ -145,13 +165,13 @@ def tables(topology: str, rounds: int, seeds: list[int], results: dict[str, pd.D
     worst_silent = {r: 0.0 for r in rules}
     for attack in attacks:
         got = results[attack]
-        name = f"{attack} (baseline)" if attack in BASELINES else attack
+        name = f"{attack} (baseline)" if attack in BASELINES else label(attack)
         rates.append(f"| {name} | " + " | ".join(
             f"{got.loc[r, 'fnr']:.3f} / {got.loc[r, 'fpr']:.3f} ({got.loc[r, 'rejected']:.0f} rej.)" for r in rules) + " |")
         cells = []
         for r in rules:
             smooth = _change(got.loc[r], clean.loc[r], "3")
-            if attack in MODEL_ATTACKS:
+            if kind(attack) in MODEL_ATTACKS:
                 worst[r] = max(worst[r], smooth)
                 if silent is not None:
                     worst_silent[r] = max(worst_silent[r], _change(got.loc[r], silent.loc[r], "3"))
@@ -181,7 +201,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="7", help="experiment seeds, comma-separated (rates are averaged over them)")
     parser.add_argument("--rules", default=",".join(RULES), help="robust rules, comma-separated (each its own method)")
     parser.add_argument("--attacks", default=",".join((*BASELINES, *MODEL_ATTACKS, *POINT_ATTACKS)),
-                        help="attacks besides the clean run, comma-separated")
+                        help="attacks besides the clean run, comma-separated; name:factor sets an attack's strength "
+                             "(spec.adversaries[].factor), e.g. sign-flip:3")
     parser.add_argument("--refuse-hostile-points", choices=("on", "off"), default="on",
                         help="aggregation.refuseHostilePoints: refuse the points of a neighbour whose model was refused as hostile")
     parser.add_argument("--global-test", choices=("all", "honest"), default="all",
@@ -195,7 +216,7 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     rules = tuple(args.rules.split(","))
     attacks = [a for a in args.attacks.split(",") if a]
-    unknown = set(rules) - set(RULES) | set(attacks) - set(DEFAULTS)
+    unknown = set(rules) - set(RULES) | {kind(a) for a in attacks} - set(DEFAULTS)
     if unknown:
         parser.error(f"unknown rule or attack: {', '.join(sorted(unknown))}")
     refuse = args.refuse_hostile_points == "on"
