@@ -31,7 +31,7 @@ what its honest data would have taught them (its device's traffic), which the cl
 the ``silent`` row measures that loss, and the last line of the change table gives each rule's
 worst change against it (how far the attacks on the model get beyond leaving the attacker out).
 The rejection counts include the models a rule left out (``robust-rule``: Krum's unchosen,
-the filtered mean's outliers, the validation rule's rejected). ``--refuse-hostile-points`` sets
+the filtered clipped mean's outliers, the validation rule's rejected). ``--refuse-hostile-points`` sets
 ``aggregation.refuseHostilePoints`` (on: a model refused as hostile takes its shared points
 with it; off: they are judged on their own).
 """

@@ -56,7 +56,7 @@ REJECT_REASONS = (
     "out-of-range",     # a shared point beyond rebalancing.pointTolerance of the receiver's feature ranges
     "class-region",     # a shared point inside the receiver's own region of the other class (rebalancing.classRegion)
     "degenerate",       # a model with non-finite values or outputs, or a BatchNorm variance <= 0
-    "robust-rule",      # a model aggregation.robustRule left out (krum, multi-krum, filtered-mean, validation)
+    "robust-rule",      # a model aggregation.robustRule left out (krum, multi-krum, filtered-clipped-mean, validation)
     "hostile-sender",   # a shared point whose sender's model was refused as hostile (aggregation.refuseHostilePoints)
 )
 

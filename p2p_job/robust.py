@@ -23,14 +23,21 @@ exchanged (``p2p_job.model``), so there is no counter to combine.
   tolerant gradient descent", NeurIPS 2017): :func:`krum_scores`, :func:`krum_select`; multi-Krum
   averages the ``n − f`` best with the p_k of equation 6, renormalised over them.
 
-* ``filtered-mean`` — equation 5 over the contributors Krum's scores do not single out as
-  outliers (:func:`krum_outliers`): a neighbour whose score is far above the others' is left
-  out, every other one keeps its p_k (renormalised). Krum keeps one contributor and multi-Krum
-  drops f every round, honest or not; on non-IID data that throws away honest neighbours'
-  devices. This rule drops only the evidently hostile, so with every neighbour honest it is
-  the paper's mean. Distance-based neighbour filtering before averaging is the first stage of
-  MOZI (Guo, Zhang, Xie, Ma, Xiang, Liu, "Towards Byzantine-resilient learning in
-  decentralized systems", 2020); the scores are Blanchard et al.'s.
+* ``filtered-clipped-mean`` — three steps: leave out the neighbours Krum's scores single out as
+  outliers (:func:`krum_outliers`: a score far above the others'), clip each remaining
+  neighbour's difference to the peer's own model **tensor by tensor** to that tensor's
+  (m − f)-th smallest neighbour distance (:func:`clip_each_tensor`), and average with equation
+  6's p_k (renormalised). The filter refuses the evidently hostile whole (Krum keeps one
+  contributor and multi-Krum drops f every round, honest or not; on non-IID data both throw
+  away honest neighbours' devices); the clipping bounds what a model that passes the filter
+  can do through any one tensor — a model replacement that only lowers the output bias (one
+  number) is close to the others on the whole model yet moves every score. With every
+  neighbour honest and alike it is close to the paper's mean. Distance-based neighbour
+  filtering before averaging is the first stage of MOZI (Guo, Zhang, Xie, Ma, Xiang, Liu,
+  "Towards Byzantine-resilient learning in decentralized systems", 2020); the scores are
+  Blanchard et al.'s; the clipping is ClippedGossip's self-centred clipping (He, Karimireddy,
+  Jaggi 2022) applied per tensor, as per-layer clipping is in McMahan, Ramage, Talwar, Zhang,
+  "Learning differentially private recurrent language models", ICLR 2018.
 
 * ``validation`` — loss-based rejection (Fang, Cao, Jia, Gong, "Local model poisoning attacks
   to Byzantine-robust federated learning", USENIX Security 2020, §5 "LFR"), with the peer's own
@@ -57,7 +64,7 @@ from p2p_job.aggregation import weighted_average
 State = dict[str, np.ndarray]
 
 #: The rules of ``spec.aggregation.robustRule`` (and ``methods[].robustRule``).
-RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-mean", "validation")
+RULES = ("mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-clipped-mean", "validation")
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,17 @@ def clip_to_reference(states: list[State], max_norm: float | None = None, refere
     return clipped
 
 
+def clip_each_tensor(states: list[State], reference: int = 0, *, byzantine: int = 1) -> list[State]:
+    """:func:`clip_to_reference` with its default bound, entry by entry: each contributor's
+    difference to ``states[reference]`` in one tensor is clipped to that tensor's (m − f)-th
+    smallest neighbour distance, so no contributor moves any one tensor farther than an honest
+    neighbour does, whatever it does elsewhere. Each clipped entry lies on the segment between
+    the reference's and the contributor's, so BatchNorm variances stay positive."""
+    names = _check(states)
+    per_entry = {name: clip_to_reference([{name: s[name]} for s in states], None, reference, byzantine=byzantine) for name in names}
+    return [{name: per_entry[name][k][name] for name in names} for k in range(len(states))]
+
+
 def krum_scores(states: list[State], byzantine: int) -> np.ndarray:
     """Krum's score of each contributor (Blanchard et al. 2017): the sum of squared distances to
     its ``n − f − 2`` nearest other contributors (at least 1, at most ``n − 1``). Lower is more
@@ -245,7 +263,7 @@ def validation_filter(states: list[State], weights, loss: Callable[[State], floa
 def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1, clip_norm: float | None = None,
                  loss: Callable[[State], float] | None = None, tolerance: float = 0.0) -> Merge:
     """Combine ``states`` (the peer's own first) with ``rule`` of :data:`RULES`; ``weights``
-    are equation 6's p_k (used by ``mean``, ``clipped-mean``, ``multi-krum``, ``filtered-mean``
+    are equation 6's p_k (used by ``mean``, ``clipped-mean``, ``multi-krum``, ``filtered-clipped-mean``
     and ``validation``), ``byzantine`` the number f of hostile contributors the rule should
     withstand; ``loss`` (a state's loss on the peer's validation split) and ``tolerance`` are
     the validation rule's."""
@@ -258,10 +276,11 @@ def robust_merge(rule: str, states: list[State], weights, *, byzantine: int = 1,
         return Merge(trimmed_mean(states, byzantine))
     if rule == "clipped-mean":
         return Merge(weighted_average(clip_to_reference(states, clip_norm, byzantine=byzantine), weights))
-    if rule == "filtered-mean":
+    if rule == "filtered-clipped-mean":
         outliers = tuple(krum_outliers(krum_scores(states, byzantine), byzantine))
         kept = [i for i in range(len(states)) if i not in outliers]
-        return Merge(weighted_average([states[i] for i in kept], weights[kept]), outliers, outliers)
+        clipped = clip_each_tensor([states[i] for i in kept], byzantine=byzantine)
+        return Merge(weighted_average(clipped, weights[kept]), outliers, outliers)
     if rule in ("krum", "multi-krum", "validation"):
         if rule == "validation":
             if loss is None:

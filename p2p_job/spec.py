@@ -40,7 +40,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RebalancingMethod = Literal["none", "random-over", "random-under", "smote", "ksmote"]
 AggregationRule = Literal["p2p", "fedavg", "local"]
 #: How contributors are combined (``p2p_job.robust.RULES``): ``mean`` is the paper's equation 5.
-RobustRule = Literal["mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-mean", "validation"]
+RobustRule = Literal["mean", "median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-clipped-mean", "validation"]
 ScenarioKind = Literal["balanced-iid", "imbalanced-iid", "mixed-iid", "non-iid"]
 TopologyKind = Literal["full", "ring", "k-regular", "erdos-renyi", "explicit"]
 DatasetKind = Literal["builtin", "nbaiot", "botiot", "tabular"]
@@ -551,9 +551,9 @@ class AggregationSpec(SpecModel):
     robust_rule: RobustRule = Field(
         "mean",
         description="How the peer and its neighbours are combined: mean (equation 5, the paper), median, trimmed-mean, "
-        "clipped-mean, krum, multi-krum, filtered-mean or validation (p2p_job.robust; deviations from the paper against hostile neighbours).",
+        "clipped-mean, krum, multi-krum, filtered-clipped-mean or validation (p2p_job.robust; deviations from the paper against hostile neighbours).",
     )
-    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), clipped-mean (clips the f farthest by default), krum, multi-krum, filtered-mean and validation (leave out at most f) withstand.")
+    byzantine: int = Field(1, ge=0, le=1000, description="f: hostile contributors per neighbourhood that trimmed-mean (trims f per side), clipped-mean (clips the f farthest by default), krum, multi-krum, filtered-clipped-mean and validation (leave out at most f) withstand.")
     validation_tolerance: float = Field(
         0.05, ge=0, le=1e6, allow_inf_nan=False,
         description="validation: leave a neighbour out when removing it from the equation 5 mean lowers the peer's "
@@ -562,7 +562,7 @@ class AggregationSpec(SpecModel):
     refuse_hostile_points: bool = Field(
         True,
         description="Also refuse the shared points of a neighbour whose model this peer refused as hostile in that round: "
-        "a model check (model-mismatch, bad-weights, degenerate) or an outlier of the robust rule (krum, multi-krum and filtered-mean: "
+        "a model check (model-mismatch, bad-weights, degenerate) or an outlier of the robust rule (krum, multi-krum and filtered-clipped-mean: "
         "a worst-scored contributor far beyond the others; validation: a rejected neighbour), never a model merely not "
         "chosen. Counted per point as hostile-sender. False: its points are judged on their own.",
     )

@@ -253,11 +253,11 @@ def test_krum_refuses_the_points_of_the_outlier_it_singles_out_and_keeps_those_o
             assert records[c].points_rejected == n * refuse
 
 
-def test_the_filtered_mean_leaves_out_only_the_outlier_and_averages_every_honest_neighbour(tmp_path, shards):
-    """A BatchNorm bias shifted by 100: the filtered mean singles out the attacker (its points
-    go, ``hostile-sender``), uses every honest neighbour's model and points, and its merged model
-    is equation 5 over the honest contributors alone."""
-    rnd = Round(tmp_path, shards, robustRule="filtered-mean")
+def test_the_filtered_clipped_mean_leaves_out_only_the_outlier_and_averages_every_honest_neighbour(tmp_path, shards):
+    """A BatchNorm bias shifted by 100: the filtered clipped mean singles out the attacker (its
+    points go, ``hostile-sender``), uses every honest neighbour's model and points, and its
+    merged model is built from the honest contributors alone (inside the range they span)."""
+    rnd = Round(tmp_path, shards, robustRule="filtered-clipped-mean")
     rnd.plant(delta={n: v + (100.0 if n == "1.bias" else 0.0) for n, v in rnd.template.delta.items()})
     records = rnd.merge()
     n = len(rnd.template.synthetic_y)
@@ -438,3 +438,24 @@ def test_in_a_ring_of_five_only_the_attackers_neighbours_see_it_and_reject_it(tm
         assert records[c].points_rejected == n * sees
         assert sorted(merged.used) == sorted(n for n in rnd.hood[c] if n != ATTACKER)
         assert math.isfinite(records[c].metrics["global"]["fpr"])
+
+
+def test_an_output_bias_shift_the_filter_does_not_flag_is_clipped_to_the_honest_spread(tmp_path, shards):
+    """Model replacement's stealthy form: the attacker's model with only the output bias moved,
+    by too little to make its whole-model Krum score an outlier. Each tensor is clipped to its
+    (m − f)-th smallest neighbour distance, so every honest peer's merged output bias moves from
+    its own no farther than its honest neighbours' output biases lie from it."""
+    rnd = Round(tmp_path, shards, robustRule="filtered-clipped-mean")
+    w0 = rnd.peers["client-a"].w0
+    out = [name for name in w0 if name.endswith("bias")][-1]
+    rnd.plant(delta={n: v + (-3.0 if n == out else 0.0) for n, v in rnd.template.delta.items()})
+    rnd.merge()
+    from p2p_job.model import model_state
+
+    for c in HONEST:
+        [merged] = rnd.events[c]
+        assert merged.rejected == [], merged.rejected  # not flagged: its model is used, clipped
+        honest = [w0[out] + rnd.honest[o].delta[out] for o in HONEST if o != c]
+        mine = w0[out] + rnd.honest[c].delta[out]
+        bound = max(float(np.abs(h - mine).max()) for h in honest)
+        assert float(np.abs(model_state(rnd.peers[c].model)[out] - mine).max()) <= bound + 1e-5

@@ -8,6 +8,7 @@ import pytest
 from p2p_job.aggregation import capped_shares, fedavg_weights, mixing_weights
 from p2p_job.robust import (
     RULES,
+    clip_each_tensor,
     clip_to_reference,
     coordinate_median,
     krum_outliers,
@@ -140,12 +141,12 @@ def test_robust_merge_dispatches_every_rule():
         "clipped-mean": (0 + 1 + 2 + 2) / 4,    # bound = median distance 2: 10 -> 2
         "krum": 0.0,                            # scores (1, 1, 1, 64): the lowest index of the tie, the peer itself
         "multi-krum": 1.0,                      # the n - f = 3 best: 0, 1, 2
-        "filtered-mean": 1.0,                   # 10 is an outlier (64 > 10 × 1); the mean of 0, 1, 2
+        "filtered-clipped-mean": (0 + 1 + 1) / 3,  # 10 is an outlier (64 > 10 × 1); of distances 1, 2 the bound is the 1st: 2 -> 1
         "validation": 1.0,                      # loss w²: dropping 10 lowers it from 3.25² to 1²
     }
-    left_out = {"krum": (1, 2, 3), "multi-krum": (3,), "filtered-mean": (3,), "validation": (3,)}
+    left_out = {"krum": (1, 2, 3), "multi-krum": (3,), "filtered-clipped-mean": (3,), "validation": (3,)}
     # Krum's score 64 > 10 × the median of (1, 1, 1): an outlier; Krum's unchosen 1 and 2 are not
-    outliers = {"krum": (3,), "multi-krum": (3,), "filtered-mean": (3,), "validation": (3,)}
+    outliers = {"krum": (3,), "multi-krum": (3,), "filtered-clipped-mean": (3,), "validation": (3,)}
     for rule in RULES:
         merge = robust_merge(rule, s, weights, byzantine=1, loss=lambda state: float(state["w"][0] ** 2), tolerance=0.5)
         assert merge.state["w"].tolist() == pytest.approx([expected[rule]]), rule
@@ -171,28 +172,43 @@ def test_krum_outliers_by_hand():
     assert merge.left_out == (1, 2, 3) and merge.outliers == ()
 
 
-def test_filtered_mean_by_hand():
-    """Equation 5 over the contributors that are not Krum outliers, p_k renormalised over them."""
+def test_clip_each_tensor_bounds_every_tensor_where_whole_model_clipping_does_not():
+    """Peer (0, 0 | 0); A (3, 4 | 0.1); B (0, 1 | 5): m = 2, f = 1, so each tensor's bound is its
+    smaller neighbour distance: w's 1 (B's), b's 0.1 (A's). A's w is scaled by 1/5, B's b to 0.1.
+    Clipping the whole model to its bound (A's distance 5.001) leaves B's b at 4.9."""
+    s = [{"w": np.array(w, np.float32), "b": np.array(b, np.float32)}
+         for w, b in (([0, 0], [0]), ([3, 4], [0.1]), ([0, 1], [5]))]
+    clipped = clip_each_tensor(s, byzantine=1)
+    assert clipped[0]["w"].tolist() == [0, 0] and clipped[0]["b"].tolist() == [0]
+    assert clipped[1]["w"].tolist() == pytest.approx([0.6, 0.8]) and clipped[1]["b"].tolist() == pytest.approx([0.1])
+    assert clipped[2]["w"].tolist() == pytest.approx([0, 1]) and clipped[2]["b"].tolist() == pytest.approx([0.1])
+    assert clip_to_reference(s, byzantine=1)[2]["b"].tolist() == pytest.approx([5 * 5.001 / np.sqrt(26)], rel=1e-3)
+
+
+def test_filtered_clipped_mean_by_hand():
+    """Leave out the Krum outliers, clip each tensor to its (m − f)-th smallest distance, then
+    equation 5 with p_k renormalised over the rest."""
     s = [{"w": np.array([x, 0.0], np.float32)} for x in (0.0, 1.0, 3.0, 40.0)]
     weights = np.array([0.4, 0.3, 0.2, 0.1])
-    # f = 1, n − f − 2 = 1 nearest: scores 1, 1, 4, 37² = 1369; median of the 3 best = 1
-    merge = robust_merge("filtered-mean", s, weights, byzantine=1)
+    # f = 1, n − f − 2 = 1 nearest: scores 1, 1, 4, 37² = 1369 > 10 × the median 1 of the 3 best;
+    # then distances 1 and 3, bound the smaller (m − f = 1st): 3 -> 1
+    merge = robust_merge("filtered-clipped-mean", s, weights, byzantine=1)
     assert merge.left_out == merge.outliers == (3,)
-    assert merge.state["w"].tolist() == pytest.approx([(0.4 * 0 + 0.3 * 1 + 0.2 * 3) / 0.9, 0.0])
-    # honest spread only (the worst score 9 is < 10 × the median 1): it is the paper's mean
+    assert merge.state["w"].tolist() == pytest.approx([(0.3 * 1 + 0.2 * 1) / 0.9, 0.0])
+    # honest spread only (the worst score 9 is < 10 × the median 1): nobody is left out; the
+    # distances 1, 3, 6 give the bound 3 (2nd smallest), so 6 -> 3
     s[3]["w"] = np.array([6.0, 0.0], np.float32)
-    merge = robust_merge("filtered-mean", s, weights, byzantine=1)
-    assert merge.left_out == () and merge.state["w"].tolist() == pytest.approx([0.3 + 0.6 + 0.6, 0.0])
-    assert merge.state["w"].tolist() == robust_merge("mean", s, weights).state["w"].tolist()
-    # f = 0 trusts everyone: the mean, however far a contributor is
+    merge = robust_merge("filtered-clipped-mean", s, weights, byzantine=1)
+    assert merge.left_out == () and merge.state["w"].tolist() == pytest.approx([0.3 + 0.6 + 0.3, 0.0])
+    # f = 0 trusts everyone: no outlier, no clipping — the paper's mean, however far a contributor is
     s[3]["w"] = np.array([1e6, 0.0], np.float32)
-    assert robust_merge("filtered-mean", s, weights, byzantine=0).state["w"].tolist() == robust_merge("mean", s, weights).state["w"].tolist()
+    assert robust_merge("filtered-clipped-mean", s, weights, byzantine=0).state["w"].tolist() == pytest.approx(robust_merge("mean", s, weights).state["w"].tolist())
     # a ring's three contributors (the peer, two neighbours): scores are each one's nearest
     # squared distance, 1, 1, 100²; the far neighbour goes, the peer never does
     ring = [{"w": np.array([x], np.float32)} for x in (0.0, 1.0, 101.0)]
-    assert robust_merge("filtered-mean", ring, [1 / 3] * 3, byzantine=1).left_out == (2,)
+    assert robust_merge("filtered-clipped-mean", ring, [1 / 3] * 3, byzantine=1).left_out == (2,)
     ring = [{"w": np.array([x], np.float32)} for x in (101.0, 0.0, 1.0)]
-    assert robust_merge("filtered-mean", ring, [1 / 3] * 3, byzantine=1).left_out == ()
+    assert robust_merge("filtered-clipped-mean", ring, [1 / 3] * 3, byzantine=1).left_out == ()
 
 
 def test_one_hostile_contributor_of_four_cannot_drag_the_robust_rules():
@@ -200,7 +216,7 @@ def test_one_hostile_contributor_of_four_cannot_drag_the_robust_rules():
     for attack in (honest[0] * -10, honest[0] * 1e6, np.full(3, np.finfo(np.float32).max / 4)):
         s = [{"w": h.astype(np.float32)} for h in honest] + [{"w": attack.astype(np.float32)}]
         loss = lambda state: float(((state["w"] - honest[0]) ** 2).sum())  # noqa: E731 - the honest peer's own data
-        for rule in ("median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-mean", "validation"):
+        for rule in ("median", "trimmed-mean", "clipped-mean", "krum", "multi-krum", "filtered-clipped-mean", "validation"):
             merged = robust_merge(rule, s, [0.25] * 4, byzantine=1, loss=loss, tolerance=0.1).state["w"]
             assert np.abs(merged - honest[1]).max() < 0.05, (rule, merged)
 
