@@ -443,8 +443,8 @@ def test_in_a_ring_of_five_only_the_attackers_neighbours_see_it_and_reject_it(tm
 def test_an_output_bias_shift_the_filter_does_not_flag_is_clipped_to_the_honest_spread(tmp_path, shards):
     """Model replacement's stealthy form: the attacker's model with only the output bias moved,
     by too little to make its whole-model Krum score an outlier. Each tensor is clipped to its
-    (m − f)-th smallest neighbour distance, so every honest peer's merged output bias moves from
-    its own no farther than its honest neighbours' output biases lie from it."""
+    (m − f)-th smallest neighbour distance (× 3), so every honest peer's merged output bias moves
+    from its own no farther than 3 × its farthest honest neighbour's output bias lies from it."""
     rnd = Round(tmp_path, shards, robustRule="filtered-clipped-mean")
     w0 = rnd.peers["client-a"].w0
     out = [name for name in w0 if name.endswith("bias")][-1]
@@ -458,4 +458,4 @@ def test_an_output_bias_shift_the_filter_does_not_flag_is_clipped_to_the_honest_
         honest = [w0[out] + rnd.honest[o].delta[out] for o in HONEST if o != c]
         mine = w0[out] + rnd.honest[c].delta[out]
         bound = max(float(np.abs(h - mine).max()) for h in honest)
-        assert float(np.abs(model_state(rnd.peers[c].model)[out] - mine).max()) <= bound + 1e-5
+        assert float(np.abs(model_state(rnd.peers[c].model)[out] - mine).max()) <= 3 * bound + 1e-5

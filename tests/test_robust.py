@@ -141,7 +141,7 @@ def test_robust_merge_dispatches_every_rule():
         "clipped-mean": (0 + 1 + 2 + 2) / 4,    # bound = median distance 2: 10 -> 2
         "krum": 0.0,                            # scores (1, 1, 1, 64): the lowest index of the tie, the peer itself
         "multi-krum": 1.0,                      # the n - f = 3 best: 0, 1, 2
-        "filtered-clipped-mean": (0 + 1 + 1) / 3,  # 10 is an outlier (64 > 10 × 1); of distances 1, 2 the bound is the 1st: 2 -> 1
+        "filtered-clipped-mean": 1.0,           # 10 is an outlier (64 > 10 × 1); distances 1, 2 within 3 × 1: the mean of 0, 1, 2
         "validation": 1.0,                      # loss w²: dropping 10 lowers it from 3.25² to 1²
     }
     left_out = {"krum": (1, 2, 3), "multi-krum": (3,), "filtered-clipped-mean": (3,), "validation": (3,)}
@@ -178,28 +178,33 @@ def test_clip_each_tensor_bounds_every_tensor_where_whole_model_clipping_does_no
     Clipping the whole model to its bound (A's distance 5.001) leaves B's b at 4.9."""
     s = [{"w": np.array(w, np.float32), "b": np.array(b, np.float32)}
          for w, b in (([0, 0], [0]), ([3, 4], [0.1]), ([0, 1], [5]))]
-    clipped = clip_each_tensor(s, byzantine=1)
+    clipped = clip_each_tensor(s, byzantine=1, factor=1)
     assert clipped[0]["w"].tolist() == [0, 0] and clipped[0]["b"].tolist() == [0]
     assert clipped[1]["w"].tolist() == pytest.approx([0.6, 0.8]) and clipped[1]["b"].tolist() == pytest.approx([0.1])
     assert clipped[2]["w"].tolist() == pytest.approx([0, 1]) and clipped[2]["b"].tolist() == pytest.approx([0.1])
     assert clip_to_reference(s, byzantine=1)[2]["b"].tolist() == pytest.approx([5 * 5.001 / np.sqrt(26)], rel=1e-3)
+    # the default factor 3: bounds 3 and 0.3; A's w (5) -> 3, B's b (5) -> 0.3
+    clipped = clip_each_tensor(s, byzantine=1)
+    assert clipped[1]["w"].tolist() == pytest.approx([1.8, 2.4]) and clipped[2]["b"].tolist() == pytest.approx([0.3])
+    assert clipped[2]["w"].tolist() == pytest.approx([0, 1]) and clipped[1]["b"].tolist() == pytest.approx([0.1])
 
 
 def test_filtered_clipped_mean_by_hand():
     """Leave out the Krum outliers, clip each tensor to its (m − f)-th smallest distance, then
     equation 5 with p_k renormalised over the rest."""
-    s = [{"w": np.array([x, 0.0], np.float32)} for x in (0.0, 1.0, 3.0, 40.0)]
+    s = [{"w": np.array([x, 0.0], np.float32)} for x in (0.0, 1.0, 5.0, 40.0)]
     weights = np.array([0.4, 0.3, 0.2, 0.1])
-    # f = 1, n − f − 2 = 1 nearest: scores 1, 1, 4, 37² = 1369 > 10 × the median 1 of the 3 best;
-    # then distances 1 and 3, bound the smaller (m − f = 1st): 3 -> 1
+    # f = 1, n − f − 2 = 1 nearest: scores 1, 1, 16, 35² = 1225; only the f worst can be an
+    # outlier, 1225 > 10 × the median 1 of the 3 best; then distances 1 and 5, bound 3 × the
+    # (m − f = 1st) smallest: 5 -> 3
     merge = robust_merge("filtered-clipped-mean", s, weights, byzantine=1)
     assert merge.left_out == merge.outliers == (3,)
-    assert merge.state["w"].tolist() == pytest.approx([(0.3 * 1 + 0.2 * 1) / 0.9, 0.0])
+    assert merge.state["w"].tolist() == pytest.approx([(0.3 * 1 + 0.2 * 3) / 0.9, 0.0])
     # honest spread only (the worst score 9 is < 10 × the median 1): nobody is left out; the
-    # distances 1, 3, 6 give the bound 3 (2nd smallest), so 6 -> 3
-    s[3]["w"] = np.array([6.0, 0.0], np.float32)
+    # distances 1, 3, 6 give the bound 3 × 3 (the 2nd smallest): nothing clipped, the paper's mean
+    s[2]["w"], s[3]["w"] = np.array([3.0, 0.0], np.float32), np.array([6.0, 0.0], np.float32)
     merge = robust_merge("filtered-clipped-mean", s, weights, byzantine=1)
-    assert merge.left_out == () and merge.state["w"].tolist() == pytest.approx([0.3 + 0.6 + 0.3, 0.0])
+    assert merge.left_out == () and merge.state["w"].tolist() == pytest.approx([0.3 + 0.6 + 0.6, 0.0])
     # f = 0 trusts everyone: no outlier, no clipping — the paper's mean, however far a contributor is
     s[3]["w"] = np.array([1e6, 0.0], np.float32)
     assert robust_merge("filtered-clipped-mean", s, weights, byzantine=0).state["w"].tolist() == pytest.approx(robust_merge("mean", s, weights).state["w"].tolist())
