@@ -207,13 +207,14 @@ def _round_over_the_store(tmp_path, exp, timeout: float = 5) -> list:
     return [peers[c].merge_and_evaluate(1, exchanges[c]) for c in CLIENTS]
 
 
+@pytest.mark.parametrize("rule", ["median", "filtered-clipped-mean"])
 @pytest.mark.parametrize("attack", sorted(DEFAULTS))
-def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
-    """One attacker of four (full mesh), through the directory store with the robust defaults a
+def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack, rule):
+    """One attacker of four (full mesh), through the directory store with a robust rule a
     hostile neighbourhood calls for: no honest peer fails, every model stays finite, and the
     attack is either refused (a rejection counted) or bounded (honest rates stay rates)."""
     extra = {"points": 300} if attack == "flooding" else {}  # label-flip, out-of-range: as many as honest
-    exp = parse_experiment(_doc([{"client": "d", "attack": attack, **extra}], rounds=1, aggregation={"robustRule": "median"}))
+    exp = parse_experiment(_doc([{"client": "d", "attack": attack, **extra}], rounds=1, aggregation={"robustRule": rule}))
     records = _round_over_the_store(tmp_path, exp, timeout=1 if attack == "silent" else 5)
     honest = [r for r in records if not r.adversarial]
     assert [r.client for r in records if r.adversarial] == ["d"] and len(honest) == 3
@@ -225,6 +226,8 @@ def test_honest_peers_over_the_store_survive_every_attack(tmp_path, attack):
         assert rejected == 3, (attack, [(r.client, r.payloads_rejected) for r in honest])
     if attack == "out-of-range":  # every point dropped one by one; its model (honest) is used
         assert rejected == 0 and all(r.points_rejected > 0 for r in honest)
+    if rule == "filtered-clipped-mean" and attack in ("sign-flip", "model-replacement"):  # sound models, singled out
+        assert rejected == 3, (attack, [(r.client, r.payloads_rejected) for r in honest])
     if attack == "silent":  # nothing to reject: d is missing for each honest peer
         assert rejected == 0 and [r.neighbours_missing for r in honest] == [1, 1, 1]
 
