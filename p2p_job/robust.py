@@ -132,7 +132,7 @@ def _flat(states: list[State]) -> np.ndarray:
 
 
 def clip_to_reference(states: list[State], max_norm: float | None = None, reference: int = 0, *,
-                      byzantine: int = 1) -> list[State]:
+                      byzantine: int = 1, margin: float = 1.0) -> list[State]:
     """Norm clipping (Sun et al. 2019): every contributor's difference to ``states[reference]``
     (the peer's own model) is scaled down to at most τ in L2 norm over all entries:
     ``w_ref + (w_k − w_ref) · min(1, τ / ‖w_k − w_ref‖)``. Sun et al. clip to a fixed bound: that is
@@ -150,18 +150,20 @@ def clip_to_reference(states: list[State], max_norm: float | None = None, refere
     D/2.) f = 0 trusts every neighbour: τ is the largest distance and nothing is clipped,
     equation 5 itself. f ≥ m (e.g. a lone neighbour, the other's publication missing): τ is the
     smallest distance, so a lone neighbour is not clipped — no bound can tell it from an honest
-    one there.
+    one there. ``margin`` multiplies that adaptive τ (:func:`clip_each_tensor` uses 3).
     Each clipped state lies on the segment between the reference and the contributor, so
     BatchNorm variances stay positive when both ends' are."""
     if max_norm is not None and not max_norm > 0:
         raise ValueError(f"max_norm must be > 0; got {max_norm}")
     if byzantine < 0:
         raise ValueError(f"byzantine must be >= 0; got {byzantine}")
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0; got {margin}")
     names = _check(states)
     flat = _flat(states)
     distances = np.linalg.norm(flat - flat[reference], axis=1)
     others = np.sort(np.delete(distances, reference))
-    tau = max_norm if max_norm is not None else (float(others[max(1, others.size - byzantine) - 1]) if others.size else 0.0)
+    tau = max_norm if max_norm is not None else margin * (float(others[max(1, others.size - byzantine) - 1]) if others.size else 0.0)
     clipped = []
     for k, state in enumerate(states):
         scale = 1.0 if k == reference or distances[k] <= tau else tau / distances[k]
@@ -192,17 +194,9 @@ def clip_each_tensor(states: list[State], reference: int = 0, *, byzantine: int 
     neighbour but f equal to the reference there, is clipped to 0). Each clipped entry lies on
     the segment between the reference's and the contributor's, so BatchNorm variances stay
     positive."""
-    if not factor > 0:
-        raise ValueError(f"factor must be > 0; got {factor}")
     names = _check(states)
-    per_entry = {}
-    for name in names:
-        part = [{name: s[name]} for s in states]
-        flat = _flat(part)
-        others = np.sort(np.delete(np.linalg.norm(flat - flat[reference], axis=1), reference))
-        tau = float(others[max(1, others.size - byzantine) - 1]) if others.size else 0.0
-        per_entry[name] = clip_to_reference(part, None, reference, byzantine=byzantine) if tau == 0 else \
-            clip_to_reference(part, factor * tau, reference, byzantine=byzantine)
+    per_entry = {name: clip_to_reference([{name: s[name]} for s in states], None, reference, byzantine=byzantine, margin=factor)
+                 for name in names}
     return [{name: per_entry[name][k][name] for name in names} for k in range(len(states))]
 
 
