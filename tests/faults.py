@@ -1,6 +1,5 @@
 """Faults on purpose: a store outage made by a TCP proxy that refuses connections for a while,
-and random SIGKILLs of ``p2pk run``'s workers. Used by ``tests/test_faults.py`` and
-``benchmarks/bench_faults.py``.
+and random SIGKILLs of ``p2pk run``'s workers. Used by ``tests/test_faults.py``.
 
 moto keeps its data in memory and loses it on restart, so the outage is made in front of it: the
 proxy closes its listening socket (new connections are refused: ECONNREFUSED, as when a MinIO pod
@@ -130,8 +129,10 @@ def run_with_faults(spec: Path, out: Path, s3: services.S3Server, *, kills: int,
     """``p2pk run`` over S3 through a :class:`RefusingProxy`, at default settings, while a chaos
     thread SIGKILLs a random worker ``kills`` times and the store refuses connections for
     ``outage_seconds``. Faults are paced by progress, not by the clock, so that a fast and a slow
-    machine see the same run: a kill each time the workers together have finished
-    ``kill_every_rounds`` more rounds, the victim one that has finished a round since it last
+    machine see the same run: the i-th kill once the workers together have finished
+    ``i * kill_every_rounds`` rounds (a kill held back, by the outage or by no worker being ready,
+    does not push the later ones back, so that all of them fit in the run), the victim one that
+    has finished a round since it last
     started (scattered kills, as preemptions and OOM kills on a busy cluster, not a worker shot
     down again while it is still starting); the outage once ``outage_after_rounds`` rounds are done."""
     proxy = RefusingProxy(s3.endpoint)
@@ -170,7 +171,7 @@ def run_with_faults(spec: Path, out: Path, s3: services.S3Server, *, kills: int,
                 try:
                     os.kill(pid, signal.SIGKILL)
                     report.kills.append((round(time.monotonic() - start, 1), client))
-                    next_kill = done + kill_every_rounds
+                    next_kill += kill_every_rounds
                 except ProcessLookupError:
                     pass
 
