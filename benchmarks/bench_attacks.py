@@ -50,7 +50,7 @@ from p2p_job.robust import RULES
 from p2p_job.simulate import simulate
 from p2p_job.spec import parse_experiment
 
-MODEL_ATTACKS = ("scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base")
+MODEL_ATTACKS = ("scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base", "a-little-is-enough")
 POINT_ATTACKS = ("label-flip", "majority-flip", "out-of-range", "flooding")
 #: Not an attack on the model or the points: the attacker publishes nothing, what a defence that
 #: refused its every publication would leave the honest clients with.

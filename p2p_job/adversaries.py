@@ -20,6 +20,17 @@ On the model (what a robust aggregation rule must withstand):
   Gaussian Byzantine of Blanchard et al., "Machine learning with adversaries" (Krum), NIPS 2017.
 - ``inflated-n-base``: |D_base| × factor (default 1000): the weight input of eq. 6 that decides
   the attacker's share of every average.
+- ``a-little-is-enough``: per entry μ − z·σ with z = ``factor`` (default 1), μ and σ the mean
+  and standard deviation over the honest models the attacker knows: its own honest model of the
+  round and the neighbours' models it gathered (and that passed its model checks) in its last
+  aggregation — a shift small enough per entry to hide among honest models, in the same
+  direction in every entry (Baruch, Baruch, Goldberg, "A little is enough: circumventing
+  defenses for distributed learning", NeurIPS 2019). The paper's z_max = Φ⁻¹((n − s)/n), s =
+  ⌊n/2 + 1⌋ − m, is 0 for a neighbourhood of four with one attacker (n = 4, m = 1) and 0.43 for
+  a ring's three (n = 3), hence a fixed default of 1. Non-omniscient: the neighbours' models are
+  the previous round's, the only ones a peer has when it publishes; until it has gathered any it
+  publishes honestly. What it gathered is part of its checkpoint, so a restarted attacker goes
+  on as the one in ``p2pk simulate``.
 
 Neither (a baseline for the others):
 
@@ -64,6 +75,7 @@ DEFAULTS: dict[str, tuple[float | None, int | None]] = {
     "model-replacement": (10.0, None),
     "gaussian-noise": (1.0, None),
     "inflated-n-base": (1000.0, None),
+    "a-little-is-enough": (1.0, None),
     "label-flip": (None, None),     # None: as many points as the honest publication shares
     "majority-flip": (None, None),
     "out-of-range": (1000.0, None),
@@ -87,6 +99,9 @@ class Adversary:
         self.output_bias = list(w0)[-1]  # the last Linear's bias: one logit
         self.n_clients = len(exp.spec.scenario.clients)
         self._attack: Callable[[Adversary, Publication, np.random.Generator], Publication | None] = ATTACKS[spec.attack]
+        #: The neighbours' models (deltas against w0) of its last aggregation, each tensor stacked
+        #: over neighbours: what an attack that adapts to the honest models knows of them.
+        self.seen: dict[str, np.ndarray] = {}
 
     @property
     def client(self) -> str:
@@ -97,6 +112,21 @@ class Adversary:
         if pub.round < self.spec.from_round:
             return pub
         return self._attack(self, pub, rng(self.seed, self.method, self.client, pub.round, "adversary"))
+
+    def observe(self, deltas: list[dict[str, np.ndarray]]) -> None:
+        """The neighbours' models (deltas against w0) that passed its model checks in this
+        round's aggregation; kept only by the attacks that adapt to them (:data:`ADAPTIVE`)."""
+        if self.spec.attack in ADAPTIVE and deltas:
+            self.seen = {name: np.stack([d[name] for d in deltas]).astype(np.float32) for name in deltas[0]}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What :meth:`observe` kept, as checkpoint arrays (``adversary.seen.<tensor>``)."""
+        return {f"adversary.seen.{name}": value for name, value in self.seen.items()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back :meth:`state` from a checkpoint's arrays."""
+        prefix = "adversary.seen."
+        self.seen = {k.removeprefix(prefix): np.asarray(v, np.float32) for k, v in arrays.items() if k.startswith(prefix)}
 
     # ------------------------------------------------------------------ helpers
 
@@ -140,6 +170,16 @@ def _inflated_n_base(adv: Adversary, pub: Publication, gen: np.random.Generator)
     return replace(pub, n_base=int(round(pub.n_base * adv.factor)))
 
 
+def _a_little_is_enough(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
+    if not adv.seen:  # no neighbour's model gathered yet: nothing to hide among
+        return pub
+    delta = {}
+    for name, own in pub.delta.items():
+        models = np.concatenate([adv.seen[name], own[None]])
+        delta[name] = (models.mean(axis=0) - np.float32(adv.factor) * models.std(axis=0)).astype(np.float32)
+    return replace(pub, delta=delta)
+
+
 def _label_flip(adv: Adversary, pub: Publication, gen: np.random.Generator) -> Publication:
     X, y = adv._own_rows(adv._count(pub), gen)
     return replace(pub, synthetic_X=X, synthetic_y=(1 - y).astype(np.int8))
@@ -175,12 +215,17 @@ ATTACKS: dict[str, Callable[[Adversary, Publication, np.random.Generator], Publi
     "model-replacement": _model_replacement,
     "gaussian-noise": _gaussian_noise,
     "inflated-n-base": _inflated_n_base,
+    "a-little-is-enough": _a_little_is_enough,
     "label-flip": _label_flip,
     "majority-flip": _majority_flip,
     "out-of-range": _out_of_range,
     "flooding": _flooding,
     "silent": _silent,
 }
+
+
+#: The attacks that adapt to the neighbours' models they gather (:meth:`Adversary.observe`).
+ADAPTIVE = ("a-little-is-enough",)
 
 
 def adversary_for(exp: P2PExperiment, method: str, shard: ClientShard, w0: State) -> Adversary | None:

@@ -153,8 +153,9 @@ class PeerObserver(Protocol):
 class PeerState:
     """Everything a peer needs to resume after round ``scalars["round"]``: arrays (for
     safetensors) and JSON-able scalars. Array names: ``model.<tensor>``, ``optimizer.<i>.<key>``
-    (Adam's per-parameter state), ``received.X``, ``received.y`` (D_o_syn, encoded) and
-    ``received.ids`` (each row's arrival number)."""
+    (Adam's per-parameter state), ``received.X``, ``received.y`` (D_o_syn, encoded),
+    ``received.ids`` (each row's arrival number) and, for an adaptive adversary,
+    ``adversary.seen.<tensor>`` (the neighbours' models it last gathered)."""
 
     arrays: dict[str, np.ndarray]
     scalars: dict[str, Any]
@@ -406,6 +407,8 @@ class Peer:
                 rejected.append((name, screened.refused))
             dropped.extend((name, f"{code}: {detail}", n) for code, (n, detail) in screened.dropped.items())
             points[name] = (screened.X, screened.y)
+        if self.adversary:  # what an adaptive attack knows of the honest models next round
+            self.adversary.observe([pub.delta for pub in arrived])
         degenerate, left_out, outliers = self._average(own, arrived)
         for name, reason in degenerate:
             rejected.append((name, reason))
@@ -602,6 +605,8 @@ class Peer:
         arrays["received.X"] = self.received_X.copy()
         arrays["received.y"] = self.received_y.copy()
         arrays["received.ids"] = self.received_ids.copy()
+        if self.adversary:
+            arrays.update(self.adversary.state())
         scalars = {
             "client": self.client,
             "method": self.method_name,
@@ -632,3 +637,5 @@ class Peer:
         self.next_received_id = int(state.scalars["next_received_id"])
         self.last_metrics = {k: float(v) for k, v in state.scalars["last_metrics"].items()}
         self.completed_round = int(state.scalars["round"])
+        if self.adversary:
+            self.adversary.restore(arrays)

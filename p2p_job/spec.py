@@ -618,7 +618,7 @@ class EvaluationSpec(SpecModel):
 #: Attacks a client can mount (``p2p_job.adversaries``): on its model delta and weight inputs, or
 #: on the points it shares.
 AttackKind = Literal[
-    "scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base",
+    "scaled-delta", "sign-flip", "model-replacement", "gaussian-noise", "inflated-n-base", "a-little-is-enough",
     "label-flip", "majority-flip", "out-of-range", "flooding", "silent",
 ]
 #: The attacks on shared points: ``points`` applies to these only.
@@ -633,7 +633,7 @@ class AdversarySpec(SpecModel):
     client: str = Field(..., pattern=DNS_LABEL, max_length=40, description="The misbehaving client (a scenario client).")
     attack: AttackKind = Field(
         ...,
-        description="scaled-delta | sign-flip | model-replacement | gaussian-noise | inflated-n-base (on the model) | "
+        description="scaled-delta | sign-flip | model-replacement | gaussian-noise | inflated-n-base | a-little-is-enough (on the model) | "
         "label-flip | majority-flip | out-of-range | flooding (on the shared points) | silent (publishes nothing).",
     )
     from_round: int = Field(1, ge=1, le=99_999, description="First round the client misbehaves in.")
@@ -641,7 +641,7 @@ class AdversarySpec(SpecModel):
         None, gt=0, le=1e12,
         description="Strength: scaled-delta multiplies the delta (default 10), sign-flip by −factor (1), model-replacement "
         "lowers the output bias by factor, boosted by the client count (10), gaussian-noise is the noise σ (1), inflated-n-base "
-        "multiplies |D_base| (1000), out-of-range puts points up to factor feature ranges away (1000).",
+        "multiplies |D_base| (1000), a-little-is-enough shifts each entry by −factor standard deviations of the honest models (1), out-of-range puts points up to factor feature ranges away (1000).",
     )
     points: int | None = Field(None, ge=1, le=1_000_000, description="Points shared per round by label-flip, majority-flip and out-of-range (default: as many as the client would share honestly) and flooding (20000).")
 

@@ -122,6 +122,33 @@ def test_inflated_n_base_multiplies_the_size_only():
     assert out.n_base == 68_000_000 and out.variance == 0.25 and out.delta is pub.delta
 
 
+def test_a_little_is_enough_shifts_every_entry_by_z_standard_deviations_of_the_known_models():
+    adv, pub = _adversary("a-little-is-enough", factor=2)
+    assert adv(pub) is pub  # no neighbour's model gathered yet: honest
+    first = list(pub.delta)[0]
+    neighbours = [{k: np.full(v.shape, value, np.float32) for k, v in pub.delta.items()} for value in (0.0, 0.3)]
+    own = {k: np.full(v.shape, 0.6, np.float32) for k, v in pub.delta.items()}
+    adv.observe(neighbours)
+    out = adv(Publication(**{**pub.__dict__, "delta": own}))
+    # models 0, 0.3, 0.6: μ = 0.3, σ = sqrt((0.09 + 0 + 0.09) / 3) = sqrt(0.06); μ − 2σ = −0.18990
+    for k in pub.delta:
+        np.testing.assert_allclose(out.delta[k], np.full(pub.delta[k].shape, 0.3 - 2 * np.sqrt(0.06)), rtol=1e-5)
+        assert out.delta[k].dtype == np.float32
+    assert (out.n_base, out.synthetic_X is pub.synthetic_X) == (68, True)
+    # entry by entry: where the models agree, nothing moves
+    neighbours[0][first][0] = neighbours[1][first][0] = own[first][0] = 0.5
+    adv.observe(neighbours)
+    assert adv(Publication(**{**pub.__dict__, "delta": own})).delta[first][0] == pytest.approx(0.5)
+    # what it gathered travels in its checkpoint arrays, and only an adaptive attack keeps any
+    again, _ = _adversary("a-little-is-enough", factor=2)
+    again.restore({"model.x": np.zeros(1), **adv.state()})
+    np.testing.assert_array_equal(again(Publication(**{**pub.__dict__, "delta": own})).delta[first],
+                                  adv(Publication(**{**pub.__dict__, "delta": own})).delta[first])
+    flipper, _ = _adversary("sign-flip")
+    flipper.observe(neighbours)
+    assert flipper.state() == {}
+
+
 def test_label_flip_shares_own_rows_with_flipped_labels():
     adv, pub = _adversary("label-flip", points=50)
     out = adv(pub)
@@ -299,6 +326,36 @@ def test_simulate_marks_the_adversary_and_summarises_honest_clients_only(tmp_pat
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "honest clients only; adversarial, left out: b" in text
     assert "honest clients only" in capsys.readouterr().out
+
+
+def test_a_little_is_enough_over_real_peers_hides_among_last_rounds_models_and_survives_a_restart():
+    """Round 2 of four real peers: the attacker publishes μ − σ over the three honest models it
+    gathered in round 1 and its own honest round-2 model; a copy restarted from its round-1
+    checkpoint state publishes the same bytes (what it gathered is in the checkpoint)."""
+    exp = parse_experiment(_doc([{"client": "d", "attack": "a-little-is-enough"}], rounds=2))
+    method = exp.spec.methods[0]
+    hood = neighbourhoods(exp, method, list(CLIENTS))
+    peers = {c: Peer(exp, method, SHARDS[c], hood[c], "cpu") for c in CLIENTS}
+    exchange = MemoryExchange()
+    for peer in peers.values():
+        peer.train_and_publish(1, exchange)
+    round1 = exchange.gather(1, list(CLIENTS)).publications
+    for k in round1["d"].delta:  # round 1: nothing gathered yet, it publishes honestly
+        np.testing.assert_array_equal(round1["d"].delta[k], peers["d"]._phase1.publication.delta[k])
+    for peer in peers.values():
+        peer.merge_and_evaluate(1, exchange)
+    restarted = Peer(exp, method, SHARDS["d"], hood["d"], "cpu")
+    restarted.restore(peers["d"].state())
+    peers["d"].train_and_publish(2, exchange)
+    published = exchange.gather(2, ["d"]).publications["d"]
+    honest = peers["d"]._phase1.publication.delta
+    again = MemoryExchange()
+    restarted.train_and_publish(2, again)
+    for k, own in honest.items():
+        models = np.stack([round1[c].delta[k] for c in ("a", "b", "c")] + [own])
+        np.testing.assert_allclose(published.delta[k], models.mean(axis=0) - models.std(axis=0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(again.gather(2, ["d"]).publications["d"].delta[k], published.delta[k])
+    assert any(not np.allclose(published.delta[k], honest[k]) for k in honest)
 
 
 def test_the_same_attack_gives_the_same_publication_in_any_runner():
