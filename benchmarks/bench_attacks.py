@@ -4,13 +4,15 @@ Run by hand (not by pytest)::
 
     .venv/bin/python benchmarks/bench_attacks.py [--rounds 10] [--topologies full,ring] [--seeds 7,8]
         [--rules mean,krum,...] [--attacks silent,sign-flip,sign-flip:3,...] [--refuse-hostile-points on|off]
-        [--global-test all|honest] [--jobs 2] [--out FILE.md]
+        [--global-test all|honest] [--dataset builtin|nbaiot] [--jobs 2] [--out FILE.md]
 
 Setting: the built-in generator (20 features), one device per client, non-IID (§3.1 scenario 4:
 each client knows only its own device's attacks), a global test set from every device (or, with
 ``--global-test honest``, from the honest clients' devices only: the attacker's device is known
 to the attacker alone, so only the honest clients' devices are a target a defence can be held
-to); or, with ``--scenario imbalanced-iid``, every client drawing the same counts from the pooled devices.
+to); or, with ``--scenario imbalanced-iid``, every client drawing the same counts from the pooled devices;
+or, with ``--dataset nbaiot``, the real N-BaIoT rows shipped with the project, each client one
+attack kind (:func:`nbaiot_experiment`): data the defences' constants were not tuned on.
 P2PK-SMOTE (``ksmote``, sharing α = 0.1 of D_syn) with each aggregation rule of
 ``aggregation.robustRule`` as its own method (``methods[].robustRule``), on identical shards and
 seeds. Two neighbourhoods, as the issue asks: four clients in a full mesh and five in a ring,
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
@@ -69,24 +72,62 @@ def experiment(topology: str, attack: str | None, rounds: int, scenario: str = "
         {"name": f"client-{i}", **groups(i), "train": {"benign": 400, "malicious": 30}, "validation": {"benign": 100, "malicious": 30}}
         for i in range(n)
     ]
+    return _document(f"attack-{topology}", topology, attack, rounds, seed, rules, refuse_hostile_points, clients[-1]["name"], {
+        "dataset": {"kind": "builtin", "builtin": {"devices": n, "families": 2, "features": 20,
+                                                   "benignPerDevice": 700, "maliciousPerFamily": 60}},
+        "scenario": {"kind": scenario, "clients": clients, "globalTest": global_test(n, test)},
+        "rebalancing": {"k": 10, "neighbours": 10},
+        "training": {"localEpochs": 1, "batchSize": 64, "learningRate": 3e-3},
+    })
+
+
+def _document(name: str, topology: str, attack: str | None, rounds: int, seed: int, rules: tuple[str, ...],
+              refuse_hostile_points: bool, attacker: str, data: dict) -> dict:
+    """The experiment: ``data`` (dataset, scenario, training, …) with every rule as its own
+    method and, when ``attack`` is given, ``attacker`` mounting it from round 1."""
     return {
         "apiVersion": "p2pk.io/v1alpha1",
         "kind": "P2PExperiment",
-        "metadata": {"name": f"attack-{topology}-{(attack or 'clean').replace(':', '-x').replace('.', '-')}"},
+        "metadata": {"name": f"{name}-{(attack or 'clean').replace(':', '-x').replace('.', '-')}"},
         "spec": {
             "seed": seed,
             "rounds": rounds,
-            "dataset": {"kind": "builtin", "builtin": {"devices": n, "families": 2, "features": 20,
-                                                       "benignPerDevice": 700, "maliciousPerFamily": 60}},
-            "scenario": {"kind": scenario, "clients": clients, "globalTest": global_test(n, test)},
+            **data,
             "topology": {"kind": topology},
             "aggregation": {"refuseHostilePoints": refuse_hostile_points},
             "methods": [{"rebalancing": "ksmote", "robustRule": rule} for rule in rules],
-            "rebalancing": {"k": 10, "neighbours": 10},
-            "training": {"localEpochs": 1, "batchSize": 64, "learningRate": 3e-3},
-            "adversaries": [adversary(clients[-1]["name"], attack)] if attack else [],
+            "adversaries": [adversary(attacker, attack)] if attack else [],
         },
     }
+
+
+#: The real N-BaIoT rows shipped with the project (examples/nbaiot-real-5.2.4.yaml, docs/real-data.md).
+NBAIOT = Path(__file__).resolve().parents[1] / "examples" / "data" / "nbaiot-sample"
+NBAIOT_KINDS = ("gafgyt/scan", "gafgyt/tcp", "gafgyt/udp")
+
+
+def nbaiot_experiment(topology: str, attack: str | None, rounds: int, seed: int = 7, rules: tuple[str, ...] = RULES,
+                      refuse_hostile_points: bool = True) -> dict:
+    """``--dataset nbaiot``: the real N-BaIoT rows, 5.2.4's layout (each client one attack kind,
+    kinds taken in turn, so the attacker's kind is also an honest client's), the 299 benign rows
+    shared out (four clients: 50 training and 12 validation rows each; five: 40 and 10) and the
+    rest for the global test with 50 rows of each kind; preprocessing and training as in
+    examples/nbaiot-real-5.2.4.yaml."""
+    n = 4 if topology == "full" else 5
+    benign, validation = (50, 12) if n == 4 else (40, 10)
+    clients = [
+        {"name": f"client-{i}", "maliciousGroups": [NBAIOT_KINDS[i % 3]], "train": {"benign": benign, "malicious": 5},
+         "validation": {"benign": validation, "malicious": 3}}
+        for i in range(n)
+    ]
+    return _document(f"attack-nbaiot-{topology}", topology, attack, rounds, seed, rules, refuse_hostile_points, clients[-1]["name"], {
+        "dataset": {"kind": "nbaiot", "path": str(NBAIOT), "families": ["gafgyt"],
+                    "preprocessing": {"transforms": [{"columns": ["*"], "transform": "signed-log"}], "scaling": "quantile"}},
+        "scenario": {"kind": "non-iid", "clients": clients,
+                     "globalTest": {"benign": 299 - n * (benign + validation), "malicious": 150,
+                                    "maliciousKinds": {k: 50 for k in NBAIOT_KINDS}}},
+        "training": {"learningRate": 1e-3, "batchSize": 32},
+    })
 
 
 def kind(attack: str) -> str:
@@ -134,11 +175,13 @@ def final_rates(frame: pd.DataFrame, attacker: str) -> pd.DataFrame:
     return rates
 
 
-def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...], bool, str]) -> tuple[str, str, int, pd.DataFrame, float]:
-    topology, attack, rounds, threads, scenario, seed, rules, refuse, test = job
+def one_run(job: tuple[str, str | None, int, int, str, int, tuple[str, ...], bool, str, str]) -> tuple[str, str, int, pd.DataFrame, float]:
+    topology, attack, rounds, threads, scenario, seed, rules, refuse, test, dataset = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    frame = simulate(parse_experiment(experiment(topology, attack, rounds, scenario, seed, rules, refuse, test)), device="cpu")
+    doc = (nbaiot_experiment(topology, attack, rounds, seed, rules, refuse) if dataset == "nbaiot"
+           else experiment(topology, attack, rounds, scenario, seed, rules, refuse, test))
+    frame = simulate(parse_experiment(doc), device="cpu")
     attacker = f"client-{(4 if topology == 'full' else 5) - 1}"
     if attack:
         assert set(frame.loc[frame["adversarial"], "client"]) == {attacker}
@@ -207,6 +250,9 @@ def main() -> None:
                         help="aggregation.refuseHostilePoints: refuse the points of a neighbour whose model was refused as hostile")
     parser.add_argument("--global-test", choices=("all", "honest"), default="all",
                         help="global test set from every device (all) or from the honest clients' devices only")
+    parser.add_argument("--dataset", choices=("builtin", "nbaiot"), default="builtin",
+                        help="the built-in generator, or the real N-BaIoT rows in examples/data/nbaiot-sample "
+                             "(non-IID by attack kind; --scenario and --global-test do not apply)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
@@ -220,14 +266,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rule or attack: {', '.join(sorted(unknown))}")
     refuse = args.refuse_hostile_points == "on"
-    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules, refuse, args.global_test) for t in topologies for a in (None, *attacks) for seed in seeds]
+    jobs = [(t, a, args.rounds, args.threads, args.scenario, seed, rules, refuse, args.global_test, args.dataset) for t in topologies for a in (None, *attacks) for seed in seeds]
     per_seed: dict[tuple[str, str], list[pd.DataFrame]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for topology, attack, seed, rates, seconds in pool.map(one_run, jobs):
             per_seed.setdefault((topology, attack), []).append(rates)
             print(f"  {topology}/{attack}/seed {seed}: {seconds:.0f} s", flush=True)
     results = {t: {a: sum(frames) / len(frames) for (t2, a), frames in per_seed.items() if t2 == t} for t in topologies}
-    out = [tables(t, args.rounds, seeds, results[t], args.scenario)[0] for t in topologies]
+    setting = "nbaiot (real rows), non-iid by attack kind" if args.dataset == "nbaiot" else args.scenario
+    out = [tables(t, args.rounds, seeds, results[t], setting)[0] for t in topologies]
     out.append(f"Total {time.perf_counter() - start:.0f} s with --jobs {args.jobs}, refuseHostilePoints {args.refuse_hostile_points}.")
     print("\n".join(out))
     if args.out:
