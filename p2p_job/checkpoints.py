@@ -87,7 +87,7 @@ class Checkpoints:
         self.store = store
         self.experiment, self.method, self.client = experiment, method, client
         self._received: list[_Received] = []
-        self.last_bytes = 0  # bytes written by the last save (benchmarks/bench_faults.py)
+        self.last_bytes = 0  # bytes written by the last save (the worker logs it with round_end)
 
     def _key(self, name: str) -> str:
         return checkpoint_key(self.experiment, self.method, self.client, name)
